@@ -1,0 +1,486 @@
+//! The schema as written: owns the field names of every table, which of them are required,
+//! their defaults' absence, and the keyword sets of enum fields. Produces a tree of
+//! [`Field`]s with locations; cross-field and cross-reference rules live in `validate`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::DeTable;
+
+use crate::decode::{Field, Keyword, Kw, Node, Span};
+use crate::diagnostics::{Sink, codes};
+use crate::model::{Delivery, Protocol, Role};
+
+impl Keyword for Role {
+    const WHAT: &'static str = "role";
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("forwarder", Role::Forwarder),
+        ("classifier", Role::Classifier),
+        ("router", Role::Router),
+        ("session-store", Role::SessionStore),
+        ("health-cache", Role::HealthCache),
+    ];
+}
+
+impl Keyword for Protocol {
+    const WHAT: &'static str = "protocol";
+    const ALL: &'static [(&'static str, Self)] = &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp)];
+}
+
+impl Keyword for Delivery {
+    const WHAT: &'static str = "delivery";
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("nat", Delivery::Nat),
+        ("half-nat", Delivery::HalfNat),
+        ("tunnel", Delivery::Tunnel),
+    ];
+}
+
+/// `services[].mode` before its settings are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ModeKind {
+    Packet,
+    Request,
+    Migrate,
+}
+
+impl Keyword for ModeKind {
+    const WHAT: &'static str = "mode";
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("packet", ModeKind::Packet),
+        ("request", ModeKind::Request),
+        ("migrate", ModeKind::Migrate),
+    ];
+}
+
+/// `services[].affinity.kind` before its settings are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AffinityKind {
+    None,
+    ClientIp,
+    FourTuple,
+    Cookie,
+    TlsSession,
+    Header,
+}
+
+impl Keyword for AffinityKind {
+    const WHAT: &'static str = "affinity kind";
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("none", AffinityKind::None),
+        ("client-ip", AffinityKind::ClientIp),
+        ("four-tuple", AffinityKind::FourTuple),
+        ("cookie", AffinityKind::Cookie),
+        ("tls-session", AffinityKind::TlsSession),
+        ("header", AffinityKind::Header),
+    ];
+}
+
+/// `health_checks[].kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CheckKind {
+    Tcp,
+    Http,
+    Exec,
+}
+
+impl Keyword for CheckKind {
+    const WHAT: &'static str = "check kind";
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("tcp", CheckKind::Tcp),
+        ("http", CheckKind::Http),
+        ("exec", CheckKind::Exec),
+    ];
+}
+
+/// `listeners[].protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ListenerKind {
+    Http,
+    Https,
+    H2c,
+}
+
+impl Keyword for ListenerKind {
+    const WHAT: &'static str = "listener protocol";
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("http", ListenerKind::Http),
+        ("https", ListenerKind::Https),
+        ("h2c", ListenerKind::H2c),
+    ];
+}
+
+/// Where one table was written.
+#[derive(Debug, Clone)]
+pub(crate) struct At {
+    /// Header span (or inline table span).
+    pub(crate) span: Span,
+    /// Field path, e.g. `pools[0].hosts[2]`.
+    pub(crate) path: String,
+}
+
+impl At {
+    fn of(node: &Node<'_, '_>) -> Self {
+        Self {
+            span: node.span.clone(),
+            path: node.path.clone(),
+        }
+    }
+
+    /// Field path of `key` in this table.
+    pub(crate) fn field(&self, key: &str) -> String {
+        format!("{}.{key}", self.path)
+    }
+}
+
+/// The whole document.
+#[derive(Debug)]
+pub(crate) struct RawConfig {
+    pub(crate) cluster: Option<RawCluster>,
+    pub(crate) services: Vec<RawService>,
+    pub(crate) pools: Vec<RawPool>,
+    pub(crate) health_checks: Vec<RawHealthCheck>,
+    pub(crate) listeners: Vec<RawListener>,
+    pub(crate) certificates: Vec<RawCertificate>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawCluster {
+    pub(crate) at: At,
+    pub(crate) id: Field<String>,
+    pub(crate) secret_file: Field<String>,
+    pub(crate) units: Vec<RawUnit>,
+    /// Whether `units` was written (possibly empty).
+    pub(crate) units_written: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawUnit {
+    pub(crate) at: At,
+    pub(crate) name: Field<String>,
+    pub(crate) id: Field<u32>,
+    pub(crate) address: Field<IpAddr>,
+    pub(crate) roles: Field<Vec<Spanned<Kw<Role>>>>,
+    pub(crate) classifier: Field<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawService {
+    pub(crate) at: At,
+    pub(crate) name: Field<String>,
+    pub(crate) vip: Field<SocketAddr>,
+    pub(crate) protocol: Field<Kw<Protocol>>,
+    pub(crate) mode: Field<Kw<ModeKind>>,
+    pub(crate) delivery: Field<Kw<Delivery>>,
+    pub(crate) pool: Field<String>,
+    pub(crate) listener: Field<String>,
+    pub(crate) affinity: Option<RawAffinity>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawAffinity {
+    pub(crate) at: At,
+    pub(crate) kind: Field<Kw<AffinityKind>>,
+    pub(crate) timeout: Field<Duration>,
+    pub(crate) cookie: Field<String>,
+    pub(crate) header: Field<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawPool {
+    pub(crate) at: At,
+    pub(crate) name: Field<String>,
+    pub(crate) health_check: Field<String>,
+    pub(crate) hosts: Vec<RawHost>,
+    pub(crate) hosts_written: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawHost {
+    pub(crate) at: At,
+    pub(crate) id: Field<u32>,
+    pub(crate) name: Field<String>,
+    pub(crate) address: Field<SocketAddr>,
+    pub(crate) app: Field<String>,
+    pub(crate) capacity: Field<u8>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawHealthCheck {
+    pub(crate) at: At,
+    pub(crate) name: Field<String>,
+    pub(crate) kind: Field<Kw<CheckKind>>,
+    pub(crate) interval: Field<Duration>,
+    pub(crate) timeout: Field<Duration>,
+    pub(crate) rise: Field<u32>,
+    pub(crate) fall: Field<u32>,
+    pub(crate) path: Field<String>,
+    pub(crate) expect_status: Field<u16>,
+    pub(crate) body_contains: Field<String>,
+    pub(crate) command: Field<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawListener {
+    pub(crate) at: At,
+    pub(crate) name: Field<String>,
+    pub(crate) address: Field<SocketAddr>,
+    pub(crate) protocol: Field<Kw<ListenerKind>>,
+    pub(crate) certificates: Field<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawCertificate {
+    pub(crate) at: At,
+    pub(crate) name: Field<String>,
+    pub(crate) cert_file: Field<String>,
+    pub(crate) key_file: Field<String>,
+    pub(crate) server_names: Field<Vec<Spanned<String>>>,
+}
+
+/// Reads the document, reporting every unknown field, type error and missing field.
+pub(crate) fn read(root: &DeTable<'_>, sink: &mut Sink) -> RawConfig {
+    let root = Node::root(root);
+    root.check_fields(
+        sink,
+        "the configuration",
+        &[
+            "cluster",
+            "services",
+            "pools",
+            "health_checks",
+            "listeners",
+            "tls",
+            "certificates",
+        ],
+    );
+    let cluster = match root.table(sink, "cluster") {
+        Some(node) => Some(read_cluster(&node, sink)),
+        None => {
+            if !root.has("cluster") {
+                sink.error(
+                    codes::MISSING_FIELD,
+                    &(0..0),
+                    "cluster",
+                    "the configuration has no [cluster] table",
+                    Some("add a [cluster] table with `id`, `secret_file` and at least one [[cluster.units]]".to_owned()),
+                );
+            }
+            None
+        }
+    };
+    let mut certificate_nodes = Vec::new();
+    if let Some(tls) = root.table(sink, "tls") {
+        tls.check_fields(sink, "[tls]", &["certificates"]);
+        certificate_nodes.extend(tls.tables(sink, "certificates"));
+    }
+    if !certificate_nodes.is_empty()
+        && let Some(span) = root.value_span("certificates")
+    {
+        sink.error(
+            codes::CONFLICTING_SETTINGS,
+            &span,
+            "certificates",
+            "certificates are defined both as [[certificates]] and as [[tls.certificates]]",
+            Some("keep one of the two spellings".to_owned()),
+        );
+    }
+    certificate_nodes.extend(root.tables(sink, "certificates"));
+    RawConfig {
+        cluster,
+        services: root
+            .tables(sink, "services")
+            .iter()
+            .map(|n| read_service(n, sink))
+            .collect(),
+        pools: root
+            .tables(sink, "pools")
+            .iter()
+            .map(|n| read_pool(n, sink))
+            .collect(),
+        health_checks: root
+            .tables(sink, "health_checks")
+            .iter()
+            .map(|n| read_health_check(n, sink))
+            .collect(),
+        listeners: root
+            .tables(sink, "listeners")
+            .iter()
+            .map(|n| read_listener(n, sink))
+            .collect(),
+        certificates: certificate_nodes
+            .iter()
+            .map(|n| read_certificate(n, sink))
+            .collect(),
+    }
+}
+
+fn read_cluster(node: &Node<'_, '_>, sink: &mut Sink) -> RawCluster {
+    const WHAT: &str = "[cluster]";
+    node.check_fields(sink, WHAT, &["id", "secret_file", "units"]);
+    let units_written = node.has("units");
+    if !units_written {
+        node.missing(sink, WHAT, "units");
+    }
+    RawCluster {
+        at: At::of(node),
+        id: node.required(sink, WHAT, "id"),
+        secret_file: node.required(sink, WHAT, "secret_file"),
+        units: node
+            .tables(sink, "units")
+            .iter()
+            .map(|n| read_unit(n, sink))
+            .collect(),
+        units_written,
+    }
+}
+
+fn read_unit(node: &Node<'_, '_>, sink: &mut Sink) -> RawUnit {
+    const WHAT: &str = "unit";
+    node.check_fields(
+        sink,
+        WHAT,
+        &["name", "id", "address", "roles", "classifier"],
+    );
+    let id = node.integer(sink, "id", 0, u32::MAX);
+    if !id.is_written() {
+        node.missing(sink, WHAT, "id");
+    }
+    RawUnit {
+        at: At::of(node),
+        name: node.required(sink, WHAT, "name"),
+        id,
+        address: node.required(sink, WHAT, "address"),
+        roles: node.required(sink, WHAT, "roles"),
+        classifier: node.optional(sink, "classifier"),
+    }
+}
+
+fn read_service(node: &Node<'_, '_>, sink: &mut Sink) -> RawService {
+    const WHAT: &str = "service";
+    node.check_fields(
+        sink,
+        WHAT,
+        &[
+            "name", "vip", "protocol", "mode", "delivery", "pool", "listener", "affinity",
+        ],
+    );
+    let affinity = node.table(sink, "affinity").map(|a| {
+        const WHAT: &str = "affinity";
+        a.check_fields(sink, WHAT, &["kind", "timeout", "cookie", "header"]);
+        RawAffinity {
+            at: At::of(&a),
+            kind: a.required(sink, WHAT, "kind"),
+            timeout: a.optional(sink, "timeout"),
+            cookie: a.optional(sink, "cookie"),
+            header: a.optional(sink, "header"),
+        }
+    });
+    RawService {
+        at: At::of(node),
+        name: node.required(sink, WHAT, "name"),
+        vip: node.required(sink, WHAT, "vip"),
+        protocol: node.required(sink, WHAT, "protocol"),
+        mode: node.required(sink, WHAT, "mode"),
+        delivery: node.optional(sink, "delivery"),
+        pool: node.required(sink, WHAT, "pool"),
+        listener: node.optional(sink, "listener"),
+        affinity,
+    }
+}
+
+fn read_pool(node: &Node<'_, '_>, sink: &mut Sink) -> RawPool {
+    const WHAT: &str = "pool";
+    node.check_fields(sink, WHAT, &["name", "health_check", "hosts"]);
+    let hosts_written = node.has("hosts");
+    RawPool {
+        at: At::of(node),
+        name: node.required(sink, WHAT, "name"),
+        health_check: node.optional(sink, "health_check"),
+        hosts: node
+            .tables(sink, "hosts")
+            .iter()
+            .map(|n| read_host(n, sink))
+            .collect(),
+        hosts_written,
+    }
+}
+
+fn read_host(node: &Node<'_, '_>, sink: &mut Sink) -> RawHost {
+    const WHAT: &str = "host";
+    node.check_fields(sink, WHAT, &["id", "name", "address", "app", "capacity"]);
+    let id = node.integer(sink, "id", 0, u32::MAX);
+    if !id.is_written() {
+        node.missing(sink, WHAT, "id");
+    }
+    RawHost {
+        at: At::of(node),
+        id,
+        name: node.required(sink, WHAT, "name"),
+        address: node.required(sink, WHAT, "address"),
+        app: node.required(sink, WHAT, "app"),
+        capacity: node.integer(sink, "capacity", 0, 99),
+    }
+}
+
+fn read_health_check(node: &Node<'_, '_>, sink: &mut Sink) -> RawHealthCheck {
+    const WHAT: &str = "health check";
+    node.check_fields(
+        sink,
+        WHAT,
+        &[
+            "name",
+            "kind",
+            "interval",
+            "timeout",
+            "rise",
+            "fall",
+            "path",
+            "expect_status",
+            "body_contains",
+            "command",
+        ],
+    );
+    RawHealthCheck {
+        at: At::of(node),
+        name: node.required(sink, WHAT, "name"),
+        kind: node.required(sink, WHAT, "kind"),
+        interval: node.optional(sink, "interval"),
+        timeout: node.optional(sink, "timeout"),
+        rise: node.integer(sink, "rise", 1, u32::MAX),
+        fall: node.integer(sink, "fall", 1, u32::MAX),
+        path: node.optional(sink, "path"),
+        expect_status: node.integer(sink, "expect_status", 100, 599),
+        body_contains: node.optional(sink, "body_contains"),
+        command: node.optional(sink, "command"),
+    }
+}
+
+fn read_listener(node: &Node<'_, '_>, sink: &mut Sink) -> RawListener {
+    const WHAT: &str = "listener";
+    node.check_fields(sink, WHAT, &["name", "address", "protocol", "certificates"]);
+    RawListener {
+        at: At::of(node),
+        name: node.required(sink, WHAT, "name"),
+        address: node.required(sink, WHAT, "address"),
+        protocol: node.required(sink, WHAT, "protocol"),
+        certificates: node.optional(sink, "certificates"),
+    }
+}
+
+fn read_certificate(node: &Node<'_, '_>, sink: &mut Sink) -> RawCertificate {
+    const WHAT: &str = "certificate";
+    node.check_fields(
+        sink,
+        WHAT,
+        &["name", "cert_file", "key_file", "server_names"],
+    );
+    RawCertificate {
+        at: At::of(node),
+        name: node.required(sink, WHAT, "name"),
+        cert_file: node.required(sink, WHAT, "cert_file"),
+        key_file: node.required(sink, WHAT, "key_file"),
+        server_names: node.required(sink, WHAT, "server_names"),
+    }
+}
