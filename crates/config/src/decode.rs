@@ -223,7 +223,16 @@ impl Decode for SocketAddr {
 }
 
 fn socket_hint(s: &str) -> String {
-    if s.parse::<IpAddr>().is_ok() {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        // "2001:db8::1:80" parses as an IPv6 address; the operator most likely meant port 80.
+        if let (IpAddr::V6(_), Some((address, port))) = (ip, s.rsplit_once(':'))
+            && address.parse::<std::net::Ipv6Addr>().is_ok()
+            && port.parse::<u16>().is_ok_and(|p| p > 0)
+        {
+            return format!(
+                "IPv6 addresses go in brackets before the port: write \"[{address}]:{port}\""
+            );
+        }
         return format!("add a port, e.g. \"{}\"", with_port(s));
     }
     if s.matches(':').count() >= 2 && !s.starts_with('[') {

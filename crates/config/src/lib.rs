@@ -83,8 +83,17 @@ pub fn load_str(source: &str, origin: &Path) -> Result<Config, Diagnostics> {
     let mut sink = Sink::new(origin, source);
     let (document, syntax_errors) = DeTable::parse_recoverable(source);
     if !syntax_errors.is_empty() {
+        // The parser recovers and goes on, so one mistake can cause several follow-on
+        // errors on its line; the first one on each line is the one that explains it.
+        let mut lines_seen = std::collections::HashSet::new();
         for error in syntax_errors {
             let span = error.span().unwrap_or(0..0);
+            let line = source
+                .get(..span.start)
+                .map_or(0, |s| s.matches('\n').count());
+            if !lines_seen.insert(line) {
+                continue;
+            }
             let message = error.message().trim_end().replace('\n', "; ");
             sink.error(
                 codes::INVALID_TOML,

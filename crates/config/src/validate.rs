@@ -133,14 +133,6 @@ fn is_dns_name(name: &str) -> bool {
         })
 }
 
-fn plural(n: usize, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
-}
-
 struct Validator<'s> {
     sink: &'s mut Sink,
     base: PathBuf,
@@ -1486,11 +1478,18 @@ impl Validator<'_> {
                         service.name,
                         role.keyword()
                     ),
-                    Some(format!(
-                        "add \"{}\" to the roles of one of the {}",
-                        role.keyword(),
-                        plural(units.len(), "unit")
-                    )),
+                    Some(match units {
+                        [only] => format!(
+                            "add \"{}\" to the roles of unit \"{}\"",
+                            role.keyword(),
+                            only.name
+                        ),
+                        _ => format!(
+                            "add \"{}\" to the roles of one of the {} units",
+                            role.keyword(),
+                            units.len()
+                        ),
+                    }),
                 );
             }
         }

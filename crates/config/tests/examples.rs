@@ -19,7 +19,10 @@ fn every_example_loads_cleanly() -> std::io::Result<()> {
         }
     }
     checked.sort();
-    assert!(checked.len() >= 4, "expected at least 4 examples, found {checked:?}");
+    assert!(
+        checked.len() >= 4,
+        "expected at least 4 examples, found {checked:?}"
+    );
     Ok(())
 }
 
@@ -41,7 +44,12 @@ fn all_in_one_has_what_its_comments_promise() {
     }
     let web = config.service("web").unwrap_or_else(|| panic!("no web"));
     assert_eq!(web.protocol, Protocol::Tcp);
-    assert_eq!(web.mode, ServiceMode::Packet { delivery: Delivery::Nat });
+    assert_eq!(
+        web.mode,
+        ServiceMode::Packet {
+            delivery: Delivery::Nat
+        }
+    );
     assert!(matches!(web.affinity, Affinity::ClientIp { .. }));
     assert!(config.services.iter().any(|s| s.protocol == Protocol::Udp));
     let pool = config.pool_of(web).unwrap_or_else(|| panic!("no pool"));

@@ -1,0 +1,1108 @@
+//! Every kind of mistake in a configuration gets its own located, explained error.
+//!
+//! The table below holds one bad configuration per case. Most cases are appended to a valid
+//! cluster prefix (`PREFIX`, 10 lines) and followed by a valid pool `p` (`SUFFIX`), so their
+//! expected line numbers count from the first line of the case's own text.
+
+use std::path::Path;
+
+use switchyard_config::{Diagnostic, Diagnostics, load_file};
+
+/// A valid cluster: one unit with every role. 10 lines.
+const PREFIX: &str = r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "192.0.2.1"
+roles = ["forwarder", "classifier", "router", "session-store", "health-cache"]
+
+"#;
+const PREFIX_LINES: usize = 10;
+
+/// A valid pool `p` with one host (id 900), appended after each case's text.
+const SUFFIX: &str = r#"
+
+[[pools]]
+name = "p"
+
+[[pools.hosts]]
+id = 900
+name = "h900"
+address = "192.0.2.90:80"
+app = "a"
+"#;
+
+struct Case {
+    /// What the case shows.
+    name: &'static str,
+    /// Wrap in `PREFIX` and `SUFFIX`.
+    wrapped: bool,
+    toml: &'static str,
+    code: &'static str,
+    /// Fragment of the message.
+    message: &'static str,
+    /// Line within `toml` (1-based).
+    line: usize,
+    field: &'static str,
+}
+
+const fn case(
+    name: &'static str,
+    toml: &'static str,
+    code: &'static str,
+    message: &'static str,
+    line: usize,
+    field: &'static str,
+) -> Case {
+    Case {
+        name,
+        wrapped: true,
+        toml,
+        code,
+        message,
+        line,
+        field,
+    }
+}
+
+const fn whole(
+    name: &'static str,
+    toml: &'static str,
+    code: &'static str,
+    message: &'static str,
+    line: usize,
+    field: &'static str,
+) -> Case {
+    Case {
+        name,
+        wrapped: false,
+        toml,
+        code,
+        message,
+        line,
+        field,
+    }
+}
+
+const CASES: &[Case] = &[
+    whole(
+        "unknown field at top level",
+        r#"colour = "blue"
+
+[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "192.0.2.1"
+roles = ["forwarder", "classifier"]
+"#,
+        "unknown-field",
+        "unknown field `colour` in the configuration",
+        1,
+        "colour",
+    ),
+    case(
+        "unknown field nested in a host",
+        r#"[[pools]]
+name = "q"
+
+[[pools.hosts]]
+id = 1
+name = "h1"
+adress = "192.0.2.5:80"
+address = "192.0.2.5:80"
+app = "a"
+"#,
+        "unknown-field",
+        "unknown field `adress` in host",
+        7,
+        "pools[0].hosts[0].adress",
+    ),
+    case(
+        "bad IPv4 address",
+        r#"[[services]]
+name = "s"
+vip = "198.51.100.300:80"
+protocol = "tcp"
+mode = "packet"
+delivery = "nat"
+pool = "p"
+"#,
+        "bad-address",
+        "\"198.51.100.300:80\" is not an IP:port address",
+        3,
+        "services[0].vip",
+    ),
+    case(
+        "IPv6 address without brackets",
+        r#"[[services]]
+name = "s"
+vip = "2001:db8::1:80"
+protocol = "tcp"
+mode = "packet"
+delivery = "nat"
+pool = "p"
+"#,
+        "bad-address",
+        "is not an IP:port address",
+        3,
+        "services[0].vip",
+    ),
+    case(
+        "port 0",
+        r#"[[services]]
+name = "s"
+vip = "[2001:db8::1]:0"
+protocol = "tcp"
+mode = "packet"
+delivery = "nat"
+pool = "p"
+"#,
+        "bad-address",
+        "has port 0",
+        3,
+        "services[0].vip",
+    ),
+    whole(
+        "unit address with a port",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "192.0.2.1:7000"
+roles = ["forwarder", "classifier"]
+"#,
+        "bad-address",
+        "\"192.0.2.1:7000\" is not an IP address",
+        8,
+        "cluster.units[0].address",
+    ),
+    case(
+        "duplicate VIP",
+        r#"[[services]]
+name = "web"
+vip = "198.51.100.10:80"
+protocol = "tcp"
+mode = "packet"
+delivery = "nat"
+pool = "p"
+
+[[services]]
+name = "web-too"
+vip = "198.51.100.10:80"
+protocol = "tcp"
+mode = "packet"
+delivery = "tunnel"
+pool = "p"
+"#,
+        "duplicate-vip",
+        "VIP 198.51.100.10:80/tcp is already used by service \"web\"",
+        11,
+        "services[1].vip",
+    ),
+    case(
+        "undefined pool",
+        r#"[[services]]
+name = "s"
+vip = "198.51.100.1:80"
+protocol = "tcp"
+mode = "packet"
+delivery = "nat"
+pool = "pp"
+"#,
+        "undefined-pool",
+        "pool \"pp\" is not defined",
+        7,
+        "services[0].pool",
+    ),
+    case(
+        "undefined health check",
+        r#"[[pools]]
+name = "q"
+health_check = "missing"
+
+[[pools.hosts]]
+id = 1
+name = "h1"
+address = "192.0.2.5:80"
+app = "a"
+"#,
+        "undefined-check",
+        "health check \"missing\" is not defined",
+        3,
+        "pools[0].health_check",
+    ),
+    case(
+        "undefined listener",
+        r#"[[services]]
+name = "s"
+vip = "198.51.100.1:80"
+protocol = "tcp"
+mode = "request"
+listener = "front"
+pool = "p"
+"#,
+        "undefined-listener",
+        "listener \"front\" is not defined",
+        6,
+        "services[0].listener",
+    ),
+    case(
+        "undefined certificate",
+        r#"[[listeners]]
+name = "l"
+address = "198.51.100.1:443"
+protocol = "https"
+certificates = ["nope"]
+"#,
+        "undefined-certificate",
+        "certificate \"nope\" is not defined",
+        5,
+        "listeners[0].certificates[0]",
+    ),
+    whole(
+        "unreadable secret file",
+        r#"[cluster]
+id = "t"
+secret_file = "missing.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "192.0.2.1"
+roles = ["forwarder", "classifier"]
+"#,
+        "unreadable-secret",
+        "cannot read cluster secret",
+        3,
+        "cluster.secret_file",
+    ),
+    whole(
+        "short secret",
+        r#"[cluster]
+id = "t"
+secret_file = "short.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "192.0.2.1"
+roles = ["forwarder", "classifier"]
+"#,
+        "short-secret",
+        "at least 32 are needed",
+        3,
+        "cluster.secret_file",
+    ),
+    whole(
+        "duplicate unit name",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "192.0.2.1"
+roles = ["forwarder", "classifier"]
+
+[[cluster.units]]
+name = "lb"
+id = 2
+address = "192.0.2.2"
+roles = ["forwarder", "classifier"]
+"#,
+        "duplicate-name",
+        "unit name \"lb\" is already used by cluster.units[0]",
+        12,
+        "cluster.units[1].name",
+    ),
+    whole(
+        "duplicate unit id",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb1"
+id = 7
+address = "192.0.2.1"
+roles = ["forwarder", "classifier"]
+
+[[cluster.units]]
+name = "lb2"
+id = 7
+address = "192.0.2.2"
+roles = ["forwarder", "classifier"]
+"#,
+        "duplicate-id",
+        "unit id 7 is already used",
+        13,
+        "cluster.units[1].id",
+    ),
+    case(
+        "duplicate pool name",
+        r#"[[pools]]
+name = "p"
+
+[[pools.hosts]]
+id = 1
+name = "h1"
+address = "192.0.2.5:80"
+app = "a"
+"#,
+        "duplicate-name",
+        "pool name \"p\" is already used by pools[0]",
+        // The case's pool comes first in the file; the suffix's pool `p` is the duplicate,
+        // at case line 9 + 3.
+        12,
+        "pools[1].name",
+    ),
+    case(
+        "duplicate host id across pools",
+        r#"[[pools]]
+name = "q"
+
+[[pools.hosts]]
+id = 900
+name = "h1"
+address = "192.0.2.5:80"
+app = "a"
+"#,
+        "duplicate-id",
+        "host id 900 is already used by pools[0].hosts[0]",
+        15,
+        "pools[1].hosts[0].id",
+    ),
+    case(
+        "duplicate host name",
+        r#"[[pools]]
+name = "q"
+
+[[pools.hosts]]
+id = 1
+name = "web"
+address = "192.0.2.5:80"
+app = "a"
+
+[[pools.hosts]]
+id = 2
+name = "web"
+address = "192.0.2.6:80"
+app = "a"
+"#,
+        "duplicate-name",
+        "host name \"web\" is already used by pools[0].hosts[0]",
+        12,
+        "pools[0].hosts[1].name",
+    ),
+    case(
+        "capacity 100",
+        r#"[[pools]]
+name = "q"
+
+[[pools.hosts]]
+id = 1
+name = "h1"
+address = "192.0.2.5:80"
+app = "a"
+capacity = 100
+"#,
+        "out-of-range",
+        "capacity 100 is out of range",
+        9,
+        "pools[0].hosts[0].capacity",
+    ),
+    case(
+        "negative host id",
+        r#"[[pools]]
+name = "q"
+
+[[pools.hosts]]
+id = -1
+name = "h1"
+address = "192.0.2.5:80"
+app = "a"
+"#,
+        "out-of-range",
+        "id -1 is out of range",
+        5,
+        "pools[0].hosts[0].id",
+    ),
+    case(
+        "rise 0",
+        r#"[[health_checks]]
+name = "c"
+kind = "tcp"
+rise = 0
+"#,
+        "out-of-range",
+        "rise 0 is out of range",
+        4,
+        "health_checks[0].rise",
+    ),
+    case(
+        "expect_status 700",
+        r#"[[health_checks]]
+name = "c"
+kind = "http"
+path = "/"
+expect_status = 700
+"#,
+        "out-of-range",
+        "expect_status 700 is out of range",
+        5,
+        "health_checks[0].expect_status",
+    ),
+    case(
+        "timeout not below interval",
+        r#"[[health_checks]]
+name = "c"
+kind = "tcp"
+interval = "2s"
+timeout = "2s"
+"#,
+        "conflicting-settings",
+        "timeout 2s is not shorter than interval 2s",
+        5,
+        "health_checks[0].timeout",
+    ),
+    case(
+        "short interval against the default timeout",
+        r#"[[health_checks]]
+name = "c"
+kind = "tcp"
+interval = "500ms"
+"#,
+        "conflicting-settings",
+        "timeout 1s (default) is not shorter than interval 500ms",
+        4,
+        "health_checks[0].interval",
+    ),
+    case(
+        "bad duration",
+        r#"[[health_checks]]
+name = "c"
+kind = "tcp"
+interval = "2 parsecs"
+"#,
+        "bad-duration",
+        "invalid duration \"2 parsecs\"",
+        4,
+        "health_checks[0].interval",
+    ),
+    case(
+        "duration without unit",
+        r#"[[health_checks]]
+name = "c"
+kind = "tcp"
+timeout = 1
+"#,
+        "bad-duration",
+        "expected a duration string",
+        4,
+        "health_checks[0].timeout",
+    ),
+    case(
+        "bad enum value",
+        r#"[[services]]
+name = "s"
+vip = "198.51.100.1:80"
+protocol = "tcp"
+mode = "magic"
+delivery = "nat"
+pool = "p"
+"#,
+        "bad-value",
+        "unknown mode \"magic\"",
+        5,
+        "services[0].mode",
+    ),
+    case(
+        "missing required field",
+        r#"[[services]]
+name = "s"
+protocol = "tcp"
+mode = "packet"
+delivery = "nat"
+pool = "p"
+"#,
+        "missing-field",
+        "service has no `vip`",
+        1,
+        "services[0].vip",
+    ),
+    case(
+        "https listener without certificates",
+        r#"[[listeners]]
+name = "secure"
+address = "198.51.100.1:443"
+protocol = "https"
+"#,
+        "missing-field",
+        "https listener \"secure\" has no certificates",
+        1,
+        "listeners[0].certificates",
+    ),
+    case(
+        "certificates on an http listener",
+        r#"[[listeners]]
+name = "plain"
+address = "198.51.100.1:80"
+protocol = "http"
+certificates = ["good"]
+
+[[tls.certificates]]
+name = "good"
+cert_file = "good.cert.pem"
+key_file = "good.key.pem"
+server_names = ["www.example.com"]
+"#,
+        "conflicting-settings",
+        "`certificates` only applies to https listeners",
+        5,
+        "listeners[0].certificates",
+    ),
+    case(
+        "two listeners on one address",
+        r#"[[listeners]]
+name = "a"
+address = "198.51.100.1:80"
+protocol = "http"
+
+[[listeners]]
+name = "b"
+address = "198.51.100.1:80"
+protocol = "h2c"
+"#,
+        "duplicate-address",
+        "address 198.51.100.1:80 is already used by listeners[0]",
+        8,
+        "listeners[1].address",
+    ),
+    whole(
+        "forwarder-only unit without classifier",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "cls"
+id = 1
+address = "192.0.2.1"
+roles = ["classifier"]
+
+[[cluster.units]]
+name = "fwd"
+id = 2
+address = "192.0.2.2"
+roles = ["forwarder"]
+"#,
+        "no-classifier",
+        "forwarder unit \"fwd\" has no classifier role and names no classifier",
+        11,
+        "cluster.units[1].classifier",
+    ),
+    whole(
+        "classifier pointing at a unit without the classifier role",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "router"
+id = 1
+address = "192.0.2.1"
+roles = ["router"]
+
+[[cluster.units]]
+name = "fwd"
+id = 2
+address = "192.0.2.2"
+roles = ["forwarder"]
+classifier = "router"
+"#,
+        "not-a-classifier",
+        "unit \"router\" does not have the classifier role",
+        16,
+        "cluster.units[1].classifier",
+    ),
+    whole(
+        "classifier naming an undefined unit",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "cls"
+id = 1
+address = "192.0.2.1"
+roles = ["classifier"]
+
+[[cluster.units]]
+name = "fwd"
+id = 2
+address = "192.0.2.2"
+roles = ["forwarder"]
+classifier = "clss"
+"#,
+        "undefined-unit",
+        "unit \"clss\" is not defined",
+        16,
+        "cluster.units[1].classifier",
+    ),
+    whole(
+        "TOML syntax error",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key
+
+[[cluster.units]]
+"#,
+        "invalid-toml",
+        "invalid basic string",
+        3,
+        "",
+    ),
+    case(
+        "wrong type",
+        r#"[[pools]]
+name = "q"
+
+[[pools.hosts]]
+id = 1
+name = "h1"
+address = "192.0.2.5:80"
+app = "a"
+capacity = "50"
+"#,
+        "wrong-type",
+        "expected an integer, found a string",
+        9,
+        "pools[0].hosts[0].capacity",
+    ),
+    whole(
+        "empty roles",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "192.0.2.1"
+roles = []
+"#,
+        "empty-list",
+        "the unit has no roles",
+        9,
+        "cluster.units[0].roles",
+    ),
+    whole(
+        "duplicate role",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "192.0.2.1"
+roles = ["forwarder", "classifier", "forwarder"]
+"#,
+        "duplicate-entry",
+        "role \"forwarder\" is listed twice",
+        9,
+        "cluster.units[0].roles[2]",
+    ),
+    whole(
+        "unknown role",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "192.0.2.1"
+roles = ["forwarder", "clasifier"]
+"#,
+        "bad-value",
+        "unknown role \"clasifier\"",
+        9,
+        "cluster.units[0].roles[1]",
+    ),
+    whole(
+        "no [cluster] table",
+        "[[pools]]\nname = \"p\"\n\n[[pools.hosts]]\nid = 1\nname = \"h\"\naddress = \"192.0.2.5:80\"\napp = \"a\"\n",
+        "missing-field",
+        "the configuration has no [cluster] table",
+        1,
+        "cluster",
+    ),
+    case(
+        "pool without hosts",
+        "[[pools]]\nname = \"empty\"\n",
+        "missing-field",
+        "pool \"empty\" has no hosts",
+        1,
+        "pools[0].hosts",
+    ),
+    case(
+        "packet mode without delivery",
+        r#"[[services]]
+name = "s"
+vip = "198.51.100.1:80"
+protocol = "tcp"
+mode = "packet"
+pool = "p"
+"#,
+        "missing-field",
+        "packet-mode service has no `delivery`",
+        1,
+        "services[0].delivery",
+    ),
+    case(
+        "request mode with delivery",
+        r#"[[services]]
+name = "s"
+vip = "198.51.100.1:80"
+protocol = "tcp"
+mode = "request"
+delivery = "nat"
+listener = "l"
+pool = "p"
+
+[[listeners]]
+name = "l"
+address = "198.51.100.1:80"
+protocol = "http"
+"#,
+        "conflicting-settings",
+        "`delivery` does not apply to request mode",
+        6,
+        "services[0].delivery",
+    ),
+    case(
+        "UDP in request mode",
+        r#"[[services]]
+name = "s"
+vip = "198.51.100.1:80"
+protocol = "udp"
+mode = "request"
+listener = "l"
+pool = "p"
+
+[[listeners]]
+name = "l"
+address = "198.51.100.1:80"
+protocol = "http"
+"#,
+        "conflicting-settings",
+        "request mode needs TCP, but the service is UDP",
+        4,
+        "services[0].protocol",
+    ),
+    case(
+        "cookie affinity without cookie name",
+        r#"[[services]]
+name = "s"
+vip = "198.51.100.1:80"
+protocol = "tcp"
+mode = "request"
+listener = "l"
+pool = "p"
+affinity = { kind = "cookie" }
+
+[[listeners]]
+name = "l"
+address = "198.51.100.1:80"
+protocol = "http"
+"#,
+        "missing-field",
+        "cookie affinity has no `cookie` name",
+        8,
+        "services[0].affinity.cookie",
+    ),
+    case(
+        "cookie affinity in packet mode",
+        r#"[[services]]
+name = "s"
+vip = "198.51.100.1:80"
+protocol = "tcp"
+mode = "packet"
+delivery = "nat"
+pool = "p"
+
+[services.affinity]
+kind = "cookie"
+cookie = "SID"
+"#,
+        "conflicting-settings",
+        "cookie affinity needs to read the connection's content",
+        10,
+        "services[0].affinity.kind",
+    ),
+    case(
+        "http check path without leading slash",
+        r#"[[health_checks]]
+name = "c"
+kind = "http"
+path = "healthz"
+"#,
+        "bad-value",
+        "path \"healthz\" is not an absolute request path",
+        4,
+        "health_checks[0].path",
+    ),
+    case(
+        "exec check with empty command",
+        r#"[[health_checks]]
+name = "c"
+kind = "exec"
+command = []
+"#,
+        "empty-list",
+        "exec check has an empty `command`",
+        4,
+        "health_checks[0].command",
+    ),
+    case(
+        "http setting on a tcp check",
+        r#"[[health_checks]]
+name = "c"
+kind = "tcp"
+path = "/"
+"#,
+        "conflicting-settings",
+        "`path` only applies to http checks, not to tcp checks",
+        4,
+        "health_checks[0].path",
+    ),
+    case(
+        "certificate file without a PEM certificate",
+        r#"[[certificates]]
+name = "bad"
+cert_file = "not-pem.txt"
+key_file = "good.key.pem"
+server_names = ["www.example.com"]
+"#,
+        "bad-pem",
+        "does not contain a \"-----BEGIN CERTIFICATE-----\" block",
+        3,
+        "certificates[0].cert_file",
+    ),
+    case(
+        "unreadable key file",
+        r#"[[tls.certificates]]
+name = "bad"
+cert_file = "good.cert.pem"
+key_file = "absent.key.pem"
+server_names = ["www.example.com"]
+"#,
+        "unreadable-pem",
+        "cannot read",
+        4,
+        "tls.certificates[0].key_file",
+    ),
+    case(
+        "certificate with no server names",
+        r#"[[tls.certificates]]
+name = "c"
+cert_file = "good.cert.pem"
+key_file = "good.key.pem"
+server_names = []
+"#,
+        "empty-list",
+        "the certificate has no server names",
+        5,
+        "tls.certificates[0].server_names",
+    ),
+    case(
+        "two certificates of a listener claim one server name",
+        r#"[[listeners]]
+name = "l"
+address = "198.51.100.1:443"
+protocol = "https"
+certificates = ["one", "two"]
+
+[[tls.certificates]]
+name = "one"
+cert_file = "good.cert.pem"
+key_file = "good.key.pem"
+server_names = ["www.example.com"]
+
+[[tls.certificates]]
+name = "two"
+cert_file = "good.cert.pem"
+key_file = "good.key.pem"
+server_names = ["api.example.com", "WWW.example.com"]
+"#,
+        "duplicate-server-name",
+        "server name \"www.example.com\" is served by both certificate \"one\" and certificate \"two\"",
+        5,
+        "listeners[0].certificates[1]",
+    ),
+    case(
+        "bad name",
+        r#"[[pools]]
+name = "web servers"
+
+[[pools.hosts]]
+id = 1
+name = "h1"
+address = "192.0.2.5:80"
+app = "a"
+"#,
+        "bad-name",
+        "name \"web servers\" has characters that are not allowed",
+        2,
+        "pools[0].name",
+    ),
+    whole(
+        "request service without a router unit",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "192.0.2.1"
+roles = ["forwarder", "classifier"]
+
+[[services]]
+name = "s"
+vip = "198.51.100.1:80"
+protocol = "tcp"
+mode = "request"
+listener = "l"
+pool = "p"
+
+[[listeners]]
+name = "l"
+address = "198.51.100.1:80"
+protocol = "http"
+
+[[pools]]
+name = "p"
+
+[[pools.hosts]]
+id = 1
+name = "h1"
+address = "192.0.2.5:80"
+app = "a"
+"#,
+        "missing-role",
+        "service \"s\" uses request mode, but no unit has the router role",
+        15,
+        "services[0].mode",
+    ),
+    case(
+        "certificates spelled both ways",
+        r#"[[certificates]]
+name = "a"
+cert_file = "good.cert.pem"
+key_file = "good.key.pem"
+server_names = ["a.example.com"]
+
+[[tls.certificates]]
+name = "b"
+cert_file = "good.cert.pem"
+key_file = "good.key.pem"
+server_names = ["b.example.com"]
+"#,
+        "conflicting-settings",
+        "certificates are defined both as [[certificates]] and as [[tls.certificates]]",
+        1,
+        "certificates",
+    ),
+    case(
+        "array of tables written as a table",
+        "[services]\nname = \"s\"\n",
+        "wrong-type",
+        "expected an array of tables, found a table",
+        1,
+        "services",
+    ),
+];
+
+/// A directory with the files the cases refer to.
+fn fixture_dir() -> std::io::Result<tempfile::TempDir> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path();
+    std::fs::write(path.join("cluster.key"), format!("{}\n", "5e".repeat(32)))?;
+    std::fs::write(path.join("short.key"), "tooshort\n")?;
+    std::fs::write(
+        path.join("good.cert.pem"),
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )?;
+    std::fs::write(
+        path.join("good.key.pem"),
+        "-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n",
+    )?;
+    std::fs::write(path.join("not-pem.txt"), "hello\n")?;
+    Ok(dir)
+}
+
+fn text_of(case: &Case) -> String {
+    if case.wrapped {
+        format!("{PREFIX}{}{SUFFIX}", case.toml)
+    } else {
+        case.toml.to_owned()
+    }
+}
+
+fn check_in(dir: &Path, name: &str, text: &str) -> Result<Diagnostics, String> {
+    let file = dir.join(format!("{}.toml", name.replace(' ', "-")));
+    std::fs::write(&file, text).map_err(|e| e.to_string())?;
+    match load_file(&file) {
+        Ok(config) => Err(format!("accepted: {}", config.summary())),
+        Err(diagnostics) => Ok(diagnostics),
+    }
+}
+
+#[test]
+fn each_kind_of_mistake_gets_its_own_located_message() -> std::io::Result<()> {
+    let dir = fixture_dir()?;
+    let mut failures = Vec::new();
+    for case in CASES {
+        let diagnostics = match check_in(dir.path(), case.name, &text_of(case)) {
+            Ok(d) => d,
+            Err(e) => {
+                failures.push(format!("{}: {e}", case.name));
+                continue;
+            }
+        };
+        let line = if case.wrapped {
+            case.line + PREFIX_LINES
+        } else {
+            case.line
+        };
+        let all: Vec<&Diagnostic> = diagnostics.iter().collect();
+        let ok = all.len() == 1
+            && all[0].code == case.code
+            && all[0].message.contains(case.message)
+            && all[0].line == line
+            && all[0].field == case.field
+            && all[0].column >= 1
+            && all[0].hint.is_some();
+        if !ok {
+            failures.push(format!(
+                "{}: expected exactly one [{}] at line {line}, field `{}`, message containing {:?}; got:\n{diagnostics}",
+                case.name, case.code, case.field, case.message
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    Ok(())
+}
