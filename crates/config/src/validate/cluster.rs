@@ -83,17 +83,13 @@ impl Validator<'_> {
 
         // Roles of every unit whose roles could be read, for classifier references.
         let mut roles_by_name: HashMap<&str, Vec<Role>> = HashMap::new();
-        let mut roles_complete = true;
         let mut unit_roles = Vec::with_capacity(raw.len());
         for unit in raw {
             let roles = self.roles(unit);
-            match (&roles, unit.name.get()) {
-                (Some(roles), Some(name)) => {
-                    roles_by_name
-                        .entry(name.as_str())
-                        .or_insert_with(|| roles.clone());
-                }
-                _ => roles_complete = false,
+            if let (Some(roles), Some(name)) = (&roles, unit.name.get()) {
+                roles_by_name
+                    .entry(name.as_str())
+                    .or_insert_with(|| roles.clone());
             }
             unit_roles.push(roles);
         }
@@ -101,9 +97,9 @@ impl Validator<'_> {
         let mut out = Vec::with_capacity(raw.len());
         let mut ok = true;
         for (unit, roles) in raw.iter().zip(unit_roles) {
-            let classifier = roles.as_deref().and_then(|roles| {
-                self.unit_classifier(unit, roles, &names, &roles_by_name, roles_complete)
-            });
+            let classifier = roles
+                .as_deref()
+                .and_then(|roles| self.unit_classifier(unit, roles, &names, &roles_by_name));
             match (
                 unit.name.get(),
                 unit.id.get(),
@@ -152,7 +148,6 @@ impl Validator<'_> {
         roles: &[Role],
         names: &Names,
         roles_by_name: &HashMap<&str, Vec<Role>>,
-        roles_complete: bool,
     ) -> Option<Option<String>> {
         let forwards = roles.contains(&Role::Forwarder);
         let classifies = roles.contains(&Role::Classifier);
@@ -234,12 +229,9 @@ impl Validator<'_> {
                 );
                 None
             }
-            // The target's roles could not be read (`roles_complete` is false); that error is
+            // The target's name resolved but its roles could not be read; that error is
             // reported already.
-            None => {
-                debug_assert!(!roles_complete);
-                None
-            }
+            None => None,
         }
     }
 }
