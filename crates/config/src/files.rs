@@ -39,7 +39,7 @@ pub(crate) fn read_secret(path: &Path) -> Result<ClusterSecret, FileProblem> {
         code: codes::UNREADABLE_SECRET,
         message: format!("cannot read cluster secret {}: {e}", path.display()),
         hint: Some(
-            "create it with `openssl rand -hex 32 > FILE`, readable only by the switchyard user"
+            "create it with `switchyard gen-secret --out FILE` (or `openssl rand -hex 32 > FILE`), readable only by the switchyard user"
                 .to_owned(),
         ),
     })?;
@@ -52,7 +52,7 @@ pub(crate) fn read_secret(path: &Path) -> Result<ClusterSecret, FileProblem> {
             code,
             message: format!("cluster secret {} {e}", path.display()),
             hint: Some(
-                "use 32 random bytes or more: `openssl rand -hex 32 > FILE` writes 64 hex digits"
+                "use 32 random bytes or more: `switchyard gen-secret --out FILE` writes 64 hex digits"
                     .to_owned(),
             ),
         }
