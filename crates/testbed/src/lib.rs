@@ -15,8 +15,8 @@
 //!   whatever else still lives in its namespaces (only its own descendants can), and deletes
 //!   the namespaces. `scripts/check-leftovers.sh` verifies nothing is left.
 //!
-//! Needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and iproute2; faults need nftables. Linux
-//! ≥ 5.16 (tested on 6.18).
+//! Needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and iproute2; faults need nftables. Tested on
+//! Linux 6.18.
 //!
 //! # Example
 //!

@@ -71,6 +71,11 @@ impl ProcShared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// True once the child has been reaped (no waiting, no polling).
+    pub(crate) fn reaped(&self) -> bool {
+        self.lock().status.is_some()
+    }
+
     fn poll(&self, state: &mut ProcState) -> Result<Option<ExitStatus>> {
         if state.status.is_none() {
             state.status = state

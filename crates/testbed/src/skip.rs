@@ -51,7 +51,10 @@ pub fn require(what: &str) -> Option<Testbed> {
             panic!("{test} needs {what}, which CI must provide: {reason}")
         }
         OnUnavailable::Skip => {
-            let _ = std::io::stderr().write_all(skip_line(test, what, &reason).as_bytes());
+            // The leading newline keeps `SKIPPED` at the start of a line even when the harness
+            // has already printed `test NAME ... ` (scripts/test.sh counts `^SKIPPED`).
+            let line = format!("\n{}", skip_line(test, what, &reason));
+            let _ = std::io::stderr().write_all(line.as_bytes());
             None
         }
     }

@@ -30,6 +30,10 @@ use crate::process::{DEFAULT_GRACE, ProcShared};
 /// Create one per test with [`Testbed::new`] (or [`crate::require`] in tests, which skips when
 /// the machine cannot run it). Names are unique per process and per testbed, so tests may run in
 /// parallel.
+///
+/// Teardown SIGKILLs every process found in the testbed's namespaces, since only the testbed's
+/// own descendants belong there: don't `ip netns exec` a shell into a live testbed's namespace
+/// unless you are happy for it to end with the test.
 #[derive(Debug)]
 pub struct Testbed {
     shared: Arc<Shared>,
@@ -76,7 +80,11 @@ impl Shared {
     /// Records a spawned process so teardown can stop it. If teardown has already begun, the
     /// process is killed at once and an error returned.
     pub(crate) fn register_process(&self, p: Arc<ProcShared>) -> Result<()> {
-        lock(&self.processes).push(Arc::clone(&p));
+        let mut procs = lock(&self.processes);
+        // Forget processes that have been reaped, so long benchmarks don't accumulate them.
+        procs.retain(|p| !p.reaped());
+        procs.push(Arc::clone(&p));
+        drop(procs);
         if self.closed.load(Ordering::SeqCst) {
             let _ = p.kill_and_reap();
             return Err(Error::TornDown(self.name.clone()));

@@ -21,7 +21,11 @@ fn tcp_client_to_host_through_router_v4_and_v6() {
     let (client, host) = (topo.client(0), topo.host(0));
     for (ip, port) in [(host.v4(), 7001), (host.v6(), 7002)] {
         let addr = SocketAddr::new(ip, port);
-        let server = echo_server(host.ns(), addr, 1);
+        let server = echo_server(host.ns(), addr, 2);
+        client
+            .ns()
+            .wait_for_tcp(addr, Duration::from_secs(5))
+            .unwrap();
         let payload = format!("hello {addr} from {}", client.v4())
             .repeat(50)
             .into_bytes();
@@ -36,6 +40,16 @@ fn tcp_client_to_host_through_router_v4_and_v6() {
         .unwrap();
     let router_ip = topo.router_client_iface(0).v4().to_string();
     assert!(route.contains(&format!("via {router_ip}")), "{route}");
+}
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<switchyard_testbed::Testbed>();
+    check::<switchyard_testbed::Netns>();
+    check::<switchyard_testbed::Process>();
+    check::<switchyard_testbed::Topology>();
+    check::<switchyard_testbed::Fault>();
 }
 
 /// `run` executes inside the namespace and reports stderr on failure; `spawn` captures output
