@@ -21,13 +21,20 @@ use switchyard_testbed::Netns;
 /// Generous limit for any single network wait in these tests.
 pub const PATIENCE: Duration = Duration::from_secs(5);
 
-/// Binds a TCP listener at `addr` inside `ns` and echoes every connection back (until the peer
-/// closes) on a background thread, for at most `conns` connections.
+/// Binds a TCP listener at `addr` inside `ns` and echoes connections back (each until the peer
+/// closes) on a background thread: at most `conns` connections, and for at most 15 s.
 pub fn echo_server(ns: &Netns, addr: SocketAddr, conns: usize) -> thread::JoinHandle<()> {
     let listener = ns.enter(|| TcpListener::bind(addr)).unwrap().unwrap();
+    listener.set_nonblocking(true).unwrap();
     thread::spawn(move || {
-        for conn in listener.incoming().take(conns) {
-            let Ok(mut conn) = conn else { continue };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut served = 0;
+        while served < conns && Instant::now() < deadline {
+            let Ok((mut conn, _)) = listener.accept() else {
+                thread::sleep(Duration::from_millis(1));
+                continue;
+            };
+            served += 1;
             conn.set_read_timeout(Some(PATIENCE)).unwrap();
             let mut buf = [0u8; 4096];
             while let Ok(n) = conn.read(&mut buf) {
