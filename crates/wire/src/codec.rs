@@ -205,3 +205,74 @@ impl Receiver {
         &self.replay
     }
 }
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests fail loudly")]
+mod tests {
+    use super::*;
+    use crate::error::Problem;
+    use crate::message::MessageKind;
+
+    fn codec() -> Codec {
+        Codec::new(MacKey::derive(&[1; 32], "unit-test").unwrap())
+    }
+
+    /// An authentic frame around an arbitrary payload (only the crate can
+    /// build one: the public API refuses to seal invalid payloads).
+    fn authentic(codec: &Codec, kind: MessageKind, seq: u64, payload: &[u8]) -> Vec<u8> {
+        let header = Header {
+            kind,
+            payload_len: u32::try_from(payload.len()).unwrap(),
+            sender: SenderId(3),
+            sequence: seq,
+        };
+        let mut frame = header.to_bytes().to_vec();
+        frame.extend_from_slice(payload);
+        let tag = codec.key.tag(&frame);
+        frame.extend_from_slice(&tag);
+        frame
+    }
+
+    #[test]
+    fn authentic_but_malformed_payloads() {
+        let codec = codec();
+        // Goodbye with a trailing byte.
+        let frame = authentic(&codec, MessageKind::Goodbye, 1, &[0, 0, 0, 1, 0]);
+        match codec.open(&frame) {
+            Err(WireError::Malformed(e)) => {
+                assert_eq!(e.message, "Goodbye");
+                assert_eq!(e.problem, Problem::TrailingBytes(1));
+            }
+            other => panic!("expected Malformed, got {other:?}"),
+        }
+        // Goodbye with a short payload.
+        let frame = authentic(&codec, MessageKind::Goodbye, 1, &[0, 0]);
+        assert!(matches!(codec.open(&frame), Err(WireError::Malformed(_))));
+    }
+
+    #[test]
+    fn malformed_frames_do_not_consume_sequences() {
+        let codec = codec();
+        let mut rx = Receiver::new(codec.clone(), ReplayGuard::default());
+        let bad = authentic(&codec, MessageKind::Goodbye, 10, &[0]);
+        assert!(matches!(rx.accept(&bad), Err(WireError::Malformed(_))));
+        assert!(rx.replay().is_empty());
+        let good = authentic(&codec, MessageKind::Goodbye, 10, &[0, 0, 0, 3]);
+        assert!(rx.accept(&good).is_ok());
+        assert_eq!(rx.replay().newest(SenderId(3)), Some(10));
+        // A replay is refused before its payload is decoded.
+        let replayed_junk = authentic(&codec, MessageKind::Goodbye, 10, &[0xff]);
+        assert!(matches!(
+            rx.accept(&replayed_junk),
+            Err(WireError::Replayed { .. })
+        ));
+    }
+
+    #[test]
+    fn empty_payload_frames() {
+        let codec = codec();
+        let frame = authentic(&codec, MessageKind::EncapMapping, 1, &[]);
+        assert_eq!(frame.len(), crate::frame::FRAME_OVERHEAD);
+        assert!(matches!(codec.open(&frame), Err(WireError::Malformed(_))));
+    }
+}
