@@ -15,7 +15,7 @@ secret_file = "cluster.key"
 
 [[cluster.units]]
 name = "lb"
-id = 1
+id = 60000
 address = "192.0.2.1"
 roles = ["forwarder", "classifier", "router", "session-store", "health-cache"]
 
@@ -113,7 +113,7 @@ roles = ["forwarder", "classifier"]
 name = "q"
 
 [[pools.hosts]]
-id = 1
+id = 501
 name = "h1"
 adress = "192.0.2.5:80"
 address = "192.0.2.5:80"
@@ -231,7 +231,7 @@ name = "q"
 health_check = "missing"
 
 [[pools.hosts]]
-id = 1
+id = 501
 name = "h1"
 address = "192.0.2.5:80"
 app = "a"
@@ -355,7 +355,7 @@ roles = ["forwarder", "classifier"]
 name = "p"
 
 [[pools.hosts]]
-id = 1
+id = 501
 name = "h1"
 address = "192.0.2.5:80"
 app = "a"
@@ -366,6 +366,22 @@ app = "a"
         // at case line 9 + 3.
         12,
         "pools[1].name",
+    ),
+    case(
+        "host id equal to an LB unit id",
+        r#"[[pools]]
+name = "q"
+
+[[pools.hosts]]
+id = 60000
+name = "h1"
+address = "192.0.2.5:80"
+app = "a"
+"#,
+        "duplicate-id",
+        "host id 60000 is already used by cluster.units[0]",
+        5,
+        "pools[0].hosts[0].id",
     ),
     case(
         "duplicate host id across pools",
@@ -389,7 +405,7 @@ app = "a"
 name = "q"
 
 [[pools.hosts]]
-id = 1
+id = 501
 name = "web"
 address = "192.0.2.5:80"
 app = "a"
@@ -411,7 +427,7 @@ app = "a"
 name = "q"
 
 [[pools.hosts]]
-id = 1
+id = 501
 name = "h1"
 address = "192.0.2.5:80"
 app = "a"
@@ -679,7 +695,7 @@ secret_file = "cluster.key
 name = "q"
 
 [[pools.hosts]]
-id = 1
+id = 501
 name = "h1"
 address = "192.0.2.5:80"
 app = "a"
@@ -958,7 +974,7 @@ server_names = ["api.example.com", "WWW.example.com"]
 name = "web servers"
 
 [[pools.hosts]]
-id = 1
+id = 501
 name = "h1"
 address = "192.0.2.5:80"
 app = "a"
@@ -997,7 +1013,7 @@ protocol = "http"
 name = "p"
 
 [[pools.hosts]]
-id = 1
+id = 501
 name = "h1"
 address = "192.0.2.5:80"
 app = "a"

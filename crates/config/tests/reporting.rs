@@ -52,7 +52,7 @@ name = "web"
 health_check = "http"
 
 [[pools.hosts]]
-id = 1
+id = 501
 name = "web-1"
 address = "192.0.2.11:8080"
 app = "shop"

@@ -27,7 +27,9 @@ enum Command {
     /// Validate configuration files and print every error with its file, line, field and a hint.
     ///
     /// Exits 0 when every file is valid, 1 when any file has errors.
-    #[command(after_help = "Example:\n  switchyard check-config examples/all-in-one.toml examples/request-router.toml")]
+    #[command(
+        after_help = "Example:\n  switchyard check-config examples/all-in-one.toml examples/request-router.toml"
+    )]
     CheckConfig {
         /// Configuration files (TOML) to check.
         #[arg(required = true, value_name = "FILE")]

@@ -32,7 +32,10 @@ fn example_configs() -> Vec<PathBuf> {
 #[test]
 fn check_config_accepts_every_example() {
     let files = example_configs();
-    assert!(files.len() >= 4, "expected the example configs, found {files:?}");
+    assert!(
+        files.len() >= 4,
+        "expected the example configs, found {files:?}"
+    );
     for file in files {
         let out = switchyard(&["check-config", file.to_str().expect("utf-8 path")]);
         assert!(
@@ -41,7 +44,11 @@ fn check_config_accepts_every_example() {
             file.display(),
             text(&out.stderr)
         );
-        assert!(text(&out.stdout).starts_with("ok: "), "{}", text(&out.stdout));
+        assert!(
+            text(&out.stdout).starts_with("ok: "),
+            "{}",
+            text(&out.stdout)
+        );
     }
 }
 
@@ -86,8 +93,14 @@ pool = "nowhere"
     let stderr = text(&out.stderr);
     assert!(stderr.contains("undefined-pool"), "{stderr}");
     assert!(stderr.contains("duplicate-vip"), "{stderr}");
-    assert!(stderr.contains("bad.toml:17:"), "undefined pool located at line 17: {stderr}");
-    assert!(stderr.contains("bad.toml:21:"), "duplicate VIP located at line 21: {stderr}");
+    assert!(
+        stderr.contains("bad.toml:17:"),
+        "undefined pool located at line 17: {stderr}"
+    );
+    assert!(
+        stderr.contains("bad.toml:21:"),
+        "duplicate VIP located at line 21: {stderr}"
+    );
 }
 
 #[test]
@@ -108,14 +121,24 @@ fn gen_secret_writes_a_private_hex_secret_that_configs_accept() {
     let hex = contents.trim_end();
     assert_eq!(hex.len(), 64);
     assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()));
-    let mode = std::fs::metadata(&secret).expect("metadata").permissions().mode();
+    let mode = std::fs::metadata(&secret)
+        .expect("metadata")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 
     // A second run must not silently replace the cluster's secret.
     let again = switchyard(&["gen-secret", "--out", secret_arg]);
     assert!(!again.status.success());
-    assert!(text(&again.stderr).contains("--force"), "{}", text(&again.stderr));
-    assert_eq!(std::fs::read_to_string(&secret).expect("read secret"), contents);
+    assert!(
+        text(&again.stderr).contains("--force"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&secret).expect("read secret"),
+        contents
+    );
 
     // Two generated secrets differ.
     let other = switchyard(&["gen-secret"]);
@@ -145,6 +168,9 @@ fn help_lists_exactly_the_implemented_subcommands() {
     }
     // Parts that have not landed must not be advertised.
     for absent in ["  lb ", "  agent ", "  ctl ", "  demo "] {
-        assert!(!help.contains(absent), "--help advertises {absent:?}:\n{help}");
+        assert!(
+            !help.contains(absent),
+            "--help advertises {absent:?}:\n{help}"
+        );
     }
 }

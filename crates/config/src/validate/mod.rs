@@ -50,7 +50,13 @@ pub(crate) fn validate(raw: &RawConfig, source: &Path, sink: &mut Sink) -> Optio
     let checks = v.health_checks(&raw.health_checks);
     let certificates = v.certificates(&raw.certificates);
     let listeners = v.listeners(&raw.listeners, &certificates);
-    let pools = v.pools(&raw.pools, &checks.names);
+    let unit_ids: Vec<(u32, &str)> = raw
+        .cluster
+        .iter()
+        .flat_map(|c| c.units.iter())
+        .filter_map(|u| u.id.spanned().map(|id| (*id.get_ref(), u.at.path.as_str())))
+        .collect();
+    let pools = v.pools(&raw.pools, &checks.names, &unit_ids);
     let services = v.services(&raw.services, &pools.names, &listeners.names);
     if let (Some(cluster), Some(services)) = (&cluster, &services) {
         v.roles_needed(&cluster.units, &raw.services, services);

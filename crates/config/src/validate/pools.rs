@@ -12,10 +12,17 @@ use crate::raw::RawPool;
 use super::{Built, DEFAULT_CAPACITY, Names, Validator};
 
 impl Validator<'_> {
-    pub(super) fn pools(&mut self, raw: &[RawPool], checks: &Names) -> Built<Pool> {
+    /// `unit_ids` are the LB units' ids with their paths: hosts and units share one id
+    /// space because both sign control messages with their id as the sender.
+    pub(super) fn pools<'r>(
+        &mut self,
+        raw: &'r [RawPool],
+        checks: &Names,
+        unit_ids: &[(u32, &'r str)],
+    ) -> Built<Pool> {
         let names = self.names("pool", raw.iter().map(|p| (&p.name, &p.at)));
         // Host ids and names are unique across the whole configuration.
-        let mut host_ids: HashMap<u32, &str> = HashMap::new();
+        let mut host_ids: HashMap<u32, &str> = unit_ids.iter().copied().collect();
         let _ = self.names(
             "host",
             raw.iter()
@@ -33,7 +40,11 @@ impl Validator<'_> {
                             &id.span(),
                             host.at.field("id"),
                             format!("host id {} is already used by {first}", id.get_ref()),
-                            Some("host ids are unique across the whole configuration".to_owned()),
+                            Some(
+                                "host ids are unique across the whole configuration and distinct \
+                                 from LB unit ids (both identify senders of control messages)"
+                                    .to_owned(),
+                            ),
                         );
                     } else {
                         host_ids.insert(*id.get_ref(), &host.at.path);

@@ -29,7 +29,10 @@ pub fn run(out: Option<&Path>, force: bool) -> anyhow::Result<ExitCode> {
             }
             let mut file = options.open(path).with_context(|| {
                 if path.exists() && !force {
-                    format!("{} already exists (use --force to replace it)", path.display())
+                    format!(
+                        "{} already exists (use --force to replace it)",
+                        path.display()
+                    )
                 } else {
                     format!("cannot create {}", path.display())
                 }
