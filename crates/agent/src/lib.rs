@@ -1,0 +1,1 @@
+//! Host agent: being written.

@@ -1,0 +1,1 @@
+//! Sans-I/O health and load protocol: being written.
