@@ -56,6 +56,8 @@ pub mod codes {
     pub const UNDEFINED_CERTIFICATE: &str = "undefined-certificate";
     /// A unit names a classifier unit that is not defined.
     pub const UNDEFINED_UNIT: &str = "undefined-unit";
+    /// A host group names a host that is not defined.
+    pub const UNDEFINED_HOST: &str = "undefined-host";
     /// The cluster secret file cannot be read.
     pub const UNREADABLE_SECRET: &str = "unreadable-secret";
     /// The cluster secret holds fewer than 32 bytes of key material.

@@ -1,5 +1,5 @@
 //! switchyard's configuration: owns the one TOML schema shared by every role (forwarder,
-//! classifier, request router, session store, health cache), its validation, and the
+//! classifier, request router, session store, health cache, host agent), its validation, and the
 //! operator-facing diagnostics. It reads the configuration file and the files it references
 //! (cluster secret, TLS certificates and keys) and touches nothing else: no sockets, no
 //! daemons.
@@ -36,13 +36,16 @@ use toml::de::DeTable;
 pub use diagnostics::{Diagnostic, Diagnostics, codes};
 pub use duration::{format_duration, parse_duration};
 pub use model::{
-    Affinity, Certificate, Cluster, Config, Delivery, HealthCheck, Host, HostId, Listener,
-    ListenerProtocol, Pool, Probe, Protocol, Role, Service, ServiceMode, Unit, UnitId,
+    Affinity, AgentApp, AgentSettings, Certificate, Cluster, Config, Delivery, HealthCheck,
+    HealthSettings, Host, HostGroup, HostId, Listener, ListenerProtocol, Pool, Probe, Protocol,
+    Role, Service, ServiceManager, ServiceMode, Unit, UnitId,
 };
 pub use secret::{ClusterSecret, MIN_SECRET_BYTES, SecretError};
 pub use validate::{
-    DEFAULT_AFFINITY_TIMEOUT, DEFAULT_CAPACITY, DEFAULT_EXPECT_STATUS, DEFAULT_FALL,
-    DEFAULT_INTERVAL, DEFAULT_RISE, DEFAULT_TIMEOUT, MAX_NAME_LEN,
+    DEFAULT_ADMIN, DEFAULT_AFFINITY_TIMEOUT, DEFAULT_AGENT_API, DEFAULT_AGENT_LISTEN,
+    DEFAULT_AGENT_SOCKET, DEFAULT_CAPACITY, DEFAULT_CONTROL_PORT, DEFAULT_EXPECT_STATUS,
+    DEFAULT_FALL, DEFAULT_GOSSIP_PORT, DEFAULT_INTERVAL, DEFAULT_RISE, DEFAULT_TIMEOUT,
+    MAX_NAME_LEN, health_defaults,
 };
 
 use diagnostics::{Sink, file_error};

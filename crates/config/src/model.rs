@@ -26,6 +26,13 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// TLS certificates, in file order.
     pub certificates: Vec<Certificate>,
+    /// Timing of the health and load protocol (`[health]`, all defaults when absent).
+    pub health: HealthSettings,
+    /// Process-level settings of `switchyard agent` (`[agent]`, all defaults when absent).
+    pub agent: AgentSettings,
+    /// Host groups that elect a leader to consolidate heartbeats, in file order; usually
+    /// none.
+    pub host_groups: Vec<HostGroup>,
 }
 
 impl Config {
@@ -81,9 +88,81 @@ impl Config {
         self.certificates.iter().find(|c| c.name == name)
     }
 
+    /// Timing of the health and load protocol.
+    pub fn health_settings(&self) -> &HealthSettings {
+        &self.health
+    }
+
+    /// Settings of the `switchyard agent` process.
+    pub fn agent_settings(&self) -> &AgentSettings {
+        &self.agent
+    }
+
+    /// The host called `name`, with the pool it belongs to.
+    pub fn host_by_name(&self, name: &str) -> Option<(&Pool, &Host)> {
+        self.pools
+            .iter()
+            .find_map(|p| p.hosts.iter().find(|h| h.name == name).map(|h| (p, h)))
+    }
+
+    /// Every service that `host` serves, with the host's pool: the services whose pool
+    /// holds the host, in file order.
+    pub fn services_of_host<'c>(
+        &'c self,
+        host: &'c Host,
+    ) -> impl Iterator<Item = (&'c Service, &'c Pool, &'c Host)> + 'c {
+        self.services.iter().filter_map(move |service| {
+            let pool = self.pool_of(service)?;
+            pool.hosts
+                .iter()
+                .any(|h| h.id == host.id)
+                .then_some((service, pool, host))
+        })
+    }
+
+    /// The rows the host agent of host `host_name` owns: one per service whose pool holds
+    /// the host, in service order, each with the pool's health check and the host's
+    /// capacity and service manager. Empty if there is no such host or no service uses its
+    /// pool.
+    pub fn agent_apps(&self, host_name: &str) -> Vec<AgentApp> {
+        let Some((_, host)) = self.host_by_name(host_name) else {
+            return Vec::new();
+        };
+        self.services_of_host(host)
+            .map(|(service, pool, host)| AgentApp {
+                host: host.id,
+                host_name: host.name.clone(),
+                service: service.name.clone(),
+                vip: service.vip,
+                protocol: service.protocol,
+                endpoint: host.address,
+                app: host.app.clone(),
+                capacity: host.capacity,
+                health_check: pool
+                    .health_check
+                    .as_deref()
+                    .and_then(|name| self.health_check(name))
+                    .cloned(),
+                service_manager: host.service_manager.clone(),
+            })
+            .collect()
+    }
+
+    /// The host group called `name`.
+    pub fn host_group(&self, name: &str) -> Option<&HostGroup> {
+        self.host_groups.iter().find(|g| g.name == name)
+    }
+
+    /// The host group the host called `host_name` belongs to, if any.
+    pub fn host_group_of(&self, host_name: &str) -> Option<&HostGroup> {
+        self.host_groups
+            .iter()
+            .find(|g| g.hosts.iter().any(|h| h == host_name))
+    }
+
     /// One line for logs and `check-config`, e.g.
     /// `cluster demo: 1 unit, 2 services, 1 pool (3 hosts), 1 check, 1 listener`.
-    /// Certificates are mentioned only when there are some.
+    /// Certificates and host groups are mentioned only when there are some.
     pub fn summary(&self) -> String {
         let hosts: usize = self.pools.iter().map(|p| p.hosts.len()).sum();
         let mut line = format!(
@@ -102,6 +181,14 @@ impl Config {
                 self.certificates.len(),
                 "certificate",
                 "certificates",
+            ));
+        }
+        if !self.host_groups.is_empty() {
+            line.push_str(", ");
+            line.push_str(&counted(
+                self.host_groups.len(),
+                "host group",
+                "host groups",
             ));
         }
         line
@@ -158,12 +245,22 @@ pub struct Unit {
     pub roles: Vec<Role>,
     /// For a unit that forwards but does not classify: the unit that classifies for it.
     pub classifier: Option<String>,
+    /// UDP port of the health and load protocol on this unit (default 9170).
+    pub control_port: u16,
+    /// Address of the unit's admin HTTP API (default `127.0.0.1:9180`).
+    pub admin: SocketAddr,
 }
 
 impl Unit {
     /// Whether this unit runs `role`.
     pub fn has_role(&self, role: Role) -> bool {
         self.roles.contains(&role)
+    }
+
+    /// Where host agents send health and load messages to this unit: its control-plane
+    /// address and control port.
+    pub fn control_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.control_port)
     }
 }
 
@@ -315,10 +412,54 @@ pub struct Host {
     pub app: String,
     /// Relative capacity, 0..=99 (0 takes no new load).
     pub capacity: u8,
+    /// When set, the host's rows exist only while the service manager says the application
+    /// runs.
+    pub service_manager: Option<ServiceManager>,
+}
+
+/// What tells the host agent whether a host's application runs: Linux's counterpart of the
+/// spec's control manager.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceManager {
+    /// A systemd unit; the application runs while the unit is active or reloading.
+    Systemd {
+        /// Unit name, e.g. `nginx.service`.
+        unit: String,
+    },
+    /// A pid file; the application runs while the process it names is alive.
+    Pidfile {
+        /// The pid file (resolved against the configuration's directory).
+        path: PathBuf,
+    },
+}
+
+/// One row a host agent owns: the application endpoint of one host behind one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentApp {
+    /// The host (the sender id of the agent's messages).
+    pub host: HostId,
+    /// The host's name.
+    pub host_name: String,
+    /// The service's name.
+    pub service: String,
+    /// The service's virtual address and port.
+    pub vip: SocketAddr,
+    /// The service's protocol.
+    pub protocol: Protocol,
+    /// Where the application listens on the host.
+    pub endpoint: SocketAddr,
+    /// Application id (protocol-specific detail of the row's identifier).
+    pub app: String,
+    /// Relative capacity, 0..=99.
+    pub capacity: u8,
+    /// The check the agent runs against `endpoint`, if the pool has one.
+    pub health_check: Option<HealthCheck>,
+    /// The service manager that decides whether the row exists, if the host has one.
+    pub service_manager: Option<ServiceManager>,
 }
 
 /// A health check.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     /// Check name, unique.
     pub name: String,
@@ -391,4 +532,77 @@ pub struct Certificate {
     pub key_file: PathBuf,
     /// SNI names it is offered for; `*.example.com` wildcards allowed; never empty.
     pub server_names: Vec<String>,
+}
+
+/// Timing of the health and load protocol (`[health]`), shared by host agents and LB units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthSettings {
+    /// Time between a host's heartbeats.
+    pub heartbeat_interval: Duration,
+    /// A host that sent no heartbeat for this long ages out (≥ 2 × `heartbeat_interval`).
+    pub host_dead_after: Duration,
+    /// Least time between two updates that only change load.
+    pub load_interval: Duration,
+    /// Time between retries of an unanswered directive postulate.
+    pub postulate_interval: Duration,
+    /// A unit that answers no postulate for this long stops holding up the handshake
+    /// (longer than `postulate_interval`).
+    pub unit_give_up_after: Duration,
+    /// How long a token allotment may be used.
+    pub token_validity: Duration,
+    /// How long a percentage allotment holds.
+    pub percentage_duration: Duration,
+    /// Load changes smaller than this many percent points are not reported (0..=50).
+    pub load_hysteresis: u8,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        use crate::validate::health_defaults as d;
+        Self {
+            heartbeat_interval: d::HEARTBEAT_INTERVAL,
+            host_dead_after: d::HOST_DEAD_AFTER,
+            load_interval: d::LOAD_INTERVAL,
+            postulate_interval: d::POSTULATE_INTERVAL,
+            unit_give_up_after: d::UNIT_GIVE_UP_AFTER,
+            token_validity: d::TOKEN_VALIDITY,
+            percentage_duration: d::PERCENTAGE_DURATION,
+            load_hysteresis: d::LOAD_HYSTERESIS,
+        }
+    }
+}
+
+/// Process-level settings of `switchyard agent` (`[agent]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSettings {
+    /// UDP address the agent receives LB units' messages on.
+    pub listen: SocketAddr,
+    /// Loopback address of the agent's local HTTP API.
+    pub api: SocketAddr,
+    /// Unix socket of the agent's local API (resolved against the configuration's
+    /// directory).
+    pub socket: PathBuf,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        use crate::validate::{DEFAULT_AGENT_API, DEFAULT_AGENT_LISTEN, DEFAULT_AGENT_SOCKET};
+        Self {
+            listen: DEFAULT_AGENT_LISTEN,
+            api: DEFAULT_AGENT_API,
+            socket: PathBuf::from(DEFAULT_AGENT_SOCKET),
+        }
+    }
+}
+
+/// Hosts that elect a leader among themselves; the leader sends their consolidated
+/// heartbeats to the LB units (spec FIG. 16).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostGroup {
+    /// Group name, unique.
+    pub name: String,
+    /// Names of the member hosts, in file order; at least 2, each in no other group.
+    pub hosts: Vec<String>,
+    /// UDP port the members' agents gossip membership on.
+    pub gossip_port: u16,
 }

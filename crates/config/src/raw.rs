@@ -143,6 +143,9 @@ pub(crate) struct RawConfig {
     pub(crate) health_checks: Vec<RawHealthCheck>,
     pub(crate) listeners: Vec<RawListener>,
     pub(crate) certificates: Vec<RawCertificate>,
+    pub(crate) health: Option<RawHealth>,
+    pub(crate) agent: Option<RawAgent>,
+    pub(crate) host_groups: Vec<RawHostGroup>,
 }
 
 #[derive(Debug)]
@@ -163,6 +166,8 @@ pub(crate) struct RawUnit {
     pub(crate) address: Field<IpAddr>,
     pub(crate) roles: Field<Vec<Spanned<Kw<Role>>>>,
     pub(crate) classifier: Field<String>,
+    pub(crate) control_port: Field<u16>,
+    pub(crate) admin: Field<SocketAddr>,
 }
 
 #[derive(Debug)]
@@ -204,6 +209,8 @@ pub(crate) struct RawHost {
     pub(crate) address: Field<SocketAddr>,
     pub(crate) app: Field<String>,
     pub(crate) capacity: Field<u8>,
+    pub(crate) systemd_unit: Field<String>,
+    pub(crate) pidfile: Field<String>,
 }
 
 #[derive(Debug)]
@@ -219,6 +226,38 @@ pub(crate) struct RawHealthCheck {
     pub(crate) expect_status: Field<u16>,
     pub(crate) body_contains: Field<String>,
     pub(crate) command: Field<Vec<Spanned<String>>>,
+}
+
+/// `[health]`: timing of the health and load protocol.
+#[derive(Debug)]
+pub(crate) struct RawHealth {
+    pub(crate) at: At,
+    pub(crate) heartbeat_interval: Field<Duration>,
+    pub(crate) host_dead_after: Field<Duration>,
+    pub(crate) load_interval: Field<Duration>,
+    pub(crate) postulate_interval: Field<Duration>,
+    pub(crate) unit_give_up_after: Field<Duration>,
+    pub(crate) token_validity: Field<Duration>,
+    pub(crate) percentage_duration: Field<Duration>,
+    pub(crate) load_hysteresis: Field<u8>,
+}
+
+/// `[agent]`: process-level settings of `switchyard agent`.
+#[derive(Debug)]
+pub(crate) struct RawAgent {
+    pub(crate) at: At,
+    pub(crate) listen: Field<SocketAddr>,
+    pub(crate) api: Field<SocketAddr>,
+    pub(crate) socket: Field<String>,
+}
+
+/// `[[host_groups]]`.
+#[derive(Debug)]
+pub(crate) struct RawHostGroup {
+    pub(crate) at: At,
+    pub(crate) name: Field<String>,
+    pub(crate) hosts: Field<Vec<Spanned<String>>>,
+    pub(crate) gossip_port: Field<u16>,
 }
 
 #[derive(Debug)]
@@ -253,6 +292,9 @@ pub(crate) fn read(root: &DeTable<'_>, sink: &mut Sink) -> RawConfig {
             "listeners",
             "tls",
             "certificates",
+            "health",
+            "agent",
+            "host_groups",
         ],
     );
     let cluster = match root.table(sink, "cluster") {
@@ -313,6 +355,13 @@ pub(crate) fn read(root: &DeTable<'_>, sink: &mut Sink) -> RawConfig {
             .iter()
             .map(|n| read_certificate(n, sink))
             .collect(),
+        health: root.table(sink, "health").map(|n| read_health(&n, sink)),
+        agent: root.table(sink, "agent").map(|n| read_agent(&n, sink)),
+        host_groups: root
+            .tables(sink, "host_groups")
+            .iter()
+            .map(|n| read_host_group(n, sink))
+            .collect(),
     }
 }
 
@@ -341,7 +390,15 @@ fn read_unit(node: &Node<'_, '_>, sink: &mut Sink) -> RawUnit {
     node.check_fields(
         sink,
         WHAT,
-        &["name", "id", "address", "roles", "classifier"],
+        &[
+            "name",
+            "id",
+            "address",
+            "roles",
+            "classifier",
+            "control_port",
+            "admin",
+        ],
     );
     let id = node.integer(sink, "id", 0, u32::MAX);
     if !id.is_written() {
@@ -354,6 +411,8 @@ fn read_unit(node: &Node<'_, '_>, sink: &mut Sink) -> RawUnit {
         address: node.required(sink, WHAT, "address"),
         roles: node.required(sink, WHAT, "roles"),
         classifier: node.optional(sink, "classifier"),
+        control_port: node.integer(sink, "control_port", 1, u16::MAX),
+        admin: node.optional(sink, "admin"),
     }
 }
 
@@ -409,7 +468,19 @@ fn read_pool(node: &Node<'_, '_>, sink: &mut Sink) -> RawPool {
 
 fn read_host(node: &Node<'_, '_>, sink: &mut Sink) -> RawHost {
     const WHAT: &str = "host";
-    node.check_fields(sink, WHAT, &["id", "name", "address", "app", "capacity"]);
+    node.check_fields(
+        sink,
+        WHAT,
+        &[
+            "id",
+            "name",
+            "address",
+            "app",
+            "capacity",
+            "systemd_unit",
+            "pidfile",
+        ],
+    );
     let id = node.integer(sink, "id", 0, u32::MAX);
     if !id.is_written() {
         node.missing(sink, WHAT, "id");
@@ -421,6 +492,8 @@ fn read_host(node: &Node<'_, '_>, sink: &mut Sink) -> RawHost {
         address: node.required(sink, WHAT, "address"),
         app: node.required(sink, WHAT, "app"),
         capacity: node.integer(sink, "capacity", 0, 99),
+        systemd_unit: node.optional(sink, "systemd_unit"),
+        pidfile: node.optional(sink, "pidfile"),
     }
 }
 
@@ -454,6 +527,55 @@ fn read_health_check(node: &Node<'_, '_>, sink: &mut Sink) -> RawHealthCheck {
         expect_status: node.integer(sink, "expect_status", 100, 599),
         body_contains: node.optional(sink, "body_contains"),
         command: node.optional(sink, "command"),
+    }
+}
+
+fn read_health(node: &Node<'_, '_>, sink: &mut Sink) -> RawHealth {
+    node.check_fields(
+        sink,
+        "[health]",
+        &[
+            "heartbeat_interval",
+            "host_dead_after",
+            "load_interval",
+            "postulate_interval",
+            "unit_give_up_after",
+            "token_validity",
+            "percentage_duration",
+            "load_hysteresis",
+        ],
+    );
+    RawHealth {
+        at: At::of(node),
+        heartbeat_interval: node.optional(sink, "heartbeat_interval"),
+        host_dead_after: node.optional(sink, "host_dead_after"),
+        load_interval: node.optional(sink, "load_interval"),
+        postulate_interval: node.optional(sink, "postulate_interval"),
+        unit_give_up_after: node.optional(sink, "unit_give_up_after"),
+        token_validity: node.optional(sink, "token_validity"),
+        percentage_duration: node.optional(sink, "percentage_duration"),
+        load_hysteresis: node.integer(sink, "load_hysteresis", 0, 50),
+    }
+}
+
+fn read_agent(node: &Node<'_, '_>, sink: &mut Sink) -> RawAgent {
+    node.check_fields(sink, "[agent]", &["listen", "api", "socket"]);
+    RawAgent {
+        at: At::of(node),
+        listen: node.optional(sink, "listen"),
+        api: node.optional(sink, "api"),
+        socket: node.optional(sink, "socket"),
+    }
+}
+
+fn read_host_group(node: &Node<'_, '_>, sink: &mut Sink) -> RawHostGroup {
+    const WHAT: &str = "host group";
+    node.check_fields(sink, WHAT, &["name", "hosts", "gossip_port"]);
+    RawHostGroup {
+        at: At::of(node),
+        name: node.required(sink, WHAT, "name"),
+        hosts: node.required(sink, WHAT, "hosts"),
+        gossip_port: node.integer(sink, "gossip_port", 1, u16::MAX),
     }
 }
 

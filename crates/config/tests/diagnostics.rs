@@ -1050,6 +1050,228 @@ server_names = ["b.example.com"]
         1,
         "services",
     ),
+    whole(
+        "unit control port 0",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "192.0.2.1"
+roles = ["forwarder", "classifier"]
+control_port = 0
+"#,
+        "out-of-range",
+        "control_port 0 is out of range",
+        10,
+        "cluster.units[0].control_port",
+    ),
+    whole(
+        "unit admin address without a port",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "192.0.2.1"
+roles = ["forwarder", "classifier"]
+admin = "127.0.0.1"
+"#,
+        "bad-address",
+        "\"127.0.0.1\" is not an IP:port address",
+        10,
+        "cluster.units[0].admin",
+    ),
+    case(
+        "unknown field in [health]",
+        "[health]\nheartbeat = \"1s\"\n",
+        "unknown-field",
+        "unknown field `heartbeat` in [health]",
+        2,
+        "health.heartbeat",
+    ),
+    case(
+        "zero health duration",
+        "[health]\ntoken_validity = \"0s\"\n",
+        "bad-duration",
+        "token_validity must be longer than zero",
+        2,
+        "health.token_validity",
+    ),
+    case(
+        "host ages out before missing two heartbeats",
+        "[health]\nheartbeat_interval = \"2s\"\nhost_dead_after = \"3s\"\n",
+        "conflicting-settings",
+        "host_dead_after 3s is shorter than twice heartbeat_interval 2s",
+        3,
+        "health.host_dead_after",
+    ),
+    case(
+        "unit given up on before a postulate retry",
+        "[health]\npostulate_interval = \"40s\"\n",
+        "conflicting-settings",
+        "unit_give_up_after 30s (default) is not longer than postulate_interval 40s",
+        2,
+        "health.postulate_interval",
+    ),
+    case(
+        "load hysteresis too large",
+        "[health]\nload_hysteresis = 60\n",
+        "out-of-range",
+        "load_hysteresis 60 is out of range",
+        2,
+        "health.load_hysteresis",
+    ),
+    case(
+        "agent API off loopback",
+        "[agent]\napi = \"0.0.0.0:9181\"\n",
+        "bad-address",
+        "agent API address 0.0.0.0:9181 is not a loopback address",
+        2,
+        "agent.api",
+    ),
+    case(
+        "empty agent socket path",
+        "[agent]\nsocket = \"\"\n",
+        "bad-value",
+        "the socket path is empty",
+        2,
+        "agent.socket",
+    ),
+    case(
+        "systemd unit and pid file on one host",
+        r#"[[pools]]
+name = "q"
+
+[[pools.hosts]]
+id = 501
+name = "h1"
+address = "192.0.2.5:80"
+app = "a"
+systemd_unit = "nginx.service"
+pidfile = "/run/nginx.pid"
+"#,
+        "conflicting-settings",
+        "a host takes `systemd_unit` or `pidfile`, not both",
+        10,
+        "pools[0].hosts[0].pidfile",
+    ),
+    case(
+        "systemd unit name that reads as an option",
+        r#"[[pools]]
+name = "q"
+
+[[pools.hosts]]
+id = 501
+name = "h1"
+address = "192.0.2.5:80"
+app = "a"
+systemd_unit = "--user"
+"#,
+        "bad-value",
+        "systemd unit name \"--user\" has characters that are not allowed",
+        9,
+        "pools[0].hosts[0].systemd_unit",
+    ),
+    case(
+        "empty pid file path",
+        r#"[[pools]]
+name = "q"
+
+[[pools.hosts]]
+id = 501
+name = "h1"
+address = "192.0.2.5:80"
+app = "a"
+pidfile = ""
+"#,
+        "bad-value",
+        "the pid file path is empty",
+        9,
+        "pools[0].hosts[0].pidfile",
+    ),
+    case(
+        "host group names an undefined host",
+        "[[host_groups]]\nname = \"g\"\nhosts = [\"h900\", \"h901\"]\n",
+        "undefined-host",
+        "host \"h901\" is not defined",
+        3,
+        "host_groups[0].hosts[1]",
+    ),
+    case(
+        "host group of one host",
+        "[[host_groups]]\nname = \"g\"\nhosts = [\"h900\"]\n",
+        "bad-value",
+        "host group \"g\" has 1 host",
+        3,
+        "host_groups[0].hosts",
+    ),
+    case(
+        "host listed twice in a group",
+        "[[host_groups]]\nname = \"g\"\nhosts = [\"h900\", \"h900\"]\n",
+        "duplicate-entry",
+        "host \"h900\" is listed twice",
+        3,
+        "host_groups[0].hosts[1]",
+    ),
+    case(
+        "host in two groups",
+        r#"[[pools]]
+name = "q"
+
+[[pools.hosts]]
+id = 501
+name = "h1"
+address = "192.0.2.5:80"
+app = "a"
+
+[[pools.hosts]]
+id = 502
+name = "h2"
+address = "192.0.2.6:80"
+app = "a"
+
+[[host_groups]]
+name = "g1"
+hosts = ["h1", "h2"]
+
+[[host_groups]]
+name = "g2"
+hosts = ["h900", "h2"]
+"#,
+        "conflicting-settings",
+        "host \"h2\" is already in host group \"g1\"",
+        22,
+        "host_groups[1].hosts[1]",
+    ),
+    case(
+        "gossip on the agent's own port",
+        r#"[agent]
+listen = "0.0.0.0:9300"
+
+[[pools]]
+name = "q"
+
+[[pools.hosts]]
+id = 501
+name = "h1"
+address = "192.0.2.5:80"
+app = "a"
+
+[[host_groups]]
+name = "g"
+hosts = ["h1", "h900"]
+gossip_port = 9300
+"#,
+        "conflicting-settings",
+        "gossip_port 9300 is also the agent's listen port",
+        16,
+        "host_groups[0].gossip_port",
+    ),
 ];
 
 /// A directory with the files the cases refer to.

@@ -3,13 +3,13 @@
 
 use std::collections::HashMap;
 
-use crate::decode::{Keyword, Kw};
+use crate::decode::{Field, Keyword, Kw};
 use crate::diagnostics::codes;
 use crate::files::{self};
 use crate::model::{Cluster, Role, Unit, UnitId};
 use crate::raw::{RawCluster, RawUnit};
 
-use super::{Names, Validator};
+use super::{DEFAULT_ADMIN, DEFAULT_CONTROL_PORT, Names, Validator};
 
 impl Validator<'_> {
     pub(super) fn cluster(&mut self, raw: &RawCluster) -> Option<Cluster> {
@@ -108,12 +108,30 @@ impl Validator<'_> {
                 classifier,
             ) {
                 (Some(name), Some(id), Some(address), Some(roles), Some(classifier)) => {
+                    let control_port = match &unit.control_port {
+                        Field::Absent => DEFAULT_CONTROL_PORT,
+                        Field::Invalid => {
+                            ok = false;
+                            continue;
+                        }
+                        Field::Present(port) => *port.get_ref(),
+                    };
+                    let admin = match &unit.admin {
+                        Field::Absent => DEFAULT_ADMIN,
+                        Field::Invalid => {
+                            ok = false;
+                            continue;
+                        }
+                        Field::Present(admin) => *admin.get_ref(),
+                    };
                     out.push(Unit {
                         name: name.clone(),
                         id: UnitId(*id),
                         address: *address,
                         roles,
                         classifier,
+                        control_port,
+                        admin,
                     });
                 }
                 _ => ok = false,

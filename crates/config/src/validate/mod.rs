@@ -4,13 +4,16 @@
 //! Every rule reports and carries on, so one run lists every problem. The rules of each
 //! part of the schema live in the submodule named after it.
 
+mod agent;
 mod checks;
 mod cluster;
+mod health;
 mod pools;
 mod services;
 mod tls;
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -36,6 +39,42 @@ pub const DEFAULT_EXPECT_STATUS: u16 = 200;
 pub const DEFAULT_CAPACITY: u8 = 50;
 /// Default idle timeout of an affinity binding.
 pub const DEFAULT_AFFINITY_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// Default UDP port of the health and load protocol on an LB unit.
+pub const DEFAULT_CONTROL_PORT: u16 = 9170;
+/// Default address of an LB unit's admin HTTP API.
+pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9180);
+/// Default UDP address the host agent receives LB units' messages on.
+pub const DEFAULT_AGENT_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9171);
+/// Default loopback address of the host agent's local HTTP API.
+pub const DEFAULT_AGENT_API: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9181);
+/// Default Unix socket of the host agent's local API.
+pub const DEFAULT_AGENT_SOCKET: &str = "/run/switchyard/agent.sock";
+/// Default UDP port host-group members gossip on.
+pub const DEFAULT_GOSSIP_PORT: u16 = 9172;
+
+/// Defaults of the `[health]` table.
+pub mod health_defaults {
+    use std::time::Duration;
+
+    /// Time between a host's heartbeats.
+    pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+    /// Silence after which a host ages out.
+    pub const HOST_DEAD_AFTER: Duration = Duration::from_secs(5);
+    /// Least time between two load-only updates.
+    pub const LOAD_INTERVAL: Duration = Duration::from_secs(15);
+    /// Time between retries of an unanswered postulate.
+    pub const POSTULATE_INTERVAL: Duration = Duration::from_millis(500);
+    /// Silence after which a unit stops holding up a directive handshake.
+    pub const UNIT_GIVE_UP_AFTER: Duration = Duration::from_secs(30);
+    /// Lifetime of a token allotment.
+    pub const TOKEN_VALIDITY: Duration = Duration::from_secs(2);
+    /// Duration of a percentage allotment.
+    pub const PERCENTAGE_DURATION: Duration = Duration::from_secs(5);
+    /// Smallest load change, in percent points, worth reporting.
+    pub const LOAD_HYSTERESIS: u8 = 5;
+}
+
 /// Longest name allowed for clusters, units, services, pools, hosts, checks, listeners and
 /// certificates.
 pub const MAX_NAME_LEN: usize = 63;
@@ -56,11 +95,14 @@ pub(crate) fn validate(raw: &RawConfig, source: &Path, sink: &mut Sink) -> Optio
         .flat_map(|c| c.units.iter())
         .filter_map(|u| u.id.spanned().map(|id| (*id.get_ref(), u.at.path.as_str())))
         .collect();
-    let pools = v.pools(&raw.pools, &checks.names, &unit_ids);
+    let (pools, host_names) = v.pools(&raw.pools, &checks.names, &unit_ids);
     let services = v.services(&raw.services, &pools.names, &listeners.names);
     if let (Some(cluster), Some(services)) = (&cluster, &services) {
         v.roles_needed(&cluster.units, &raw.services, services);
     }
+    let health = v.health(raw.health.as_ref());
+    let agent = v.agent(raw.agent.as_ref());
+    let host_groups = v.host_groups(&raw.host_groups, &host_names, agent.as_ref());
 
     if v.sink.has_errors() {
         return None;
@@ -72,6 +114,7 @@ pub(crate) fn validate(raw: &RawConfig, source: &Path, sink: &mut Sink) -> Optio
         checks.items,
         listeners.items,
         certificates.items,
+        (health, agent, host_groups),
     ) {
         (
             Some(cluster),
@@ -80,6 +123,7 @@ pub(crate) fn validate(raw: &RawConfig, source: &Path, sink: &mut Sink) -> Optio
             Some(health_checks),
             Some(listeners),
             Some(certificates),
+            (Some(health), Some(agent), Some(host_groups)),
         ) => Some(Config {
             source: source.to_path_buf(),
             cluster,
@@ -88,6 +132,9 @@ pub(crate) fn validate(raw: &RawConfig, source: &Path, sink: &mut Sink) -> Optio
             health_checks,
             listeners,
             certificates,
+            health,
+            agent,
+            host_groups,
         }),
         _ => {
             // Unreachable in practice: every part that failed to build reported why. Never
@@ -261,6 +308,15 @@ impl Validator<'_> {
                 message,
                 Some(hint.to_owned()),
             );
+        }
+    }
+
+    /// The value of an optional duration, `default` when absent; `None` when it was written
+    /// but unusable (reported already).
+    fn duration_or(field: &Field<Duration>, default: Duration) -> Option<Duration> {
+        match field {
+            Field::Absent => Some(default),
+            other => other.get().copied(),
         }
     }
 

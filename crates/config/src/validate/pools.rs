@@ -1,5 +1,6 @@
 //! Pool rules: health check references, at least one host, host ids and names unique
-//! across the configuration, distinct host addresses within a pool.
+//! across the configuration, distinct host addresses within a pool. (A host's service
+//! manager is checked with the other agent rules, in `agent`.)
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,11 +20,11 @@ impl Validator<'_> {
         raw: &'r [RawPool],
         checks: &Names,
         unit_ids: &[(u32, &'r str)],
-    ) -> Built<Pool> {
+    ) -> (Built<Pool>, Names) {
         let names = self.names("pool", raw.iter().map(|p| (&p.name, &p.at)));
         // Host ids and names are unique across the whole configuration.
         let mut host_ids: HashMap<u32, &str> = unit_ids.iter().copied().collect();
-        let _ = self.names(
+        let host_names = self.names(
             "host",
             raw.iter()
                 .flat_map(|p| p.hosts.iter().map(|h| (&h.name, &h.at))),
@@ -57,7 +58,7 @@ impl Validator<'_> {
                 _ => items = None,
             }
         }
-        Built { items, names }
+        (Built { items, names }, host_names)
     }
 
     pub(super) fn pool(&mut self, raw: &RawPool, checks: &Names) -> Option<Pool> {
@@ -128,23 +129,32 @@ impl Validator<'_> {
                 Field::Absent => Some(DEFAULT_CAPACITY),
                 other => other.get().copied(),
             };
+            let service_manager = self.service_manager(host);
             match (
                 host.id.get(),
                 host.name.get(),
                 host.address.get(),
                 app,
                 capacity,
+                service_manager,
                 hosts.as_mut(),
             ) {
-                (Some(id), Some(name), Some(address), Some(app), Some(capacity), Some(list)) => {
-                    list.push(Host {
-                        id: HostId(*id),
-                        name: name.clone(),
-                        address: *address,
-                        app,
-                        capacity,
-                    })
-                }
+                (
+                    Some(id),
+                    Some(name),
+                    Some(address),
+                    Some(app),
+                    Some(capacity),
+                    Some(service_manager),
+                    Some(list),
+                ) => list.push(Host {
+                    id: HostId(*id),
+                    name: name.clone(),
+                    address: *address,
+                    app,
+                    capacity,
+                    service_manager,
+                }),
                 _ => hosts = None,
             }
         }
