@@ -20,12 +20,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use switchyard_wire::HostId;
 use switchyard_wire::allotment::{
     Allotment, AllotmentRequest, AllotmentResponse, AllotmentScheme, MAX_BASIS_POINTS,
     PercentageGrant, TokenGrant,
 };
 use switchyard_wire::health::{DirectiveState, Health, MAX_LOAD, Row};
-use switchyard_wire::HostId;
 
 use crate::error::HealthError;
 
@@ -89,7 +89,10 @@ pub fn largest_remainder(total: u64, weights: &[u64]) -> Vec<u64> {
     // Largest remainder first; equal remainders keep input order.
     remainders.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     let left = u128::from(total) - given;
-    for &(_, i) in remainders.iter().take(usize::try_from(left).unwrap_or(usize::MAX)) {
+    for &(_, i) in remainders
+        .iter()
+        .take(usize::try_from(left).unwrap_or(usize::MAX))
+    {
         shares[i] += 1;
     }
     shares
@@ -420,11 +423,21 @@ mod tests {
             rows.iter().map(|r| (HostId(1), r)),
             &AllotmentPolicy::default(),
         );
-        let Allotment::Percentages { entries, duration_ms } = resp.allotment else {
+        let Allotment::Percentages {
+            entries,
+            duration_ms,
+        } = resp.allotment
+        else {
             panic!("percentages")
         };
         assert_eq!(duration_ms, 5000);
-        assert_eq!(entries.iter().map(|e| u32::from(e.basis_points)).sum::<u32>(), 10_000);
+        assert_eq!(
+            entries
+                .iter()
+                .map(|e| u32::from(e.basis_points))
+                .sum::<u32>(),
+            10_000
+        );
         let none = allot(
             &request(AllotmentScheme::Percentages, 0),
             [(HostId(1), &row(1, Health::Failing, 10, 30, Active))],
@@ -524,7 +537,10 @@ mod tests {
             // Smooth: after every draw each share is within one connection.
             for (i, bp) in [5000u32, 3000, 2000, 0].iter().enumerate() {
                 let ideal = f64::from(n) * f64::from(*bp) / 10_000.0;
-                assert!((f64::from(counts[i]) - ideal).abs() <= 1.0, "{n}: {counts:?}");
+                assert!(
+                    (f64::from(counts[i]) - ideal).abs() <= 1.0,
+                    "{n}: {counts:?}"
+                );
             }
         }
         assert_eq!(counts, [500, 300, 200, 0]);

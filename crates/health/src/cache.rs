@@ -277,7 +277,12 @@ impl ConsolidatedCache {
     }
 
     /// Handles an authenticated message from `from` (the frame's sender).
-    pub fn handle(&mut self, now: Instant, from: SenderId, message: &Message) -> Result<(), Ignored> {
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        from: SenderId,
+        message: &Message,
+    ) -> Result<(), Ignored> {
         self.now = self.now.max(now);
         self.counters.received.add(message.kind());
         let result = self.dispatch(from, message);
@@ -574,7 +579,9 @@ impl ConsolidatedCache {
                 [
                     e.last_heartbeat.checked_add(dead),
                     e.last_current_heartbeat.checked_add(dead),
-                    e.partial.as_ref().and_then(|p| p.started.checked_add(partial)),
+                    e.partial
+                        .as_ref()
+                        .and_then(|p| p.started.checked_add(partial)),
                 ]
             })
             .flatten()
@@ -610,8 +617,7 @@ impl ConsolidatedCache {
                 self.counters.generation_resets += 1;
                 tracing::warn!(unit = %self.settings.unit, %host, "host generation went backwards; resynchronising");
             }
-            if e
-                .partial
+            if e.partial
                 .as_ref()
                 .is_some_and(|p| now.saturating_duration_since(p.started) >= partial_timeout)
             {

@@ -4,8 +4,8 @@
 //! here panics on network input; everything that came from the network and
 //! was not used is reported as an [`Ignored`] reason and counted.
 
-use switchyard_wire::{AppId, HostId, MessageKind, SenderId, UnitId, ValueError};
 use switchyard_wire::allotment::AllotmentScheme;
+use switchyard_wire::{AppId, HostId, MessageKind, SenderId, UnitId, ValueError};
 
 /// An error of the local (in-process) API.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -234,7 +234,12 @@ impl Handshakes {
 
     /// Gives up on silent units and completes handshakes every remaining
     /// unit agreed with.
-    pub fn evaluate(&mut self, units: &[UnitId], now: Instant, give_up_after: Duration) -> Evaluation {
+    pub fn evaluate(
+        &mut self,
+        units: &[UnitId],
+        now: Instant,
+        give_up_after: Duration,
+    ) -> Evaluation {
         let mut out = Evaluation::default();
         let mut done = Vec::new();
         for (key, h) in &mut self.pending {
@@ -333,7 +338,9 @@ mod tests {
         assert_eq!(hs.next_round_at(), Some(t0 + 200 * MS));
         // An answer to a round before the change does not count.
         hs.answer(UNITS[0], 0, &[], t0);
-        let m = hs.next_round(HostId(1), t0 + 200 * MS, 500 * MS).expect("round");
+        let m = hs
+            .next_round(HostId(1), t0 + 200 * MS, 500 * MS)
+            .expect("round");
         assert_eq!(m.round, 1);
         assert_eq!(m.postulates.len(), 1);
         let e = hs.evaluate(&UNITS, t0 + 200 * MS, 30_000 * MS);
@@ -343,12 +350,20 @@ mod tests {
             app: app(1),
             actual: Some(DirectiveState::Active),
         }];
-        assert_eq!(hs.answer(UNITS[1], 1, &objection, t0 + 210 * MS), vec![key.clone()]);
-        assert!(hs.evaluate(&UNITS, t0 + 210 * MS, 30_000 * MS).completed.is_empty());
+        assert_eq!(
+            hs.answer(UNITS[1], 1, &objection, t0 + 210 * MS),
+            vec![key.clone()]
+        );
+        assert!(
+            hs.evaluate(&UNITS, t0 + 210 * MS, 30_000 * MS)
+                .completed
+                .is_empty()
+        );
         let v = hs.view(&key, &UNITS).expect("pending");
         assert_eq!(v.agreed, vec![UNITS[0]]);
         assert_eq!(v.waiting, vec![UNITS[1]]);
-        hs.next_round(HostId(1), t0 + 700 * MS, 500 * MS).expect("round 2");
+        hs.next_round(HostId(1), t0 + 700 * MS, 500 * MS)
+            .expect("round 2");
         hs.answer(UNITS[1], 2, &[], t0 + 710 * MS);
         // A late duplicate of the round-1 objection does not undo agreement.
         hs.answer(UNITS[1], 1, &objection, t0 + 720 * MS);
@@ -381,7 +396,13 @@ mod tests {
         let (mut hs, key) = started(t0);
         hs.next_round(HostId(1), t0 + 200 * MS, 500 * MS);
         hs.answer(UNITS[0], 1, &[], t0 + 210 * MS);
-        hs.start(key.clone(), app(1), DirectiveState::Inactive, t0 + 300 * MS, 200 * MS);
+        hs.start(
+            key.clone(),
+            app(1),
+            DirectiveState::Inactive,
+            t0 + 300 * MS,
+            200 * MS,
+        );
         // The round-1 answer (before the restart) is forgotten, and a late
         // answer to round 1 does not count for the new handshake.
         let v = hs.view(&key, &UNITS).expect("pending");

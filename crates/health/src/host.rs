@@ -154,7 +154,12 @@ impl HostProtocol {
     }
 
     /// Adds a row for `app` (directive active/active) or updates its status.
-    pub fn set_app(&mut self, now: Instant, app: AppId, status: AppStatus) -> Result<(), HealthError> {
+    pub fn set_app(
+        &mut self,
+        now: Instant,
+        app: AppId,
+        status: AppStatus,
+    ) -> Result<(), HealthError> {
         self.advance(now);
         let key = AppKey::new(&app).map_err(HealthError::InvalidApp)?;
         match self.actual.get_mut(&key) {
@@ -188,7 +193,12 @@ impl HostProtocol {
     /// Feeds a raw load sample for `app` through its [`LoadSmoother`] and
     /// updates the row's load when the smoothed value is published. Returns
     /// the new load, if it changed.
-    pub fn report_load(&mut self, now: Instant, app: &AppId, raw: u8) -> Result<Option<u8>, HealthError> {
+    pub fn report_load(
+        &mut self,
+        now: Instant,
+        app: &AppId,
+        raw: u8,
+    ) -> Result<Option<u8>, HealthError> {
         self.advance(now);
         let key = self.key_of(app)?;
         let settings = self.settings.smoothing;
@@ -229,7 +239,12 @@ impl HostProtocol {
     /// Sets the target directive state of `app` (drain, undrain, disable).
     /// The change is published at once; *current* follows after the
     /// handshake.
-    pub fn set_target(&mut self, now: Instant, app: &AppId, target: DirectiveState) -> Result<(), HealthError> {
+    pub fn set_target(
+        &mut self,
+        now: Instant,
+        app: &AppId,
+        target: DirectiveState,
+    ) -> Result<(), HealthError> {
         self.advance(now);
         let key = self.key_of(app)?;
         if let Some(row) = self.actual.get_mut(&key)
@@ -308,7 +323,9 @@ impl HostProtocol {
                 if self.closed {
                     return Ok(());
                 }
-                let objections = self.handshakes.answer(from, answer.round, &answer.wrong, now);
+                let objections = self
+                    .handshakes
+                    .answer(from, answer.round, &answer.wrong, now);
                 let ops: Vec<RowOp> = objections
                     .iter()
                     .filter_map(|k| self.published.get_by_key(k))
@@ -366,9 +383,9 @@ impl HostProtocol {
         if self.handshakes.due(now) {
             self.evaluate(now);
             let host = self.settings.host;
-            if let Some(round) = self
-                .handshakes
-                .next_round(host, now, self.settings.postulate_interval)
+            if let Some(round) =
+                self.handshakes
+                    .next_round(host, now, self.settings.postulate_interval)
             {
                 self.counters.postulate_rounds += 1;
                 self.broadcast(&Message::from(round));
@@ -392,7 +409,11 @@ impl HostProtocol {
         let hb = Heartbeat {
             host: self.settings.host,
             check: self.published.check(),
-            name: if send_name { self.settings.name.clone() } else { None },
+            name: if send_name {
+                self.settings.name.clone()
+            } else {
+                None
+            },
             address: self.settings.address,
             forward: false,
         };
@@ -408,9 +429,9 @@ impl HostProtocol {
     }
 
     fn evaluate(&mut self, now: Instant) {
-        let e = self
-            .handshakes
-            .evaluate(&self.settings.units, now, self.settings.unit_give_up_after);
+        let e =
+            self.handshakes
+                .evaluate(&self.settings.units, now, self.settings.unit_give_up_after);
         self.counters.units_given_up += e.newly_given_up;
         for (key, state) in e.completed {
             self.counters.handshakes_completed += 1;

@@ -53,14 +53,15 @@
 //!     endpoint: SocketAddr::from(([192, 168, 1, 2], 8080)),
 //!     info: String::new(),
 //! };
+//! host.handle_timeout(now); // the first heartbeat is due at once
 //! host.set_app(now, app.clone(), AppStatus::new(Health::Healthy, 20, 50)?)?;
-//! host.handle_timeout(now); // first heartbeat is due at once
 //!
 //! // Deliver everything both ways until quiet (a daemon would use sockets).
 //! loop {
 //!     let mut quiet = true;
 //!     while let Some(t) = host.poll_transmit() {
 //!         assert_eq!(t.to, unit_id);
+//!         // Daemons log and count ignored messages rather than fail.
 //!         unit.handle(now, SenderId::from(host_id), &t.message)?;
 //!         quiet = false;
 //!     }

@@ -1,0 +1,9 @@
+//! Integration tests of the health and load state machines: unit-level
+//! behaviour through the public API, and scenarios on a simulated lossy
+//! network with simulated time (see `sim.rs`).
+
+mod cache;
+mod convergence;
+mod host;
+mod scenarios;
+mod sim;
