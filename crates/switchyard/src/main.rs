@@ -16,6 +16,9 @@ use clap::{Parser, Subcommand};
 #[command(name = "switchyard", version, about, long_about = None)]
 #[command(after_help = "Examples:\n  \
     switchyard check-config examples/all-in-one.toml\n  \
+    switchyard lb --config examples/all-in-one.toml --unit lb-1\n  \
+    switchyard agent --config examples/all-in-one.toml --host web-1\n  \
+    switchyard ctl hosts\n  \
     switchyard gen-secret --out /etc/switchyard/cluster.key")]
 struct Cli {
     #[command(subcommand)]
@@ -24,6 +27,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a load-balancing unit: the roles its configuration gives it.
+    Lb(commands::lb::LbArgs),
+    /// Run the host agent: health and load of this host's applications, reported to every
+    /// load-balancing unit.
+    Agent(commands::agent::AgentArgs),
+    /// Inspect and steer a running cluster through a unit's admin API.
+    Ctl(commands::ctl::CtlArgs),
     /// Validate configuration files and print every error with its file, line, field and a hint.
     ///
     /// Exits 0 when every file is valid, 1 when any file has errors.
@@ -56,6 +66,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Lb(args) => commands::lb::run(args),
+        Command::Agent(args) => commands::agent::run(args),
+        Command::Ctl(args) => commands::ctl::run(args),
         Command::CheckConfig { files, quiet } => commands::check_config::run(&files, quiet),
         Command::GenSecret { out, force } => commands::gen_secret::run(out.as_deref(), force),
     };

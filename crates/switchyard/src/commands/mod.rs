@@ -1,4 +1,7 @@
 //! One module per subcommand of the `switchyard` binary.
 
+pub mod agent;
 pub mod check_config;
+pub mod ctl;
 pub mod gen_secret;
+pub mod lb;
