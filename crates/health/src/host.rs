@@ -300,7 +300,10 @@ impl HostProtocol {
                     });
                 }
                 self.handshakes.heard(from, now);
-                self.serve_snapshot(from);
+                // After a goodbye the table is no longer authoritative.
+                if !self.closed {
+                    self.serve_snapshot(from);
+                }
                 Ok(())
             }
             Message::PostulateWrong(answer) => {
@@ -404,7 +407,9 @@ impl HostProtocol {
 
     fn heartbeat(&mut self, now: Instant) {
         let send_name = self.settings.name_every > 0
-            && self.heartbeats_sent % u64::from(self.settings.name_every) == 0;
+            && self
+                .heartbeats_sent
+                .is_multiple_of(u64::from(self.settings.name_every));
         self.heartbeats_sent += 1;
         let hb = Heartbeat {
             host: self.settings.host,
