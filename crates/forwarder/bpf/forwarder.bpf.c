@@ -1,0 +1,716 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * switchyard forwarder data plane (patent FIG. 4, FIGS. 26-30).
+ *
+ * Two entry points share one inline core:
+ *   sy_xdp  (SEC "xdp")  - native/generic XDP; checksums folded by hand (RFC 1624).
+ *   sy_tc   (SEC "classifier") - tc ingress (tcx / clsact); checksums via bpf_l3/l4_csum_replace, so
+ *                          CHECKSUM_PARTIAL and GSO skbs (veth, GRO) stay correct.
+ *
+ * Per packet: parse; VIP packet -> look the flow up in `routes`:
+ *   hit  -> rewrite per the route (full NAT / half NAT), TTL-1, bpf_fib_lookup, send;
+ *   miss -> ring-buffer event with the frame (the "default route" to the classifier), drop.
+ * Not a VIP -> look the flow up in `replies` (host -> client direction): hit -> reverse
+ * translation and send; miss -> pass untouched. So any packet costs one VIP lookup and one
+ * route lookup, nothing more.
+ *
+ * Never mis-forward: anything the program does not fully understand (non-IP, VLAN tags, IPv4
+ * fragments, IPv6 extension headers, truncated or inconsistent headers) is passed untouched and
+ * counted. See crates/forwarder/README.md for every decision.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/pkt_cls.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "forwarder.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+#ifndef ETH_P_8021AD
+#define ETH_P_8021AD 0x88A8
+#endif
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* ---- maps ---------------------------------------------------------------------------------- */
+
+/* Service endpoints handled by this forwarder. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct sy_vip_key);
+	__type(value, struct sy_vip);
+	__uint(max_entries, 1024);
+} vips SEC(".maps");
+
+/* The routing table, client -> VIP direction. A plain HASH (not LRU: an LRU would silently evict
+ * established flows); allocated on demand so a 1M-entry table costs memory only when used. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct sy_flow_key);
+	__type(value, struct sy_route);
+	__uint(max_entries, 1000000);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} routes SEC(".maps");
+
+/* Reverse translations, host -> client direction; inserted together with `routes`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct sy_flow_key);
+	__type(value, struct sy_route);
+	__uint(max_entries, 1000000);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} replies SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 2 * SY_CNT_MAX);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct sy_vip_stats);
+	__uint(max_entries, 1024);
+} vip_stats SEC(".maps");
+
+/* Miss and final-packet events for the agent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20);
+} events SEC(".maps");
+
+/* ---- small helpers ------------------------------------------------------------------------- */
+
+/* last_seen_ns is rewritten at most this often per flow, so busy flows do not bounce the
+ * route's cache line between CPUs on every packet. Idle expiry works in seconds. */
+#define SY_TOUCH_NS (100ULL * 1000 * 1000)
+
+static __always_inline void count(__u32 hook, __u32 idx, __u64 n)
+{
+	__u32 key = hook * SY_CNT_MAX + idx;
+	__u64 *v = bpf_map_lookup_elem(&counters, &key);
+	if (v)
+		*v += n;
+}
+
+static __always_inline struct sy_vip_stats *vip_stat(__u32 id)
+{
+	return bpf_map_lookup_elem(&vip_stats, &id);
+}
+
+/* One's-complement sum helpers over raw (network order) memory. Summing 32-bit words and folding
+ * equals summing 16-bit words, in either byte order, as long as one order is used throughout. */
+static __always_inline __u64 csum_add32(__u64 acc, __u32 old, __u32 new)
+{
+	return acc + (__u32)~old + new;
+}
+
+static __always_inline __u16 csum_fold64(__u64 s)
+{
+	s = (s & 0xffffffffULL) + (s >> 32);
+	s = (s & 0xffffffffULL) + (s >> 32);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)s;
+}
+
+/* RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), with diff = sum(~m + m'). */
+static __always_inline __u16 csum_apply(__u16 csum, __u64 diff)
+{
+	return ~csum_fold64((__u64)(__u16)~csum + diff);
+}
+
+/* ---- parsing ------------------------------------------------------------------------------- */
+
+enum sy_parse {
+	SY_P_OK = 0,
+	SY_P_NON_IP,
+	SY_P_VLAN,
+	SY_P_FRAGMENT,
+	SY_P_IPV6_EXT,
+	SY_P_MALFORMED,
+	SY_P_OTHER_L4, /* IP but neither TCP nor UDP */
+};
+
+struct sy_pkt {
+	struct sy_flow_key key;
+	__u32 l3_off;
+	__u32 l4_off;
+	__u32 l3_len;   /* IPv4 total length / IPv6 40 + payload length */
+	__u32 csum_off; /* offset of the L4 checksum */
+	__u8 tcp_flags;
+	__u8 ttl;
+	__u8 tos;
+	__u8 pad;
+	__be32 flowinfo;
+};
+
+static __always_inline int is_ipv6_ext(__u8 nh)
+{
+	switch (nh) {
+	case 0:   /* hop-by-hop */
+	case 43:  /* routing */
+	case 44:  /* fragment */
+	case 50:  /* ESP */
+	case 51:  /* AH */
+	case 60:  /* destination options */
+	case 135: /* mobility */
+	case 139: /* HIP */
+	case 140: /* shim6 */
+	case 253:
+	case 254: /* experimental */
+		return 1;
+	}
+	return 0;
+}
+
+/* Parses Ethernet / IPv4|IPv6 / TCP|UDP with an explicit bounds check before every access. */
+static __always_inline int parse(void *data, void *data_end, struct sy_pkt *p)
+{
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return SY_P_MALFORMED;
+
+	__u16 proto = eth->h_proto;
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD))
+		return SY_P_VLAN;
+
+	__u32 l3 = sizeof(struct ethhdr);
+	__u8 l4proto;
+	void *l4;
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = data + l3;
+		if ((void *)(ip + 1) > data_end)
+			return SY_P_MALFORMED;
+		if (ip->version != 4 || ip->ihl < 5)
+			return SY_P_MALFORMED;
+		__u32 ihl = ip->ihl * 4;
+		__u32 tot = bpf_ntohs(ip->tot_len);
+		if (tot < ihl || data + l3 + tot > data_end)
+			return SY_P_MALFORMED;
+		if (ip->frag_off & bpf_htons(0x3fff)) /* MF or offset: a fragment */
+			return SY_P_FRAGMENT;
+		l4proto = ip->protocol;
+		if (l4proto != IPPROTO_TCP && l4proto != IPPROTO_UDP)
+			return SY_P_OTHER_L4;
+		p->key.family = SY_FAMILY_V4;
+		__builtin_memcpy(p->key.saddr, &ip->saddr, 4);
+		__builtin_memcpy(p->key.daddr, &ip->daddr, 4);
+		p->l3_len = tot;
+		p->ttl = ip->ttl;
+		p->tos = ip->tos;
+		p->l4_off = l3 + ihl;
+		l4 = data + l3 + ihl;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data + l3;
+		if ((void *)(ip6 + 1) > data_end)
+			return SY_P_MALFORMED;
+		if (ip6->version != 6)
+			return SY_P_MALFORMED;
+		__u32 plen = bpf_ntohs(ip6->payload_len);
+		if (data + l3 + sizeof(*ip6) + plen > data_end)
+			return SY_P_MALFORMED;
+		l4proto = ip6->nexthdr;
+		if (is_ipv6_ext(l4proto))
+			return SY_P_IPV6_EXT;
+		if (l4proto != IPPROTO_TCP && l4proto != IPPROTO_UDP)
+			return SY_P_OTHER_L4;
+		p->key.family = SY_FAMILY_V6;
+		__builtin_memcpy(p->key.saddr, &ip6->saddr, 16);
+		__builtin_memcpy(p->key.daddr, &ip6->daddr, 16);
+		p->l3_len = sizeof(*ip6) + plen;
+		p->ttl = ip6->hop_limit;
+		p->flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0fffffff);
+		p->l4_off = l3 + sizeof(*ip6);
+		l4 = data + l3 + sizeof(*ip6);
+	} else {
+		return SY_P_NON_IP;
+	}
+	p->l3_off = l3;
+	p->key.proto = l4proto;
+
+	__u32 l4_len = p->l3_len - (p->l4_off - l3);
+	if (l4proto == IPPROTO_TCP) {
+		struct tcphdr *tcp = l4;
+		if ((void *)(tcp + 1) > data_end)
+			return SY_P_MALFORMED;
+		__u32 doff = tcp->doff * 4;
+		if (doff < sizeof(*tcp) || doff > l4_len)
+			return SY_P_MALFORMED;
+		p->key.sport = tcp->source;
+		p->key.dport = tcp->dest;
+		p->tcp_flags = ((__u8 *)tcp)[13];
+		p->csum_off = p->l4_off + offsetof(struct tcphdr, check);
+	} else {
+		struct udphdr *udp = l4;
+		if ((void *)(udp + 1) > data_end)
+			return SY_P_MALFORMED;
+		__u32 ulen = bpf_ntohs(udp->len);
+		if (ulen < sizeof(*udp) || ulen > l4_len)
+			return SY_P_MALFORMED;
+		p->key.sport = udp->source;
+		p->key.dport = udp->dest;
+		p->csum_off = p->l4_off + offsetof(struct udphdr, check);
+	}
+	return SY_P_OK;
+}
+
+/* ---- events -------------------------------------------------------------------------------- */
+
+static __always_inline void fill_header(struct sy_event_header *h, __u32 kind, __u32 ifindex,
+					 const struct sy_pkt *p, __u16 vip_id, __u32 hook,
+					 __u32 pkt_len, __u32 cap_len)
+{
+	h->kind = kind;
+	h->ifindex = ifindex;
+	__builtin_memcpy(&h->flow, &p->key, sizeof(h->flow));
+	h->vip_id = vip_id;
+	h->hook = hook;
+	h->tcp_flags = p->key.proto == IPPROTO_TCP ? p->tcp_flags : 0;
+	h->pkt_len = pkt_len;
+	h->cap_len = cap_len;
+	h->pad = 0;
+	h->ts_ns = bpf_ktime_get_ns();
+}
+
+static __always_inline void report_final(const struct sy_pkt *p, __u32 ifindex, __u16 vip_id,
+					  __u32 hook, __u32 pkt_len)
+{
+	struct sy_event_header *h = bpf_ringbuf_reserve(&events, sizeof(*h), 0);
+	if (!h) {
+		count(hook, SY_CNT_RINGBUF_FULL, 1);
+		return;
+	}
+	fill_header(h, SY_EVENT_FINAL, ifindex, p, vip_id, hook, pkt_len, 0);
+	bpf_ringbuf_submit(h, 0);
+}
+
+/* Copies the frame into a miss event. The copy length is bounded for the verifier. */
+static __always_inline void report_miss(void *ctx, int is_xdp, const struct sy_pkt *p,
+					 __u32 ifindex, __u16 vip_id, __u32 hook, __u32 pkt_len)
+{
+	struct sy_miss_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(hook, SY_CNT_RINGBUF_FULL, 1);
+		return;
+	}
+	/* 1 <= cap <= SY_MAX_CAPTURE, clamped in the register the helper receives so the verifier
+	 * sees the bound (frames are at least an Ethernet header long, so 1 never copies short). */
+	__u64 cap = pkt_len;
+	asm volatile("if %0 <= %1 goto +1\n\t"
+		     "%0 = %1\n\t"
+		     "if %0 > 0 goto +1\n\t"
+		     "%0 = 1"
+		     : "+r"(cap)
+		     : "i"(SY_MAX_CAPTURE));
+	long err;
+	if (is_xdp)
+		err = bpf_xdp_load_bytes(ctx, 0, e->data, cap);
+	else
+		err = bpf_skb_load_bytes(ctx, 0, e->data, cap);
+	if (err)
+		cap = 0;
+	fill_header(&e->hdr, SY_EVENT_MISS, ifindex, p, vip_id, hook, pkt_len, cap);
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* ---- the core ------------------------------------------------------------------------------ */
+
+/* What the core decided. */
+enum sy_verdict {
+	SY_V_PASS = 0, /* leave the packet to the stack, untouched */
+	SY_V_DROP,
+	SY_V_FORWARD, /* rewrite with `r` and send */
+};
+
+struct sy_decision {
+	struct sy_pkt pkt;
+	struct sy_route *route;
+	__u32 is_reply;
+	__u16 vip_id;
+};
+
+static __always_inline int classify(void *ctx, int is_xdp, void *data, void *data_end,
+				    __u32 ifindex, __u32 pkt_len, __u32 hook,
+				    struct sy_decision *d)
+{
+	count(hook, SY_CNT_RX, 1);
+	int rc = parse(data, data_end, &d->pkt);
+	switch (rc) {
+	case SY_P_OK:
+		break;
+	case SY_P_NON_IP:
+		count(hook, SY_CNT_NON_IP, 1);
+		return SY_V_PASS;
+	case SY_P_VLAN:
+		count(hook, SY_CNT_VLAN, 1);
+		return SY_V_PASS;
+	case SY_P_FRAGMENT:
+		count(hook, SY_CNT_FRAGMENT, 1);
+		return SY_V_PASS;
+	case SY_P_IPV6_EXT:
+		count(hook, SY_CNT_IPV6_EXT, 1);
+		return SY_V_PASS;
+	case SY_P_OTHER_L4:
+		count(hook, SY_CNT_PASS, 1);
+		return SY_V_PASS;
+	default:
+		count(hook, SY_CNT_MALFORMED, 1);
+		return SY_V_PASS;
+	}
+
+	struct sy_vip_key vk = {};
+	__builtin_memcpy(vk.addr, d->pkt.key.daddr, 16);
+	vk.port = d->pkt.key.dport;
+	vk.proto = d->pkt.key.proto;
+	vk.family = d->pkt.key.family;
+	struct sy_vip *vip = bpf_map_lookup_elem(&vips, &vk);
+
+	struct sy_route *r;
+	if (vip) {
+		d->vip_id = vip->id;
+		r = bpf_map_lookup_elem(&routes, &d->pkt.key);
+		if (!r) {
+			count(hook, SY_CNT_MISS, 1);
+			struct sy_vip_stats *vs = vip_stat(vip->id);
+			if (vs)
+				vs->misses++;
+			report_miss(ctx, is_xdp, &d->pkt, ifindex, vip->id, hook, pkt_len);
+			return SY_V_DROP;
+		}
+		d->is_reply = 0;
+	} else {
+		r = bpf_map_lookup_elem(&replies, &d->pkt.key);
+		if (!r) {
+			count(hook, SY_CNT_PASS, 1);
+			return SY_V_PASS;
+		}
+		d->vip_id = r->vip_id;
+		d->is_reply = 1;
+	}
+	if (r->mode != SY_MODE_NAT && r->mode != SY_MODE_HALF_NAT) {
+		count(hook, SY_CNT_UNSUPPORTED, 1);
+		return SY_V_DROP;
+	}
+	if (d->pkt.ttl <= 1) {
+		/* The stack answers with ICMP time exceeded. */
+		count(hook, SY_CNT_TTL_EXPIRED, 1);
+		return SY_V_PASS;
+	}
+	if (d->pkt.key.proto == IPPROTO_TCP && (d->pkt.tcp_flags & 0x05)) { /* FIN | RST */
+		count(hook, SY_CNT_FINAL, 1);
+		struct sy_vip_stats *vs = vip_stat(d->vip_id);
+		if (vs)
+			vs->finals++;
+		report_final(&d->pkt, ifindex, d->vip_id, hook, pkt_len);
+	}
+	__u64 now = bpf_ktime_get_ns();
+	if (now - r->last_seen_ns > SY_TOUCH_NS)
+		r->last_seen_ns = now;
+	d->route = r;
+	return SY_V_FORWARD;
+}
+
+/* The rewritten addresses and ports, and the checksum diffs they cause. */
+struct sy_rewrite {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u64 addr_diff; /* pseudo-header part (addresses) */
+	__u64 port_diff; /* L4 header part (ports) */
+};
+
+static __always_inline void plan_rewrite(const struct sy_decision *d, struct sy_rewrite *w)
+{
+	const struct sy_route *r = d->route;
+	const struct sy_pkt *p = &d->pkt;
+	__builtin_memcpy(w->saddr, p->key.saddr, 16);
+	__builtin_memcpy(w->daddr, p->key.daddr, 16);
+	w->sport = p->key.sport;
+	w->dport = p->key.dport;
+	if (r->flags & SY_ROUTE_SET_SRC) {
+		__builtin_memcpy(w->saddr, r->new_saddr, 16);
+		w->sport = r->new_sport;
+	}
+	if (r->flags & SY_ROUTE_SET_DST) {
+		__builtin_memcpy(w->daddr, r->new_daddr, 16);
+		w->dport = r->new_dport;
+	}
+	__u64 diff = 0;
+	const __u32 *os = (const __u32 *)p->key.saddr, *od = (const __u32 *)p->key.daddr;
+	const __u32 *ns = (const __u32 *)w->saddr, *nd = (const __u32 *)w->daddr;
+	diff = csum_add32(diff, os[0], ns[0]);
+	diff = csum_add32(diff, od[0], nd[0]);
+	if (p->key.family == SY_FAMILY_V6) {
+#pragma unroll
+		for (int i = 1; i < 4; i++) {
+			diff = csum_add32(diff, os[i], ns[i]);
+			diff = csum_add32(diff, od[i], nd[i]);
+		}
+	}
+	w->addr_diff = diff;
+	__u32 oports = ((__u32)p->key.sport) | ((__u32)p->key.dport << 16);
+	__u32 nports = ((__u32)w->sport) | ((__u32)w->dport << 16);
+	w->port_diff = csum_add32(0, oports, nports);
+}
+
+/* Looks the rewritten destination up in the FIB of the ingress interface's namespace. */
+static __always_inline int fib(void *ctx, const struct sy_decision *d, const struct sy_rewrite *w,
+			       __u32 ifindex, __u32 tot_len, struct bpf_fib_lookup *f)
+{
+	__builtin_memset(f, 0, sizeof(*f));
+	f->ifindex = ifindex;
+	f->l4_protocol = d->pkt.key.proto;
+	f->sport = w->sport;
+	f->dport = w->dport;
+	f->tot_len = tot_len;
+	if (d->pkt.key.family == SY_FAMILY_V4) {
+		f->family = AF_INET;
+		f->tos = d->pkt.tos;
+		__builtin_memcpy(&f->ipv4_src, w->saddr, 4);
+		__builtin_memcpy(&f->ipv4_dst, w->daddr, 4);
+	} else {
+		f->family = AF_INET6;
+		f->flowinfo = d->pkt.flowinfo;
+		__builtin_memcpy(f->ipv6_src, w->saddr, 16);
+		__builtin_memcpy(f->ipv6_dst, w->daddr, 16);
+	}
+	return bpf_fib_lookup(ctx, f, sizeof(*f), 0);
+}
+
+/* Writes addresses, ports and TTL into the packet (direct access; bounds re-checked) and, when
+ * `fix_csums` is set, folds the checksum updates by hand. Returns the IPv4 header checksum diff
+ * of the TTL change through *ttl_diff (for the tc path, which applies it with a helper). */
+static __always_inline int write_rewrite(void *data, void *data_end, const struct sy_pkt *p,
+					 const struct sy_rewrite *w, int fix_csums,
+					 __u64 *ttl_diff)
+{
+	if (p->key.family == SY_FAMILY_V4) {
+		struct iphdr *ip = data + sizeof(struct ethhdr);
+		if ((void *)(ip + 1) > data_end)
+			return -1;
+		__u16 old_word = *(__u16 *)&ip->ttl; /* ttl and protocol */
+		ip->ttl--;
+		__u16 new_word = *(__u16 *)&ip->ttl;
+		__u64 td = (__u16)~old_word + (__u64)new_word;
+		*ttl_diff = td;
+		__builtin_memcpy(&ip->saddr, w->saddr, 4);
+		__builtin_memcpy(&ip->daddr, w->daddr, 4);
+		if (fix_csums)
+			ip->check = csum_apply(ip->check, w->addr_diff + td);
+	} else {
+		struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+		if ((void *)(ip6 + 1) > data_end)
+			return -1;
+		__u16 old_word = *(__u16 *)((__u8 *)ip6 + 6); /* nexthdr and hop limit */
+		ip6->hop_limit--;
+		__u16 new_word = *(__u16 *)((__u8 *)ip6 + 6);
+		*ttl_diff = (__u16)~old_word + (__u64)new_word;
+		__builtin_memcpy(&ip6->saddr, w->saddr, 16);
+		__builtin_memcpy(&ip6->daddr, w->daddr, 16);
+	}
+
+	/* Ports: the first 4 bytes of TCP and UDP. p->l4_off is bounded by parse (<= 14 + 60). */
+	__u32 l4_off = p->l4_off;
+	if (l4_off > sizeof(struct ethhdr) + 60)
+		return -1;
+	__u8 *l4 = data + l4_off;
+	if ((void *)(l4 + 8) > data_end)
+		return -1;
+	__builtin_memcpy(l4, &w->sport, 2);
+	__builtin_memcpy(l4 + 2, &w->dport, 2);
+	if (fix_csums) {
+		__u16 *csum;
+		if (p->key.proto == IPPROTO_TCP) {
+			if ((void *)(l4 + 18) > data_end)
+				return -1;
+			csum = (__u16 *)(l4 + 16);
+			*csum = csum_apply(*csum, w->addr_diff + w->port_diff);
+		} else {
+			csum = (__u16 *)(l4 + 6);
+			/* A zero UDP checksum means "none" (IPv4): it stays zero. */
+			if (*csum != 0) {
+				__u16 c = csum_apply(*csum, w->addr_diff + w->port_diff);
+				*csum = c ? c : 0xffff;
+			}
+		}
+	}
+	return 0;
+}
+
+static __always_inline void account_forward(__u32 hook, const struct sy_decision *d, __u32 len)
+{
+	struct sy_vip_stats *vs = vip_stat(d->vip_id);
+	if (d->is_reply) {
+		count(hook, SY_CNT_REPLY_PACKETS, 1);
+		count(hook, SY_CNT_REPLY_BYTES, len);
+		if (vs) {
+			vs->reply_packets++;
+			vs->reply_bytes += len;
+		}
+	} else {
+		count(hook, SY_CNT_HIT_PACKETS, 1);
+		count(hook, SY_CNT_HIT_BYTES, len);
+		if (vs) {
+			vs->packets++;
+			vs->bytes += len;
+		}
+	}
+}
+
+/* ---- XDP ----------------------------------------------------------------------------------- */
+
+SEC("xdp")
+int sy_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 ifindex = ctx->ingress_ifindex;
+	__u32 pkt_len = data_end - data;
+	struct sy_decision d = {};
+
+	int v = classify(ctx, 1, data, data_end, ifindex, pkt_len, SY_HOOK_XDP, &d);
+	if (v == SY_V_PASS)
+		return XDP_PASS;
+	if (v != SY_V_FORWARD || !d.route)
+		return XDP_DROP;
+
+	struct sy_rewrite w;
+	plan_rewrite(&d, &w);
+	struct bpf_fib_lookup f;
+	int rc = fib(ctx, &d, &w, ifindex, d.pkt.l3_len, &f);
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		/* Untouched to the stack: a tc program on the same interface resolves the
+		 * neighbour with bpf_redirect_neigh; later packets take this path. */
+		count(SY_HOOK_XDP, SY_CNT_FIB_NO_NEIGH, 1);
+		return XDP_PASS;
+	}
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+		count(SY_HOOK_XDP, SY_CNT_FIB_FRAG_NEEDED, 1);
+		return XDP_DROP;
+	}
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
+		count(SY_HOOK_XDP, SY_CNT_FIB_FAIL, 1);
+		return XDP_DROP;
+	}
+
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	__u64 ttl_diff;
+	if (write_rewrite(data, data_end, &d.pkt, &w, 1, &ttl_diff)) {
+		count(SY_HOOK_XDP, SY_CNT_DROP_OTHER, 1);
+		return XDP_DROP;
+	}
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return XDP_DROP;
+	__builtin_memcpy(eth->h_dest, f.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, f.smac, ETH_ALEN);
+	account_forward(SY_HOOK_XDP, &d, pkt_len);
+	if (f.ifindex == ifindex) {
+		count(SY_HOOK_XDP, SY_CNT_TX, 1);
+		return XDP_TX;
+	}
+	count(SY_HOOK_XDP, SY_CNT_REDIRECT, 1);
+	return bpf_redirect(f.ifindex, 0);
+}
+
+/* ---- tc ------------------------------------------------------------------------------------ */
+
+SEC("classifier")
+int sy_tc(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u32 ifindex = skb->ifindex; /* on ingress: the receiving interface */
+	__u32 pkt_len = skb->len;
+	struct sy_decision d = {};
+
+	int v = classify(skb, 0, data, data_end, ifindex, pkt_len, SY_HOOK_TC, &d);
+	if (v == SY_V_PASS)
+		return TC_ACT_OK;
+	if (v != SY_V_FORWARD || !d.route)
+		return TC_ACT_SHOT;
+
+	struct sy_rewrite w;
+	plan_rewrite(&d, &w);
+	struct bpf_fib_lookup f;
+	/* tot_len 0: the kernel checks the skb itself against the MTU, which is GSO-aware. */
+	int rc = fib(skb, &d, &w, ifindex, 0, &f);
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+		count(SY_HOOK_TC, SY_CNT_FIB_FRAG_NEEDED, 1);
+		return TC_ACT_SHOT;
+	}
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) {
+		count(SY_HOOK_TC, SY_CNT_FIB_FAIL, 1);
+		return TC_ACT_SHOT;
+	}
+
+	/* Direct writes first (pointers are valid), checksum helpers last (they invalidate them). */
+	__u64 ttl_diff;
+	if (write_rewrite(data, data_end, &d.pkt, &w, 0, &ttl_diff)) {
+		count(SY_HOOK_TC, SY_CNT_DROP_OTHER, 1);
+		return TC_ACT_SHOT;
+	}
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		struct ethhdr *eth = data;
+		if ((void *)(eth + 1) > data_end)
+			return TC_ACT_SHOT;
+		__builtin_memcpy(eth->h_dest, f.dmac, ETH_ALEN);
+		__builtin_memcpy(eth->h_source, f.smac, ETH_ALEN);
+	}
+
+	__u32 addr_diff = csum_fold64(w.addr_diff);
+	__u32 port_diff = csum_fold64(w.port_diff);
+	__u32 td = csum_fold64(ttl_diff);
+	long err = 0;
+	__u64 l4flags = BPF_F_PSEUDO_HDR;
+	if (d.pkt.key.proto == IPPROTO_UDP)
+		l4flags |= BPF_F_MARK_MANGLED_0;
+	if (d.pkt.key.family == SY_FAMILY_V4) {
+		__u32 l3csum = d.pkt.l3_off + offsetof(struct iphdr, check);
+		err |= bpf_l3_csum_replace(skb, l3csum, 0, addr_diff + td, 0);
+	} else {
+		l4flags |= BPF_F_IPV6;
+		/* The hop limit is covered by no checksum, only by a CHECKSUM_COMPLETE skb->csum. */
+		bpf_csum_update(skb, td);
+	}
+	err |= bpf_l4_csum_replace(skb, d.pkt.csum_off, 0, addr_diff, l4flags);
+	err |= bpf_l4_csum_replace(skb, d.pkt.csum_off, 0, port_diff,
+				   l4flags & ~(__u64)(BPF_F_PSEUDO_HDR | BPF_F_IPV6));
+	if (err) {
+		count(SY_HOOK_TC, SY_CNT_DROP_OTHER, 1);
+		return TC_ACT_SHOT;
+	}
+	account_forward(SY_HOOK_TC, &d, pkt_len);
+	count(SY_HOOK_TC, SY_CNT_REDIRECT, 1);
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		count(SY_HOOK_TC, SY_CNT_FIB_NO_NEIGH, 1);
+		struct bpf_redir_neigh nh = {};
+		if (d.pkt.key.family == SY_FAMILY_V4) {
+			nh.nh_family = AF_INET;
+			nh.ipv4_nh = f.ipv4_dst;
+		} else {
+			nh.nh_family = AF_INET6;
+			__builtin_memcpy(nh.ipv6_nh, f.ipv6_dst, 16);
+		}
+		return bpf_redirect_neigh(f.ifindex, &nh, sizeof(nh), 0);
+	}
+	return bpf_redirect(f.ifindex, 0);
+}

@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Shared layouts of the forwarder's BPF maps and ring-buffer events.
+ *
+ * Every struct here has a #[repr(C)] mirror in crates/forwarder/src/maps.rs with compile-time
+ * size and offset assertions: change both together. All fields are naturally aligned and padding
+ * is explicit, so the layout is the same for the BPF target and x86_64/aarch64 userspace.
+ * Addresses are 16 bytes: an IPv4 address occupies the first 4 bytes, the rest is zero.
+ * Addresses and ports are in network byte order, exactly as on the wire.
+ */
+#ifndef SWITCHYARD_FORWARDER_H
+#define SWITCHYARD_FORWARDER_H
+
+#include <linux/types.h>
+
+#define SY_FAMILY_V4 4
+#define SY_FAMILY_V6 6
+
+/* A flow as seen on the wire in one direction: the key of `routes` (client -> VIP) and of
+ * `replies` (host -> NAT source or client). 40 bytes. */
+struct sy_flow_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;  /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 family; /* SY_FAMILY_V4 / SY_FAMILY_V6 */
+	__u8 pad[2]; /* must be zero */
+};
+
+/* Delivery modes (sy_route.mode). */
+#define SY_MODE_NAT 1      /* full NAT: dst := host, src := NAT source */
+#define SY_MODE_HALF_NAT 2 /* half NAT: dst := host, src unchanged */
+#define SY_MODE_TUNNEL 3   /* reserved: flow-id tunnel (FIG. 38); dropped and counted today */
+
+/* sy_route.flags */
+#define SY_ROUTE_SET_SRC (1 << 0) /* rewrite the source to new_saddr:new_sport */
+#define SY_ROUTE_SET_DST (1 << 1) /* rewrite the destination to new_daddr:new_dport */
+#define SY_ROUTE_REPLY (1 << 2)   /* an entry of `replies` (host -> client direction) */
+
+/* The value of `routes` and `replies`: how to rewrite a matching packet. 56 bytes.
+ * Forward entry: new_daddr:new_dport = host; new_saddr:new_sport = NAT source (full NAT only).
+ * Reply entry: new_saddr:new_sport = VIP; new_daddr:new_dport = client (full NAT only). */
+struct sy_route {
+	__u8 new_saddr[16];
+	__u8 new_daddr[16];
+	__be16 new_sport;
+	__be16 new_dport;
+	__u8 mode;
+	__u8 flags;
+	__u16 vip_id;  /* index into vip_stats */
+	__u32 flow_id; /* tunnel mode (reserved) */
+	__u32 pad;     /* must be zero */
+	__u64 last_seen_ns; /* bpf_ktime_get_ns() of a recent packet, for idle expiry */
+};
+
+/* Key of `vips`: a service endpoint (destination address, port, protocol). 20 bytes. */
+struct sy_vip_key {
+	__u8 addr[16];
+	__be16 port;
+	__u8 proto;
+	__u8 family;
+};
+
+/* Value of `vips`. 8 bytes. */
+struct sy_vip {
+	__u32 id;    /* index into vip_stats; < max VIPs */
+	__u32 flags; /* reserved, zero */
+};
+
+/* Per-VIP counters (`vip_stats`, per CPU). 48 bytes. */
+struct sy_vip_stats {
+	__u64 packets;       /* client -> host packets forwarded */
+	__u64 bytes;
+	__u64 misses;        /* packets with no route (sent to the classifier) */
+	__u64 reply_packets; /* host -> client packets reverse-translated */
+	__u64 reply_bytes;
+	__u64 finals;        /* FIN/RST seen on a routed flow, either direction */
+};
+
+/* Global counters: index into `counters` (per CPU). The XDP program uses indices
+ * [0, SY_CNT_MAX), the tc program [SY_CNT_MAX, 2*SY_CNT_MAX). */
+enum sy_counter {
+	SY_CNT_RX = 0,         /* every frame the program saw */
+	SY_CNT_HIT_PACKETS,    /* forwarded client -> host */
+	SY_CNT_HIT_BYTES,
+	SY_CNT_REPLY_PACKETS,  /* reverse-translated host -> client */
+	SY_CNT_REPLY_BYTES,
+	SY_CNT_MISS,           /* VIP packet without route: event + drop */
+	SY_CNT_PASS,           /* IP traffic not for a VIP nor a reply: untouched */
+	SY_CNT_NON_IP,         /* not IPv4/IPv6: untouched */
+	SY_CNT_VLAN,           /* VLAN tagged: untouched */
+	SY_CNT_FRAGMENT,       /* IPv4 fragment: untouched */
+	SY_CNT_IPV6_EXT,       /* IPv6 with extension headers: untouched */
+	SY_CNT_MALFORMED,      /* truncated / inconsistent headers: untouched */
+	SY_CNT_TTL_EXPIRED,    /* routed packet with TTL/hop limit <= 1: untouched, stack answers */
+	SY_CNT_FIB_NO_NEIGH,   /* XDP: untouched (tc completes it); tc: redirect_neigh */
+	SY_CNT_FIB_FAIL,       /* no route / unreachable / forwarding off: dropped */
+	SY_CNT_FIB_FRAG_NEEDED,/* larger than the egress MTU: dropped */
+	SY_CNT_FINAL,          /* FIN or RST on a routed flow: event, still forwarded */
+	SY_CNT_RINGBUF_FULL,   /* an event could not be queued */
+	SY_CNT_UNSUPPORTED,    /* a route with a mode this program cannot apply: dropped */
+	SY_CNT_DROP_OTHER,     /* a helper failed mid-rewrite: dropped */
+	SY_CNT_TX,             /* XDP_TX (egress = ingress interface) */
+	SY_CNT_REDIRECT,       /* redirected to another interface */
+	SY_CNT_MAX
+};
+
+#define SY_HOOK_XDP 0
+#define SY_HOOK_TC 1
+
+/* Ring buffer event kinds. */
+#define SY_EVENT_MISS 1
+#define SY_EVENT_FINAL 2
+
+/* Largest frame copied into a miss event. */
+#define SY_MAX_CAPTURE 1514
+
+/* Header common to all events. 72 bytes. */
+struct sy_event_header {
+	__u32 kind;    /* SY_EVENT_* */
+	__u32 ifindex; /* ingress interface */
+	struct sy_flow_key flow; /* as seen on the wire */
+	__u16 vip_id;
+	__u8 hook;      /* SY_HOOK_* */
+	__u8 tcp_flags; /* TCP flags byte (0 for UDP) */
+	__u32 pkt_len;  /* length of the whole frame */
+	__u32 cap_len;  /* bytes of it that follow (miss events only) */
+	__u32 pad;
+	__u64 ts_ns;    /* bpf_ktime_get_ns() */
+};
+
+/* A miss: the header and the first cap_len bytes of the frame. */
+struct sy_miss_event {
+	struct sy_event_header hdr;
+	__u8 data[SY_MAX_CAPTURE];
+	__u8 pad[6];
+};
+
+#endif

@@ -1,0 +1,687 @@
+//! [`Dataplane`]: loads the forwarder's BPF object (both programs), owns its maps, attaches the
+//! programs to interfaces and detaches them on drop, and gives typed access to VIPs, routes,
+//! counters and events. Also the `BPF_PROG_TEST_RUN` entry points used by tests, benchmarks and
+//! the reinjection of a classified first packet ([`Dataplane::reinject`]).
+//!
+//! Everything here is a thin shell over maps and syscalls; decisions (which host, which NAT
+//! port, when a flow is idle) belong to the classifier and the agent.
+//!
+//! Interface names and ifindexes resolve in the network namespace of the calling thread.
+
+use std::time::Duration;
+
+use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf};
+use aya::programs::tc::{self, SchedClassifier, SchedClassifierLinkId, TcAttachType};
+use aya::programs::xdp::XdpLinkId;
+use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
+use aya::{Ebpf, EbpfLoader};
+use nix::time::{ClockId, clock_gettime};
+
+use crate::counters::{COUNTER_COUNT, Counters, Hook, VipStats};
+use crate::error::{Error, is_map_full, is_not_found};
+use crate::events::EventReader;
+use crate::flow::{Flow, Route, Vip, reply_key_of, route_entries, route_from_value};
+use crate::layout::{FlowKey, RouteValue, VipKey, VipStatsValue, VipValue};
+use crate::program;
+
+const XDP_PROG: &str = "sy_xdp";
+const TC_PROG: &str = "sy_tc";
+
+/// Map sizes, chosen at load time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Capacity of the routing table, and separately of the reply table (default 1,000,000).
+    /// Entries are allocated on demand, so an empty table costs little memory.
+    pub max_routes: u32,
+    /// Number of VIPs (default 1,024).
+    pub max_vips: u32,
+    /// Size of the event ring buffer in bytes: a power of two, at least one page (default
+    /// 8 MiB, about 5,000 miss events of a full frame).
+    pub event_ring_bytes: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_routes: 1_000_000,
+            max_vips: 1024,
+            event_ring_bytes: 8 << 20,
+        }
+    }
+}
+
+/// Where to attach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// XDP: native mode, or generic with a logged warning when the driver has none. Fastest per
+    /// packet; on veth it costs the peer GRO/TSO. Frames whose neighbour is not resolved yet are
+    /// passed untouched (pair with [`AttachMode::Tc`] on the same interface to complete them).
+    Xdp,
+    /// tc ingress (tcx on kernels ≥ 6.6, else clsact): sees GRO/GSO skbs, resolves neighbours
+    /// itself (`bpf_redirect_neigh`) and keeps CHECKSUM_PARTIAL packets correct.
+    Tc,
+    /// Both: XDP as the fast path, tc behind it for what XDP passes (unresolved neighbours).
+    XdpAndTc,
+}
+
+/// One attachment made by [`Dataplane::attach`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    /// The interface.
+    pub ifname: String,
+    /// Which program.
+    pub hook: Hook,
+    /// For XDP: true if it fell back to generic (skb) mode.
+    pub generic: bool,
+}
+
+/// A route as installed, with its last activity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteInfo {
+    /// The flow.
+    pub flow: Flow,
+    /// Its route.
+    pub route: Route,
+    /// CLOCK_MONOTONIC ns of the latest packet seen in either direction (refreshed at most
+    /// every 100 ms per direction), or the install time if none yet.
+    pub last_seen_ns: u64,
+}
+
+/// What a `BPF_PROG_TEST_RUN` returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunResult {
+    /// The program's return value (`XDP_*` or `TC_ACT_*`).
+    pub action: u32,
+    /// The frame after the program ran.
+    pub frame: Vec<u8>,
+    /// Average time per run as measured by the kernel.
+    pub duration: Duration,
+}
+
+/// XDP actions.
+pub mod xdp_action {
+    /// `XDP_DROP`.
+    pub const DROP: u32 = 1;
+    /// `XDP_PASS`.
+    pub const PASS: u32 = 2;
+    /// `XDP_TX`.
+    pub const TX: u32 = 3;
+    /// `XDP_REDIRECT`.
+    pub const REDIRECT: u32 = 4;
+}
+
+/// tc actions.
+pub mod tc_action {
+    /// `TC_ACT_OK`.
+    pub const OK: u32 = 0;
+    /// `TC_ACT_SHOT`.
+    pub const SHOT: u32 = 2;
+    /// `TC_ACT_REDIRECT`.
+    pub const REDIRECT: u32 = 7;
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds: the clock of `last_seen_ns` (`bpf_ktime_get_ns`).
+pub fn monotonic_now_ns() -> Result<u64, Error> {
+    let t = clock_gettime(ClockId::CLOCK_MONOTONIC).map_err(|e| Error::Io {
+        what: "read CLOCK_MONOTONIC",
+        source: e.into(),
+    })?;
+    let secs = u64::try_from(t.tv_sec()).unwrap_or(0);
+    let nanos = u64::try_from(t.tv_nsec()).unwrap_or(0);
+    Ok(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
+}
+
+/// The loaded data plane. Dropping it detaches every attachment and frees the maps.
+pub struct Dataplane {
+    bpf: Ebpf,
+    settings: Settings,
+    vips: HashMap<MapData, VipKey, VipValue>,
+    routes: HashMap<MapData, FlowKey, RouteValue>,
+    replies: HashMap<MapData, FlowKey, RouteValue>,
+    counters: PerCpuArray<MapData, u64>,
+    vip_stats: PerCpuArray<MapData, VipStatsValue>,
+    events: Option<RingBuf<MapData>>,
+    /// VIP id -> VIP, for slot allocation.
+    vip_slots: Vec<Option<Vip>>,
+    xdp_links: Vec<(XdpLinkId, Attachment)>,
+    tc_links: Vec<(SchedClassifierLinkId, Attachment)>,
+}
+
+impl std::fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataplane")
+            .field("settings", &self.settings)
+            .field("attachments", &self.attachments())
+            .finish_non_exhaustive()
+    }
+}
+
+fn take<T>(bpf: &mut Ebpf, name: &'static str) -> Result<T, Error>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = bpf.take_map(name).ok_or(Error::Missing(name))?;
+    T::try_from(map).map_err(|e| Error::map(name, e))
+}
+
+impl Dataplane {
+    /// Loads the BPF object with `settings` and loads (verifies) both programs. Nothing is
+    /// attached yet. Needs CAP_BPF and CAP_NET_ADMIN (root).
+    pub fn load(settings: Settings) -> Result<Dataplane, Error> {
+        let mut bpf = EbpfLoader::new()
+            .map_max_entries("routes", settings.max_routes)
+            .map_max_entries("replies", settings.max_routes)
+            .map_max_entries("vips", settings.max_vips)
+            .map_max_entries("vip_stats", settings.max_vips)
+            .map_max_entries("events", settings.event_ring_bytes)
+            .load(program::FORWARDER)
+            .map_err(|e| Error::Load(Box::new(e)))?;
+        {
+            let p: &mut Xdp = bpf
+                .program_mut(XDP_PROG)
+                .ok_or(Error::Missing(XDP_PROG))?
+                .try_into()
+                .map_err(|e| Error::program("XDP program type", e))?;
+            p.load().map_err(|e| Error::program("load the XDP program", e))?;
+        }
+        {
+            let p: &mut SchedClassifier = bpf
+                .program_mut(TC_PROG)
+                .ok_or(Error::Missing(TC_PROG))?
+                .try_into()
+                .map_err(|e| Error::program("tc program type", e))?;
+            p.load().map_err(|e| Error::program("load the tc program", e))?;
+        }
+        let vips = take(&mut bpf, "vips")?;
+        let routes = take(&mut bpf, "routes")?;
+        let replies = take(&mut bpf, "replies")?;
+        let counters = take(&mut bpf, "counters")?;
+        let vip_stats = take(&mut bpf, "vip_stats")?;
+        let events = take(&mut bpf, "events")?;
+        let slots = usize::try_from(settings.max_vips).unwrap_or(0);
+        Ok(Dataplane {
+            bpf,
+            settings,
+            vips,
+            routes,
+            replies,
+            counters,
+            vip_stats,
+            events: Some(events),
+            vip_slots: vec![None; slots],
+            xdp_links: Vec::new(),
+            tc_links: Vec::new(),
+        })
+    }
+
+    /// The settings it was loaded with.
+    pub fn settings(&self) -> Settings {
+        self.settings
+    }
+
+    fn xdp(&self) -> Result<&Xdp, Error> {
+        self.bpf
+            .program(XDP_PROG)
+            .ok_or(Error::Missing(XDP_PROG))?
+            .try_into()
+            .map_err(|e| Error::program("XDP program type", e))
+    }
+
+    fn tc(&self) -> Result<&SchedClassifier, Error> {
+        self.bpf
+            .program(TC_PROG)
+            .ok_or(Error::Missing(TC_PROG))?
+            .try_into()
+            .map_err(|e| Error::program("tc program type", e))
+    }
+
+    fn xdp_mut(&mut self) -> Result<&mut Xdp, Error> {
+        self.bpf
+            .program_mut(XDP_PROG)
+            .ok_or(Error::Missing(XDP_PROG))?
+            .try_into()
+            .map_err(|e| Error::program("XDP program type", e))
+    }
+
+    fn tc_mut(&mut self) -> Result<&mut SchedClassifier, Error> {
+        self.bpf
+            .program_mut(TC_PROG)
+            .ok_or(Error::Missing(TC_PROG))?
+            .try_into()
+            .map_err(|e| Error::program("tc program type", e))
+    }
+
+    // ---- attaching ---------------------------------------------------------------------------
+
+    /// Attaches to interface `ifname` (in the calling thread's namespace).
+    pub fn attach(&mut self, ifname: &str, mode: AttachMode) -> Result<Vec<Attachment>, Error> {
+        let mut made = Vec::new();
+        if matches!(mode, AttachMode::Tc | AttachMode::XdpAndTc) {
+            made.push(self.attach_tc(ifname)?);
+        }
+        if matches!(mode, AttachMode::Xdp | AttachMode::XdpAndTc) {
+            made.push(self.attach_xdp(ifname)?);
+        }
+        Ok(made)
+    }
+
+    fn attach_xdp(&mut self, ifname: &str) -> Result<Attachment, Error> {
+        let prog = self.xdp_mut()?;
+        let (id, generic) = match prog.attach(ifname, XdpMode::Driver) {
+            Ok(id) => (id, false),
+            Err(native) => {
+                tracing::warn!(
+                    ifname,
+                    error = %native,
+                    "native XDP unavailable; falling back to generic (skb) XDP, which is slower"
+                );
+                let id = prog
+                    .attach(ifname, XdpMode::Skb)
+                    .map_err(|e| Error::program(format!("attach XDP to {ifname}"), e))?;
+                (id, true)
+            }
+        };
+        let a = Attachment {
+            ifname: ifname.to_owned(),
+            hook: Hook::Xdp,
+            generic,
+        };
+        tracing::info!(ifname, generic, "forwarder XDP program attached");
+        self.xdp_links.push((id, a.clone()));
+        Ok(a)
+    }
+
+    fn attach_tc(&mut self, ifname: &str) -> Result<Attachment, Error> {
+        let prog = self.tc_mut()?;
+        let id = match prog.attach(ifname, TcAttachType::Ingress) {
+            Ok(id) => id,
+            Err(first) => {
+                // Kernels before tcx (6.6) need the clsact qdisc first.
+                tracing::debug!(ifname, error = %first, "tc attach failed; adding clsact and retrying");
+                if let Err(e) = tc::qdisc_add_clsact(ifname) {
+                    tracing::debug!(ifname, error = %e, "adding clsact");
+                }
+                prog.attach_with_options(
+                    ifname,
+                    TcAttachType::Ingress,
+                    tc::TcAttachOptions::Netlink(tc::NlOptions::default()),
+                )
+                .map_err(|e| Error::program(format!("attach tc ingress to {ifname}"), e))?
+            }
+        };
+        let a = Attachment {
+            ifname: ifname.to_owned(),
+            hook: Hook::Tc,
+            generic: false,
+        };
+        tracing::info!(ifname, "forwarder tc program attached");
+        self.tc_links.push((id, a.clone()));
+        Ok(a)
+    }
+
+    /// Every current attachment.
+    pub fn attachments(&self) -> Vec<Attachment> {
+        self.xdp_links
+            .iter()
+            .map(|(_, a)| a.clone())
+            .chain(self.tc_links.iter().map(|(_, a)| a.clone()))
+            .collect()
+    }
+
+    /// Detaches everything (also done on drop).
+    pub fn detach_all(&mut self) {
+        for (id, a) in std::mem::take(&mut self.xdp_links) {
+            if let Ok(p) = self.xdp_mut()
+                && let Err(e) = p.detach(id)
+            {
+                tracing::warn!(ifname = %a.ifname, error = %e, "detach XDP");
+            }
+        }
+        for (id, a) in std::mem::take(&mut self.tc_links) {
+            if let Ok(p) = self.tc_mut()
+                && let Err(e) = p.detach(id)
+            {
+                tracing::warn!(ifname = %a.ifname, error = %e, "detach tc");
+            }
+        }
+    }
+
+    // ---- VIPs --------------------------------------------------------------------------------
+
+    /// Starts handling `vip`; returns its id (index of its counters). Idempotent.
+    pub fn add_vip(&mut self, vip: Vip) -> Result<u16, Error> {
+        if let Some(id) = self.vip_id(&vip) {
+            return Ok(id);
+        }
+        let slot = self
+            .vip_slots
+            .iter()
+            .position(Option::is_none)
+            .ok_or(Error::TooManyVips {
+                max_vips: self.settings.max_vips,
+            })?;
+        let id = u16::try_from(slot).map_err(|_| Error::TooManyVips {
+            max_vips: self.settings.max_vips,
+        })?;
+        // A reused slot starts from zero.
+        let cpus = aya::util::nr_cpus().map_err(|(_, source)| Error::Io {
+            what: "count possible CPUs",
+            source,
+        })?;
+        let zero = PerCpuValues::try_from(vec![VipStatsValue::default(); cpus]).map_err(|e| {
+            Error::Io {
+                what: "build per-CPU zeroes",
+                source: e,
+            }
+        })?;
+        self.vip_stats
+            .set(u32::from(id), zero, 0)
+            .map_err(|e| Error::map("reset VIP counters", e))?;
+        let value = VipValue {
+            id: u32::from(id),
+            flags: 0,
+        };
+        self.vips
+            .insert(vip.key(), value, 0)
+            .map_err(|e| Error::map("insert VIP", e))?;
+        self.vip_slots[slot] = Some(vip);
+        Ok(id)
+    }
+
+    /// Stops handling `vip` (its routes stay until deleted). Returns whether it was configured.
+    pub fn remove_vip(&mut self, vip: Vip) -> Result<bool, Error> {
+        let Some(id) = self.vip_id(&vip) else {
+            return Ok(false);
+        };
+        match self.vips.remove(&vip.key()) {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(Error::map("remove VIP", e)),
+        }
+        self.vip_slots[usize::from(id)] = None;
+        Ok(true)
+    }
+
+    /// The id of a configured VIP.
+    pub fn vip_id(&self, vip: &Vip) -> Option<u16> {
+        self.vip_slots
+            .iter()
+            .position(|s| s.as_ref() == Some(vip))
+            .and_then(|i| u16::try_from(i).ok())
+    }
+
+    /// Configured VIPs with their ids.
+    pub fn vips(&self) -> Vec<(u16, Vip)> {
+        self.vip_slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((u16::try_from(i).ok()?, (*s)?)))
+            .collect()
+    }
+
+    // ---- routes ------------------------------------------------------------------------------
+
+    /// Installs `route` for `flow`: the forward entry and the reply entry. Replaces an existing
+    /// route of the flow. [`Error::TableFull`] if either table is full (nothing is installed).
+    pub fn add_route(&mut self, flow: &Flow, route: &Route) -> Result<(), Error> {
+        let vip = flow.vip_endpoint();
+        let vip_id = self
+            .vip_id(&vip)
+            .ok_or_else(|| Error::UnknownVip(vip.to_string()))?;
+        let mut entries = route_entries(flow, route, vip_id)?;
+        let now = monotonic_now_ns()?;
+        entries.forward.1.last_seen_ns = now;
+        entries.reply.1.last_seen_ns = now;
+        // A replaced route may have had a different reply key.
+        let old_reply = self
+            .routes
+            .get(&entries.forward.0, 0)
+            .ok()
+            .and_then(|v| reply_key_of(flow, &v));
+
+        let full = Error::TableFull {
+            max_routes: self.settings.max_routes,
+        };
+        // Reply first: a forward entry without its reply entry would black-hole replies.
+        match self.replies.insert(entries.reply.0, entries.reply.1, 0) {
+            Ok(()) => {}
+            Err(e) if is_map_full(&e) => return Err(full),
+            Err(e) => return Err(Error::map("insert reply route", e)),
+        }
+        if let Err(e) = self.routes.insert(entries.forward.0, entries.forward.1, 0) {
+            let _ = self.replies.remove(&entries.reply.0);
+            return Err(if is_map_full(&e) {
+                full
+            } else {
+                Error::map("insert route", e)
+            });
+        }
+        if let Some(old) = old_reply
+            && old != entries.reply.0
+        {
+            let _ = self.replies.remove(&old);
+        }
+        Ok(())
+    }
+
+    /// Removes the route of `flow` (both directions). Returns whether there was one.
+    pub fn delete_route(&mut self, flow: &Flow) -> Result<bool, Error> {
+        let key = flow.key();
+        let value = match self.routes.get(&key, 0) {
+            Ok(v) => v,
+            Err(e) if is_not_found(&e) => return Ok(false),
+            Err(e) => return Err(Error::map("look up route", e)),
+        };
+        match self.routes.remove(&key) {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(Error::map("delete route", e)),
+        }
+        if let Some(rk) = reply_key_of(flow, &value) {
+            match self.replies.remove(&rk) {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(Error::map("delete reply route", e)),
+            }
+        }
+        Ok(true)
+    }
+
+    fn info(&self, flow: Flow, value: &RouteValue) -> Option<RouteInfo> {
+        let route = route_from_value(value, flow.key().family)?;
+        let reply_seen = reply_key_of(&flow, value)
+            .and_then(|k| self.replies.get(&k, 0).ok())
+            .map_or(0, |v| v.last_seen_ns);
+        Some(RouteInfo {
+            flow,
+            route,
+            last_seen_ns: value.last_seen_ns.max(reply_seen),
+        })
+    }
+
+    /// The installed route of `flow`.
+    pub fn route(&self, flow: &Flow) -> Result<Option<RouteInfo>, Error> {
+        match self.routes.get(&flow.key(), 0) {
+            Ok(v) => Ok(self.info(*flow, &v)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(Error::map("look up route", e)),
+        }
+    }
+
+    /// Every installed route with its last activity (for idle expiry and inventory checks).
+    /// Entries that vanish during the walk are skipped.
+    pub fn routes(&self) -> Result<Vec<RouteInfo>, Error> {
+        let mut out = Vec::new();
+        for item in self.routes.iter() {
+            let (k, v) = match item {
+                Ok(kv) => kv,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(Error::map("walk routes", e)),
+            };
+            if let Some(info) = Flow::from_key(&k).and_then(|f| self.info(f, &v)) {
+                out.push(info);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Flows with no packet in either direction for at least `idle`.
+    pub fn idle_flows(&self, idle: Duration) -> Result<Vec<Flow>, Error> {
+        let now = monotonic_now_ns()?;
+        let idle = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
+        Ok(self
+            .routes()?
+            .into_iter()
+            .filter(|r| now.saturating_sub(r.last_seen_ns) >= idle)
+            .map(|r| r.flow)
+            .collect())
+    }
+
+    // ---- counters and events -----------------------------------------------------------------
+
+    /// Global counters of one program, summed across CPUs.
+    pub fn counters(&self, hook: Hook) -> Result<Counters, Error> {
+        let mut values = Vec::with_capacity(COUNTER_COUNT as usize);
+        for i in 0..COUNTER_COUNT {
+            let per_cpu = self
+                .counters
+                .get(&(hook.base() + i), 0)
+                .map_err(|e| Error::map("read counters", e))?;
+            values.push(per_cpu.iter().sum());
+        }
+        Ok(Counters::from_values(&values))
+    }
+
+    /// Counters of one VIP, summed across CPUs.
+    pub fn vip_stats(&self, vip: &Vip) -> Result<Option<VipStats>, Error> {
+        let Some(id) = self.vip_id(vip) else {
+            return Ok(None);
+        };
+        let per_cpu = self
+            .vip_stats
+            .get(&u32::from(id), 0)
+            .map_err(|e| Error::map("read VIP counters", e))?;
+        let mut s = VipStats::default();
+        for v in per_cpu.iter() {
+            s.add(v);
+        }
+        Ok(Some(s))
+    }
+
+    /// The reader of miss and final-packet events (once).
+    pub fn take_events(&mut self) -> Result<EventReader, Error> {
+        self.events
+            .take()
+            .map(EventReader::new)
+            .ok_or(Error::EventsTaken)
+    }
+
+    // ---- BPF_PROG_TEST_RUN ---------------------------------------------------------------------
+
+    /// Runs the XDP program once on `frame` as if received on `ingress_ifindex` (0: the
+    /// loopback device of the calling thread's namespace). Redirects are not performed.
+    pub fn run_xdp(&self, frame: &[u8], ingress_ifindex: u32) -> Result<RunResult, Error> {
+        self.run_xdp_repeat(frame, ingress_ifindex, 1)
+    }
+
+    /// As [`Dataplane::run_xdp`], `repeat` times (for micro-benchmarks; the frame is reset
+    /// before each run). The duration is the kernel's average per run.
+    pub fn run_xdp_repeat(
+        &self,
+        frame: &[u8],
+        ingress_ifindex: u32,
+        repeat: u32,
+    ) -> Result<RunResult, Error> {
+        run_xdp_program(self.xdp()?, frame, ingress_ifindex, repeat)
+    }
+
+    /// Runs the tc program once on `frame` as if received on `ifindex` (0: loopback).
+    /// Redirects are not performed.
+    pub fn run_tc(&self, frame: &[u8], ifindex: u32) -> Result<RunResult, Error> {
+        let ctx = skb_ctx(ifindex);
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = self
+            .tc()?
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: (ifindex != 0).then_some(&ctx[..]),
+                repeat: 1,
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| Error::program("BPF_PROG_TEST_RUN (tc)", e))?;
+        out.truncate(r.data_size_out as usize);
+        Ok(RunResult {
+            action: r.return_value,
+            frame: out,
+            duration: r.duration,
+        })
+    }
+
+    /// Re-runs `frame` (a classified miss) through the XDP program in live-frames mode, as if it
+    /// had arrived on `ingress_ifindex`: with its route now installed the program rewrites it
+    /// and really transmits it (`XDP_TX` / `XDP_REDIRECT`), or hands it to the stack
+    /// (`XDP_PASS`, where an attached tc program continues). Kernel ≥ 5.18. Must run in the
+    /// namespace of `ingress_ifindex`.
+    pub fn reinject(&self, frame: &[u8], ingress_ifindex: u32) -> Result<(), Error> {
+        let ctx = xdp_ctx(frame.len(), ingress_ifindex);
+        self.xdp()?
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ctx_in: Some(&ctx[..]),
+                repeat: 1,
+                attrs: TestRunAttrs::new().xdp_live_frames(1),
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| Error::program("reinject (BPF_PROG_TEST_RUN live frames)", e))?;
+        Ok(())
+    }
+}
+
+/// `struct xdp_md` for test runs: data = 0, data_end = len, data_meta = 0, ingress_ifindex,
+/// rx_queue_index = 0, egress_ifindex = 0.
+fn xdp_ctx(len: usize, ingress_ifindex: u32) -> [u8; 24] {
+    let mut c = [0u8; 24];
+    c[4..8].copy_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_ne_bytes());
+    c[12..16].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+    c
+}
+
+/// The head of `struct __sk_buff` up to `ifindex` (offset 40) for test runs.
+fn skb_ctx(ifindex: u32) -> [u8; 44] {
+    let mut c = [0u8; 44];
+    c[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+    c
+}
+
+/// Runs any XDP program on a frame (shared by the benchmark's bare program).
+pub(crate) fn run_xdp_program(
+    prog: &Xdp,
+    frame: &[u8],
+    ingress_ifindex: u32,
+    repeat: u32,
+) -> Result<RunResult, Error> {
+    let ctx = xdp_ctx(frame.len(), ingress_ifindex);
+    let mut out = vec![0u8; frame.len() + 256];
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: (ingress_ifindex != 0).then_some(&ctx[..]),
+            repeat,
+            ..TestRunOptions::default()
+        })
+        .map_err(|e| Error::program("BPF_PROG_TEST_RUN (XDP)", e))?;
+    out.truncate(r.data_size_out as usize);
+    Ok(RunResult {
+        action: r.return_value,
+        frame: out,
+        duration: r.duration,
+    })
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        self.detach_all();
+    }
+}

@@ -1,0 +1,294 @@
+//! `#[repr(C)]` mirrors of the structs in `bpf/forwarder.h`: the keys and values of the BPF maps
+//! and the ring-buffer event header. Sizes and field offsets are asserted at compile time, so a
+//! change on one side that is not made on the other fails the build.
+//!
+//! These are the raw wire-level layouts (addresses as 16 bytes, ports in network byte order);
+//! the typed API lives in [`crate::flow`]. This module must not grow any logic beyond
+//! conversions between bytes and these structs.
+
+use std::mem::{offset_of, size_of};
+
+/// `SY_FAMILY_V4`.
+pub const FAMILY_V4: u8 = 4;
+/// `SY_FAMILY_V6`.
+pub const FAMILY_V6: u8 = 6;
+
+/// `SY_MODE_NAT`: full NAT.
+pub const MODE_NAT: u8 = 1;
+/// `SY_MODE_HALF_NAT`: half NAT.
+pub const MODE_HALF_NAT: u8 = 2;
+/// `SY_MODE_TUNNEL`: reserved for the flow-id tunnel.
+pub const MODE_TUNNEL: u8 = 3;
+
+/// `SY_ROUTE_SET_SRC`: rewrite the source.
+pub const ROUTE_SET_SRC: u8 = 1 << 0;
+/// `SY_ROUTE_SET_DST`: rewrite the destination.
+pub const ROUTE_SET_DST: u8 = 1 << 1;
+/// `SY_ROUTE_REPLY`: an entry of the `replies` map.
+pub const ROUTE_REPLY: u8 = 1 << 2;
+
+/// `SY_EVENT_MISS`.
+pub const EVENT_MISS: u32 = 1;
+/// `SY_EVENT_FINAL`.
+pub const EVENT_FINAL: u32 = 2;
+
+/// `SY_MAX_CAPTURE`: the most frame bytes a miss event carries.
+pub const MAX_CAPTURE: usize = 1514;
+
+/// `struct sy_flow_key`: a flow as seen on the wire in one direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Source address (IPv4 in the first 4 bytes).
+    pub saddr: [u8; 16],
+    /// Destination address.
+    pub daddr: [u8; 16],
+    /// Source port, network byte order.
+    pub sport: u16,
+    /// Destination port, network byte order.
+    pub dport: u16,
+    /// IP protocol number (6 or 17).
+    pub proto: u8,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    /// Zero.
+    pub pad: [u8; 2],
+}
+
+/// `struct sy_route`: the value of `routes` and `replies`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteValue {
+    /// New source address (with [`ROUTE_SET_SRC`]).
+    pub new_saddr: [u8; 16],
+    /// New destination address (with [`ROUTE_SET_DST`]).
+    pub new_daddr: [u8; 16],
+    /// New source port, network byte order.
+    pub new_sport: u16,
+    /// New destination port, network byte order.
+    pub new_dport: u16,
+    /// `MODE_*`.
+    pub mode: u8,
+    /// `ROUTE_*` bits.
+    pub flags: u8,
+    /// Index into `vip_stats`.
+    pub vip_id: u16,
+    /// Tunnel flow id (reserved).
+    pub flow_id: u32,
+    /// Zero.
+    pub pad: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of a recent packet; 0 = none yet.
+    pub last_seen_ns: u64,
+}
+
+/// `struct sy_vip_key`: a service endpoint.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VipKey {
+    /// Address (IPv4 in the first 4 bytes).
+    pub addr: [u8; 16],
+    /// Port, network byte order.
+    pub port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Address family.
+    pub family: u8,
+}
+
+/// `struct sy_vip`: the value of `vips`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipValue {
+    /// Index into `vip_stats`.
+    pub id: u32,
+    /// Reserved, zero.
+    pub flags: u32,
+}
+
+/// `struct sy_vip_stats`: per-VIP counters (one copy per CPU in the map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipStatsValue {
+    /// Client → host packets forwarded.
+    pub packets: u64,
+    /// Their bytes (whole frames).
+    pub bytes: u64,
+    /// Packets without a route, handed to the classifier.
+    pub misses: u64,
+    /// Host → client packets reverse-translated.
+    pub reply_packets: u64,
+    /// Their bytes.
+    pub reply_bytes: u64,
+    /// FIN/RST seen on routed flows.
+    pub finals: u64,
+}
+
+/// `struct sy_event_header`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// `EVENT_*`.
+    pub kind: u32,
+    /// Ingress interface index.
+    pub ifindex: u32,
+    /// The flow as seen on the wire.
+    pub flow: FlowKey,
+    /// The VIP's id.
+    pub vip_id: u16,
+    /// 0 = XDP, 1 = tc.
+    pub hook: u8,
+    /// TCP flags byte (0 for UDP).
+    pub tcp_flags: u8,
+    /// Length of the whole frame.
+    pub pkt_len: u32,
+    /// Captured bytes following the header (miss events).
+    pub cap_len: u32,
+    /// Zero.
+    pub pad: u32,
+    /// `bpf_ktime_get_ns()`.
+    pub ts_ns: u64,
+}
+
+// SAFETY: FlowKey is #[repr(C)], consists only of integers and integer arrays, has no implicit
+// padding (asserted below: 40 bytes = the sum of its fields) and every bit pattern is valid.
+unsafe impl aya::Pod for FlowKey {}
+// SAFETY: as above; 56 bytes, all fields integers, no implicit padding (asserted below).
+unsafe impl aya::Pod for RouteValue {}
+// SAFETY: as above; 20 bytes, all fields integers, no implicit padding (asserted below).
+unsafe impl aya::Pod for VipKey {}
+// SAFETY: as above; two u32, 8 bytes.
+unsafe impl aya::Pod for VipValue {}
+// SAFETY: as above; six u64, 48 bytes.
+unsafe impl aya::Pod for VipStatsValue {}
+
+const _: () = {
+    assert!(size_of::<FlowKey>() == 40);
+    assert!(offset_of!(FlowKey, daddr) == 16);
+    assert!(offset_of!(FlowKey, sport) == 32);
+    assert!(offset_of!(FlowKey, dport) == 34);
+    assert!(offset_of!(FlowKey, proto) == 36);
+    assert!(offset_of!(FlowKey, family) == 37);
+    assert!(offset_of!(FlowKey, pad) == 38);
+
+    assert!(size_of::<RouteValue>() == 56);
+    assert!(offset_of!(RouteValue, new_daddr) == 16);
+    assert!(offset_of!(RouteValue, new_sport) == 32);
+    assert!(offset_of!(RouteValue, new_dport) == 34);
+    assert!(offset_of!(RouteValue, mode) == 36);
+    assert!(offset_of!(RouteValue, flags) == 37);
+    assert!(offset_of!(RouteValue, vip_id) == 38);
+    assert!(offset_of!(RouteValue, flow_id) == 40);
+    assert!(offset_of!(RouteValue, pad) == 44);
+    assert!(offset_of!(RouteValue, last_seen_ns) == 48);
+
+    assert!(size_of::<VipKey>() == 20);
+    assert!(offset_of!(VipKey, port) == 16);
+    assert!(offset_of!(VipKey, proto) == 18);
+    assert!(offset_of!(VipKey, family) == 19);
+
+    assert!(size_of::<VipValue>() == 8);
+    assert!(size_of::<VipStatsValue>() == 48);
+
+    assert!(size_of::<EventHeader>() == EventHeader::LEN);
+    assert!(offset_of!(EventHeader, ifindex) == 4);
+    assert!(offset_of!(EventHeader, flow) == 8);
+    assert!(offset_of!(EventHeader, vip_id) == 48);
+    assert!(offset_of!(EventHeader, hook) == 50);
+    assert!(offset_of!(EventHeader, tcp_flags) == 51);
+    assert!(offset_of!(EventHeader, pkt_len) == 52);
+    assert!(offset_of!(EventHeader, cap_len) == 56);
+    assert!(offset_of!(EventHeader, ts_ns) == 64);
+};
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_ne_bytes([b[at], b[at + 1]])
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_ne_bytes(a)
+}
+
+impl FlowKey {
+    /// Size in bytes.
+    pub const LEN: usize = 40;
+
+    /// Decodes the C layout from `b` (at least [`Self::LEN`] bytes).
+    pub fn from_bytes(b: &[u8]) -> Option<FlowKey> {
+        if b.len() < Self::LEN {
+            return None;
+        }
+        let mut k = FlowKey::default();
+        k.saddr.copy_from_slice(&b[0..16]);
+        k.daddr.copy_from_slice(&b[16..32]);
+        k.sport = u16_at(b, 32);
+        k.dport = u16_at(b, 34);
+        k.proto = b[36];
+        k.family = b[37];
+        k.pad = [b[38], b[39]];
+        Some(k)
+    }
+}
+
+impl EventHeader {
+    /// Size in bytes.
+    pub const LEN: usize = 72;
+
+    /// Decodes the C layout from the start of a ring-buffer record, or `None` if it is short.
+    pub fn from_bytes(b: &[u8]) -> Option<EventHeader> {
+        if b.len() < Self::LEN {
+            return None;
+        }
+        Some(EventHeader {
+            kind: u32_at(b, 0),
+            ifindex: u32_at(b, 4),
+            flow: FlowKey::from_bytes(&b[8..48])?,
+            vip_id: u16_at(b, 48),
+            hook: b[50],
+            tcp_flags: b[51],
+            pkt_len: u32_at(b, 52),
+            cap_len: u32_at(b, 56),
+            pad: u32_at(b, 60),
+            ts_ns: u64_at(b, 64),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_header_decodes_native_layout() {
+        let mut b = vec![0u8; EventHeader::LEN + 3];
+        b[0..4].copy_from_slice(&EVENT_MISS.to_ne_bytes());
+        b[4..8].copy_from_slice(&7u32.to_ne_bytes());
+        b[8] = 198;
+        b[42..44].copy_from_slice(&80u16.to_be_bytes());
+        b[44] = 6;
+        b[45] = FAMILY_V4;
+        b[48..50].copy_from_slice(&3u16.to_ne_bytes());
+        b[50] = 1;
+        b[51] = 0x02;
+        b[52..56].copy_from_slice(&60u32.to_ne_bytes());
+        b[56..60].copy_from_slice(&60u32.to_ne_bytes());
+        b[64..72].copy_from_slice(&99u64.to_ne_bytes());
+        let h = EventHeader::from_bytes(&b).expect("long enough");
+        assert_eq!(h.kind, EVENT_MISS);
+        assert_eq!(h.ifindex, 7);
+        assert_eq!(h.flow.saddr[0], 198);
+        assert_eq!(u16::from_be(h.flow.dport), 80);
+        assert_eq!(h.flow.proto, 6);
+        assert_eq!(h.vip_id, 3);
+        assert_eq!(h.hook, 1);
+        assert_eq!(h.tcp_flags, 2);
+        assert_eq!(h.cap_len, 60);
+        assert_eq!(h.ts_ns, 99);
+        assert!(EventHeader::from_bytes(&b[..EventHeader::LEN - 1]).is_none());
+    }
+}
