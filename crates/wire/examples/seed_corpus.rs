@@ -499,6 +499,17 @@ fn samples() -> Result<Vec<Message>, Box<dyn Error>> {
             remove: vec![],
         }
         .into(),
+        // Later additions go last so existing seed file names stay stable.
+        GroupGossip {
+            group: "web-east".into(),
+            data: vec![0x01, 0x00, 0x07, 0x0a, 0x00, 0x00, 0x07, 0x1e, 0x61],
+        }
+        .into(),
+        GroupGossip {
+            group: String::new(),
+            data: vec![],
+        }
+        .into(),
     ];
     Ok(messages)
 }

@@ -6,7 +6,10 @@
 //! its cache diverged and ask for a snapshot; the postulate messages
 //! implement the drain handshake (a host changes a directive's *current*
 //! state only after no unit contradicts the *target* state any more).
-//! A host-group leader may consolidate its members' heartbeats.
+//! A host-group leader may consolidate its members' heartbeats; the group's
+//! members detect each other's failures with gossip carried in
+//! [`GroupGossip`] frames, so membership traffic is authenticated like every
+//! other control message.
 
 use std::net::SocketAddr;
 
@@ -20,6 +23,9 @@ pub const MAX_DNS_NAME_LEN: usize = 253;
 pub const MAX_LOAD: u8 = 100;
 /// Largest allowed [`AppStatus::capacity`].
 pub const MAX_CAPACITY: u8 = 99;
+/// Maximum length of a host group's name in [`GroupGossip`] (the
+/// configuration's name limit).
+pub const MAX_GROUP_NAME_LEN: usize = 63;
 
 /// Lists in this family are bounded by the payload size only.
 const UNBOUNDED: usize = usize::MAX;
@@ -286,6 +292,18 @@ pub struct ConsolidatedHeartbeat {
     pub leader: HostId,
     /// Members' heartbeats.
     pub heartbeats: Vec<Heartbeat>,
+}
+
+/// One membership gossip datagram of a host group (FIG. 16). The wire
+/// protocol only authenticates and carries it: `data` is opaque here and
+/// belongs to the group membership protocol of the host agents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupGossip {
+    /// The group the gossip belongs to, at most [`MAX_GROUP_NAME_LEN`]
+    /// bytes; receivers drop gossip of other groups.
+    pub group: String,
+    /// The membership protocol's datagram, bounded by the payload size.
+    pub data: Vec<u8>,
 }
 
 impl Wire for ChunkCheck {
@@ -556,6 +574,20 @@ impl Wire for ConsolidatedHeartbeat {
         Ok(Self {
             leader: HostId::decode(r)?,
             heartbeats: r.list_of("ConsolidatedHeartbeat.heartbeats", UNBOUNDED)?,
+        })
+    }
+}
+
+impl Wire for GroupGossip {
+    fn encode(&self, w: &mut Writer) {
+        w.string("GroupGossip.group", &self.group, MAX_GROUP_NAME_LEN);
+        w.blob("GroupGossip.data", &self.data, UNBOUNDED);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            group: r.string("GroupGossip.group", MAX_GROUP_NAME_LEN)?,
+            data: r.blob("GroupGossip.data", UNBOUNDED)?,
         })
     }
 }

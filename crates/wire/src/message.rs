@@ -148,6 +148,8 @@ messages! {
         PostulateWrong = 0x16 => health::PostulateWrong,
         /// [`health::ConsolidatedHeartbeat`].
         ConsolidatedHeartbeat = 0x17 => health::ConsolidatedHeartbeat,
+        /// [`health::GroupGossip`].
+        GroupGossip = 0x18 => health::GroupGossip,
     },
     /// Endpoint allotments for classifiers (FIG. 18).
     Allotment = 0x2, "allotment" {
@@ -252,6 +254,6 @@ mod tests {
         let total: usize = Family::ALL.iter().map(|f| f.kinds().len()).sum();
         assert_eq!(total, MessageKind::ALL.len());
         assert_eq!(MessageKind::from_code(0x00), None);
-        assert_eq!(MessageKind::from_code(0x18), None);
+        assert_eq!(MessageKind::from_code(0x19), None);
     }
 }

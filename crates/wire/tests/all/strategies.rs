@@ -205,6 +205,11 @@ fn health_message() -> impl Strategy<Value = Message> {
         (host(), vec(heartbeat(), LIST)).prop_map(|(leader, heartbeats)| {
             ConsolidatedHeartbeat { leader, heartbeats }.into()
         }),
+        (text(MAX_GROUP_NAME_LEN), bytes(1400)).prop_map(|(group, data)| GroupGossip {
+            group,
+            data
+        }
+        .into()),
     ]
 }
 

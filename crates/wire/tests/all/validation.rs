@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use switchyard_wire::allotment::{Allotment, AllotmentResponse, PercentageGrant};
 use switchyard_wire::dam::{Atom, AtomMeta, ReturnAtom};
-use switchyard_wire::health::{AppStatus, Health, SendTableSnapshot};
+use switchyard_wire::health::{AppStatus, GroupGossip, Health, SendTableSnapshot};
 use switchyard_wire::migration::{MigrateConnection, TcpConnectionState, TcpOptions};
 use switchyard_wire::plumbing::{Ingress, Miss};
 use switchyard_wire::session::{SessionId, SessionUp};
@@ -308,6 +308,24 @@ fn length_and_count_limits() {
         w.u32(1);
     });
     assert_eq!(e.problem, Problem::TooLong { len: 33, max: 32 });
+
+    let gossip = GroupGossip {
+        group: "g".repeat(64),
+        data: vec![1, 2, 3],
+    };
+    assert_eq!(
+        encode_problem(gossip),
+        ("GroupGossip.group", Problem::TooLong { len: 64, max: 63 })
+    );
+    let e = decode_error(MessageKind::GroupGossip, |w| {
+        w.u16(64);
+        w.raw(&[b'g'; 64]);
+        w.u32(0);
+    });
+    assert_eq!(
+        (e.field, e.problem),
+        ("GroupGossip.group", Problem::TooLong { len: 64, max: 63 })
+    );
 }
 
 #[test]
