@@ -178,8 +178,10 @@ static __always_inline int is_ipv6_ext(__u8 nh)
 	return 0;
 }
 
-/* Parses Ethernet / IPv4|IPv6 / TCP|UDP with an explicit bounds check before every access. */
-static __always_inline int parse(void *data, void *data_end, struct sy_pkt *p)
+/* Parses Ethernet / IPv4|IPv6 / TCP|UDP with an explicit bounds check before every access.
+ * Headers must lie in [data, data_end); lengths are checked against wire_len, the whole frame
+ * (on tc the payload may sit in non-linear skb fragments beyond data_end). */
+static __always_inline int parse(void *data, void *data_end, __u32 wire_len, struct sy_pkt *p)
 {
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > data_end)
@@ -201,7 +203,7 @@ static __always_inline int parse(void *data, void *data_end, struct sy_pkt *p)
 			return SY_P_MALFORMED;
 		__u32 ihl = ip->ihl * 4;
 		__u32 tot = bpf_ntohs(ip->tot_len);
-		if (tot < ihl || data + l3 + tot > data_end)
+		if (tot < ihl || l3 + tot > wire_len)
 			return SY_P_MALFORMED;
 		if (ip->frag_off & bpf_htons(0x3fff)) /* MF or offset: a fragment */
 			return SY_P_FRAGMENT;
@@ -223,7 +225,7 @@ static __always_inline int parse(void *data, void *data_end, struct sy_pkt *p)
 		if (ip6->version != 6)
 			return SY_P_MALFORMED;
 		__u32 plen = bpf_ntohs(ip6->payload_len);
-		if (data + l3 + sizeof(*ip6) + plen > data_end)
+		if (l3 + sizeof(*ip6) + plen > wire_len)
 			return SY_P_MALFORMED;
 		l4proto = ip6->nexthdr;
 		if (is_ipv6_ext(l4proto))
@@ -350,7 +352,7 @@ static __always_inline int classify(void *ctx, int is_xdp, void *data, void *dat
 				    struct sy_decision *d)
 {
 	count(hook, SY_CNT_RX, 1);
-	int rc = parse(data, data_end, &d->pkt);
+	int rc = parse(data, data_end, pkt_len, &d->pkt);
 	switch (rc) {
 	case SY_P_OK:
 		break;
@@ -633,13 +635,20 @@ int sy_xdp(struct xdp_md *ctx)
 
 /* ---- tc ------------------------------------------------------------------------------------ */
 
+/* Longest header chain the program reads: Ethernet + IPv4 with options + TCP with options. */
+#define SY_TC_PULL (14 + 60 + 60)
+
 SEC("classifier")
 int sy_tc(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
 	__u32 ifindex = skb->ifindex; /* on ingress: the receiving interface */
 	__u32 pkt_len = skb->len;
+	/* Make the headers linear (locally generated or GRO skbs keep payload in fragments). */
+	__u32 want = pkt_len < SY_TC_PULL ? pkt_len : SY_TC_PULL;
+	if (skb->data_end - skb->data < want)
+		bpf_skb_pull_data(skb, want);
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
 	struct sy_decision d = {};
 
 	int v = classify(skb, 0, data, data_end, ifindex, pkt_len, SY_HOOK_TC, &d);
