@@ -72,11 +72,16 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } replies SEC(".maps");
 
+/* One block of counters per hook (SY_HOOK_*), looked up once per packet. */
+struct sy_counters {
+	__u64 c[SY_CNT_MAX];
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
-	__type(value, __u64);
-	__uint(max_entries, 2 * SY_CNT_MAX);
+	__type(value, struct sy_counters);
+	__uint(max_entries, 2);
 } counters SEC(".maps");
 
 struct {
@@ -98,12 +103,15 @@ struct {
  * route's cache line between CPUs on every packet. Idle expiry works in seconds. */
 #define SY_TOUCH_NS (100ULL * 1000 * 1000)
 
-static __always_inline void count(__u32 hook, __u32 idx, __u64 n)
+static __always_inline struct sy_counters *counters_of(__u32 hook)
 {
-	__u32 key = hook * SY_CNT_MAX + idx;
-	__u64 *v = bpf_map_lookup_elem(&counters, &key);
-	if (v)
-		*v += n;
+	return bpf_map_lookup_elem(&counters, &hook);
+}
+
+static __always_inline void count(struct sy_counters *cs, __u32 idx, __u64 n)
+{
+	if (cs && idx < SY_CNT_MAX)
+		cs->c[idx] += n;
 }
 
 static __always_inline struct sy_vip_stats *vip_stat(__u32 id)
@@ -290,12 +298,12 @@ static __always_inline void fill_header(struct sy_event_header *h, __u32 kind, _
 	h->ts_ns = bpf_ktime_get_ns();
 }
 
-static __always_inline void report_final(const struct sy_pkt *p, __u32 ifindex, __u16 vip_id,
-					  __u32 hook, __u32 pkt_len)
+static __always_inline void report_final(struct sy_counters *cs, const struct sy_pkt *p,
+					  __u32 ifindex, __u16 vip_id, __u32 hook, __u32 pkt_len)
 {
 	struct sy_event_header *h = bpf_ringbuf_reserve(&events, sizeof(*h), 0);
 	if (!h) {
-		count(hook, SY_CNT_RINGBUF_FULL, 1);
+		count(cs, SY_CNT_RINGBUF_FULL, 1);
 		return;
 	}
 	fill_header(h, SY_EVENT_FINAL, ifindex, p, vip_id, hook, pkt_len, 0);
@@ -303,12 +311,13 @@ static __always_inline void report_final(const struct sy_pkt *p, __u32 ifindex, 
 }
 
 /* Copies the frame into a miss event. The copy length is bounded for the verifier. */
-static __always_inline void report_miss(void *ctx, int is_xdp, const struct sy_pkt *p,
+static __always_inline void report_miss(struct sy_counters *cs, void *ctx, int is_xdp,
+					 const struct sy_pkt *p,
 					 __u32 ifindex, __u16 vip_id, __u32 hook, __u32 pkt_len)
 {
 	struct sy_miss_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		count(hook, SY_CNT_RINGBUF_FULL, 1);
+		count(cs, SY_CNT_RINGBUF_FULL, 1);
 		return;
 	}
 	/* 1 <= cap <= SY_MAX_CAPTURE, clamped in the register the helper receives so the verifier
@@ -341,6 +350,7 @@ enum sy_verdict {
 };
 
 struct sy_decision {
+	struct sy_counters *cs;
 	struct sy_pkt pkt;
 	struct sy_route *route;
 	__u32 is_reply;
@@ -351,28 +361,30 @@ static __always_inline int classify(void *ctx, int is_xdp, void *data, void *dat
 				    __u32 ifindex, __u32 pkt_len, __u32 hook,
 				    struct sy_decision *d)
 {
-	count(hook, SY_CNT_RX, 1);
+	struct sy_counters *cs = counters_of(hook);
+	d->cs = cs;
+	count(cs, SY_CNT_RX, 1);
 	int rc = parse(data, data_end, pkt_len, &d->pkt);
 	switch (rc) {
 	case SY_P_OK:
 		break;
 	case SY_P_NON_IP:
-		count(hook, SY_CNT_NON_IP, 1);
+		count(cs, SY_CNT_NON_IP, 1);
 		return SY_V_PASS;
 	case SY_P_VLAN:
-		count(hook, SY_CNT_VLAN, 1);
+		count(cs, SY_CNT_VLAN, 1);
 		return SY_V_PASS;
 	case SY_P_FRAGMENT:
-		count(hook, SY_CNT_FRAGMENT, 1);
+		count(cs, SY_CNT_FRAGMENT, 1);
 		return SY_V_PASS;
 	case SY_P_IPV6_EXT:
-		count(hook, SY_CNT_IPV6_EXT, 1);
+		count(cs, SY_CNT_IPV6_EXT, 1);
 		return SY_V_PASS;
 	case SY_P_OTHER_L4:
-		count(hook, SY_CNT_PASS, 1);
+		count(cs, SY_CNT_PASS, 1);
 		return SY_V_PASS;
 	default:
-		count(hook, SY_CNT_MALFORMED, 1);
+		count(cs, SY_CNT_MALFORMED, 1);
 		return SY_V_PASS;
 	}
 
@@ -388,38 +400,38 @@ static __always_inline int classify(void *ctx, int is_xdp, void *data, void *dat
 		d->vip_id = vip->id;
 		r = bpf_map_lookup_elem(&routes, &d->pkt.key);
 		if (!r) {
-			count(hook, SY_CNT_MISS, 1);
+			count(cs, SY_CNT_MISS, 1);
 			struct sy_vip_stats *vs = vip_stat(vip->id);
 			if (vs)
 				vs->misses++;
-			report_miss(ctx, is_xdp, &d->pkt, ifindex, vip->id, hook, pkt_len);
+			report_miss(cs, ctx, is_xdp, &d->pkt, ifindex, vip->id, hook, pkt_len);
 			return SY_V_DROP;
 		}
 		d->is_reply = 0;
 	} else {
 		r = bpf_map_lookup_elem(&replies, &d->pkt.key);
 		if (!r) {
-			count(hook, SY_CNT_PASS, 1);
+			count(cs, SY_CNT_PASS, 1);
 			return SY_V_PASS;
 		}
 		d->vip_id = r->vip_id;
 		d->is_reply = 1;
 	}
 	if (r->mode != SY_MODE_NAT && r->mode != SY_MODE_HALF_NAT) {
-		count(hook, SY_CNT_UNSUPPORTED, 1);
+		count(cs, SY_CNT_UNSUPPORTED, 1);
 		return SY_V_DROP;
 	}
 	if (d->pkt.ttl <= 1) {
 		/* The stack answers with ICMP time exceeded. */
-		count(hook, SY_CNT_TTL_EXPIRED, 1);
+		count(cs, SY_CNT_TTL_EXPIRED, 1);
 		return SY_V_PASS;
 	}
 	if (d->pkt.key.proto == IPPROTO_TCP && (d->pkt.tcp_flags & 0x05)) { /* FIN | RST */
-		count(hook, SY_CNT_FINAL, 1);
+		count(cs, SY_CNT_FINAL, 1);
 		struct sy_vip_stats *vs = vip_stat(d->vip_id);
 		if (vs)
 			vs->finals++;
-		report_final(&d->pkt, ifindex, d->vip_id, hook, pkt_len);
+		report_final(cs, &d->pkt, ifindex, d->vip_id, hook, pkt_len);
 	}
 	__u64 now = bpf_ktime_get_ns();
 	if (now - r->last_seen_ns > SY_TOUCH_NS)
@@ -556,19 +568,20 @@ static __always_inline int write_rewrite(void *data, void *data_end, const struc
 	return 0;
 }
 
-static __always_inline void account_forward(__u32 hook, const struct sy_decision *d, __u32 len)
+static __always_inline void account_forward(const struct sy_decision *d, __u32 len)
 {
+	struct sy_counters *cs = d->cs;
 	struct sy_vip_stats *vs = vip_stat(d->vip_id);
 	if (d->is_reply) {
-		count(hook, SY_CNT_REPLY_PACKETS, 1);
-		count(hook, SY_CNT_REPLY_BYTES, len);
+		count(cs, SY_CNT_REPLY_PACKETS, 1);
+		count(cs, SY_CNT_REPLY_BYTES, len);
 		if (vs) {
 			vs->reply_packets++;
 			vs->reply_bytes += len;
 		}
 	} else {
-		count(hook, SY_CNT_HIT_PACKETS, 1);
-		count(hook, SY_CNT_HIT_BYTES, len);
+		count(cs, SY_CNT_HIT_PACKETS, 1);
+		count(cs, SY_CNT_HIT_BYTES, len);
 		if (vs) {
 			vs->packets++;
 			vs->bytes += len;
@@ -588,6 +601,7 @@ int sy_xdp(struct xdp_md *ctx)
 	struct sy_decision d = {};
 
 	int v = classify(ctx, 1, data, data_end, ifindex, pkt_len, SY_HOOK_XDP, &d);
+	struct sy_counters *cs = d.cs;
 	if (v == SY_V_PASS)
 		return XDP_PASS;
 	if (v != SY_V_FORWARD || !d.route)
@@ -600,15 +614,15 @@ int sy_xdp(struct xdp_md *ctx)
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
 		/* Untouched to the stack: a tc program on the same interface resolves the
 		 * neighbour with bpf_redirect_neigh; later packets take this path. */
-		count(SY_HOOK_XDP, SY_CNT_FIB_NO_NEIGH, 1);
+		count(cs, SY_CNT_FIB_NO_NEIGH, 1);
 		return XDP_PASS;
 	}
 	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
-		count(SY_HOOK_XDP, SY_CNT_FIB_FRAG_NEEDED, 1);
+		count(cs, SY_CNT_FIB_FRAG_NEEDED, 1);
 		return XDP_DROP;
 	}
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
-		count(SY_HOOK_XDP, SY_CNT_FIB_FAIL, 1);
+		count(cs, SY_CNT_FIB_FAIL, 1);
 		return XDP_DROP;
 	}
 
@@ -616,7 +630,7 @@ int sy_xdp(struct xdp_md *ctx)
 	data_end = (void *)(long)ctx->data_end;
 	__u64 ttl_diff;
 	if (write_rewrite(data, data_end, &d.pkt, &w, 1, &ttl_diff)) {
-		count(SY_HOOK_XDP, SY_CNT_DROP_OTHER, 1);
+		count(cs, SY_CNT_DROP_OTHER, 1);
 		return XDP_DROP;
 	}
 	struct ethhdr *eth = data;
@@ -624,12 +638,12 @@ int sy_xdp(struct xdp_md *ctx)
 		return XDP_DROP;
 	__builtin_memcpy(eth->h_dest, f.dmac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, f.smac, ETH_ALEN);
-	account_forward(SY_HOOK_XDP, &d, pkt_len);
+	account_forward(&d, pkt_len);
 	if (f.ifindex == ifindex) {
-		count(SY_HOOK_XDP, SY_CNT_TX, 1);
+		count(cs, SY_CNT_TX, 1);
 		return XDP_TX;
 	}
-	count(SY_HOOK_XDP, SY_CNT_REDIRECT, 1);
+	count(cs, SY_CNT_REDIRECT, 1);
 	return bpf_redirect(f.ifindex, 0);
 }
 
@@ -652,6 +666,7 @@ int sy_tc(struct __sk_buff *skb)
 	struct sy_decision d = {};
 
 	int v = classify(skb, 0, data, data_end, ifindex, pkt_len, SY_HOOK_TC, &d);
+	struct sy_counters *cs = d.cs;
 	if (v == SY_V_PASS)
 		return TC_ACT_OK;
 	if (v != SY_V_FORWARD || !d.route)
@@ -663,18 +678,18 @@ int sy_tc(struct __sk_buff *skb)
 	/* tot_len 0: the kernel checks the skb itself against the MTU, which is GSO-aware. */
 	int rc = fib(skb, &d, &w, ifindex, 0, &f);
 	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
-		count(SY_HOOK_TC, SY_CNT_FIB_FRAG_NEEDED, 1);
+		count(cs, SY_CNT_FIB_FRAG_NEEDED, 1);
 		return TC_ACT_SHOT;
 	}
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) {
-		count(SY_HOOK_TC, SY_CNT_FIB_FAIL, 1);
+		count(cs, SY_CNT_FIB_FAIL, 1);
 		return TC_ACT_SHOT;
 	}
 
 	/* Direct writes first (pointers are valid), checksum helpers last (they invalidate them). */
 	__u64 ttl_diff;
 	if (write_rewrite(data, data_end, &d.pkt, &w, 0, &ttl_diff)) {
-		count(SY_HOOK_TC, SY_CNT_DROP_OTHER, 1);
+		count(cs, SY_CNT_DROP_OTHER, 1);
 		return TC_ACT_SHOT;
 	}
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
@@ -704,13 +719,13 @@ int sy_tc(struct __sk_buff *skb)
 	err |= bpf_l4_csum_replace(skb, d.pkt.csum_off, 0, port_diff,
 				   l4flags & ~(__u64)(BPF_F_PSEUDO_HDR | BPF_F_IPV6));
 	if (err) {
-		count(SY_HOOK_TC, SY_CNT_DROP_OTHER, 1);
+		count(cs, SY_CNT_DROP_OTHER, 1);
 		return TC_ACT_SHOT;
 	}
-	account_forward(SY_HOOK_TC, &d, pkt_len);
-	count(SY_HOOK_TC, SY_CNT_REDIRECT, 1);
+	account_forward(&d, pkt_len);
+	count(cs, SY_CNT_REDIRECT, 1);
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		count(SY_HOOK_TC, SY_CNT_FIB_NO_NEIGH, 1);
+		count(cs, SY_CNT_FIB_NO_NEIGH, 1);
 		struct bpf_redir_neigh nh = {};
 		if (d.pkt.key.family == SY_FAMILY_V4) {
 			nh.nh_family = AF_INET;

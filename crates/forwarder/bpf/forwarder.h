@@ -78,8 +78,7 @@ struct sy_vip_stats {
 	__u64 finals;        /* FIN/RST seen on a routed flow, either direction */
 };
 
-/* Global counters: index into `counters` (per CPU). The XDP program uses indices
- * [0, SY_CNT_MAX), the tc program [SY_CNT_MAX, 2*SY_CNT_MAX). */
+/* Global counters: index into the per-CPU block `counters[hook].c[]` (hook = SY_HOOK_*). */
 enum sy_counter {
 	SY_CNT_RX = 0,         /* every frame the program saw */
 	SY_CNT_HIT_PACKETS,    /* forwarded client -> host */

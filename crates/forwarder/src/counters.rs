@@ -17,10 +17,11 @@ pub enum Hook {
 }
 
 impl Hook {
-    pub(crate) fn base(self) -> u32 {
+    /// `SY_HOOK_*`: the index of this program's counter block.
+    pub(crate) fn index(self) -> u32 {
         match self {
             Hook::Xdp => 0,
-            Hook::Tc => COUNTER_COUNT,
+            Hook::Tc => 1,
         }
     }
 

@@ -138,7 +138,7 @@ pub struct Dataplane {
     vips: HashMap<MapData, VipKey, VipValue>,
     routes: HashMap<MapData, FlowKey, RouteValue>,
     replies: HashMap<MapData, FlowKey, RouteValue>,
-    counters: PerCpuArray<MapData, u64>,
+    counters: PerCpuArray<MapData, [u64; COUNTER_COUNT as usize]>,
     vip_stats: PerCpuArray<MapData, VipStatsValue>,
     events: Option<RingBuf<MapData>>,
     /// VIP id -> VIP, for slot allocation.
@@ -182,7 +182,8 @@ impl Dataplane {
                 .ok_or(Error::Missing(XDP_PROG))?
                 .try_into()
                 .map_err(|e| Error::program("XDP program type", e))?;
-            p.load().map_err(|e| Error::program("load the XDP program", e))?;
+            p.load()
+                .map_err(|e| Error::program("load the XDP program", e))?;
         }
         {
             let p: &mut SchedClassifier = bpf
@@ -190,7 +191,8 @@ impl Dataplane {
                 .ok_or(Error::Missing(TC_PROG))?
                 .try_into()
                 .map_err(|e| Error::program("tc program type", e))?;
-            p.load().map_err(|e| Error::program("load the tc program", e))?;
+            p.load()
+                .map_err(|e| Error::program("load the tc program", e))?;
         }
         let vips = take(&mut bpf, "vips")?;
         let routes = take(&mut bpf, "routes")?;
@@ -541,13 +543,15 @@ impl Dataplane {
 
     /// Global counters of one program, summed across CPUs.
     pub fn counters(&self, hook: Hook) -> Result<Counters, Error> {
-        let mut values = Vec::with_capacity(COUNTER_COUNT as usize);
-        for i in 0..COUNTER_COUNT {
-            let per_cpu = self
-                .counters
-                .get(&(hook.base() + i), 0)
-                .map_err(|e| Error::map("read counters", e))?;
-            values.push(per_cpu.iter().sum());
+        let per_cpu = self
+            .counters
+            .get(&hook.index(), 0)
+            .map_err(|e| Error::map("read counters", e))?;
+        let mut values = [0u64; COUNTER_COUNT as usize];
+        for block in per_cpu.iter() {
+            for (sum, v) in values.iter_mut().zip(block) {
+                *sum += v;
+            }
         }
         Ok(Counters::from_values(&values))
     }

@@ -213,7 +213,11 @@ pub(crate) struct RouteEntries {
 }
 
 /// Translates `route` for `flow` into map entries, checking that it can be applied.
-pub(crate) fn route_entries(flow: &Flow, route: &Route, vip_id: u16) -> Result<RouteEntries, Error> {
+pub(crate) fn route_entries(
+    flow: &Flow,
+    route: &Route,
+    vip_id: u16,
+) -> Result<RouteEntries, Error> {
     if !same_family(flow.client, flow.vip) || !same_family(flow.vip, route.host) {
         return Err(Error::FamilyMismatch);
     }
@@ -250,7 +254,11 @@ pub(crate) fn route_entries(flow: &Flow, route: &Route, vip_id: u16) -> Result<R
         new_saddr: vip_addr,
         new_sport: flow.vip.port().to_be(),
         new_daddr: if set_src { client_addr } else { [0; 16] },
-        new_dport: if set_src { flow.client.port().to_be() } else { 0 },
+        new_dport: if set_src {
+            flow.client.port().to_be()
+        } else {
+            0
+        },
         mode,
         flags: ROUTE_REPLY | ROUTE_SET_SRC | if set_src { ROUTE_SET_DST } else { 0 },
         vip_id,
@@ -313,7 +321,11 @@ mod tests {
         // The host replies from itself to the NAT source.
         assert_eq!(
             e.reply.0,
-            wire_key(Protocol::Tcp, sa("198.18.200.100:8080"), sa("198.18.200.10:20001"))
+            wire_key(
+                Protocol::Tcp,
+                sa("198.18.200.100:8080"),
+                sa("198.18.200.10:20001")
+            )
         );
         assert_eq!(e.reply.1.new_saddr[..4], [198, 19, 0, 10]);
         assert_eq!(u16::from_be(e.reply.1.new_dport), 40000);
@@ -348,18 +360,27 @@ mod tests {
             vip: sa("198.19.0.10:80"),
         };
         let v6 = Route::half_nat(sa("[fd53:7900::1]:80"));
-        assert!(matches!(route_entries(&flow, &v6, 0), Err(Error::FamilyMismatch)));
+        assert!(matches!(
+            route_entries(&flow, &v6, 0),
+            Err(Error::FamilyMismatch)
+        ));
         let no_nat = Route {
             mode: DeliveryMode::Nat,
             host: sa("198.18.200.100:80"),
             nat_source: None,
         };
-        assert!(matches!(route_entries(&flow, &no_nat, 0), Err(Error::MissingNatSource)));
+        assert!(matches!(
+            route_entries(&flow, &no_nat, 0),
+            Err(Error::MissingNatSource)
+        ));
         let tunnel = Route {
             mode: DeliveryMode::Tunnel { flow_id: 7 },
             host: sa("198.18.200.100:80"),
             nat_source: None,
         };
-        assert!(matches!(route_entries(&flow, &tunnel, 0), Err(Error::UnsupportedMode(_))));
+        assert!(matches!(
+            route_entries(&flow, &tunnel, 0),
+            Err(Error::UnsupportedMode(_))
+        ));
     }
 }

@@ -31,8 +31,8 @@ mod program;
 pub use bench::Baseline;
 pub use counters::{Counters, Hook, VipStats};
 pub use dataplane::{
-    AttachMode, Attachment, Dataplane, RouteInfo, RunResult, Settings, monotonic_now_ns,
-    tc_action, xdp_action,
+    AttachMode, Attachment, Dataplane, RouteInfo, RunResult, Settings, monotonic_now_ns, tc_action,
+    xdp_action,
 };
 pub use error::Error;
 pub use events::{Event, EventReader, Final, Miss, WireFlow, decode};

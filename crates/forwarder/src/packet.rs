@@ -177,7 +177,7 @@ impl FrameSpec {
                 let l4 = self.l4(&s.octets(), &d.octets());
                 f.extend_from_slice(&0x0800u16.to_be_bytes());
                 let mut opts = self.ipv4_options.clone();
-                while opts.len() % 4 != 0 {
+                while !opts.len().is_multiple_of(4) {
                     opts.push(0); // end of options list
                 }
                 let ihl = 20 + opts.len();
@@ -268,7 +268,10 @@ impl fmt::Display for ChecksumError {
         match self {
             ChecksumError::NotParsable(why) => write!(f, "not parsable: {why}"),
             ChecksumError::Ipv4Header(found, want) => {
-                write!(f, "IPv4 header checksum {found:#06x}, should be {want:#06x}")
+                write!(
+                    f,
+                    "IPv4 header checksum {found:#06x}, should be {want:#06x}"
+                )
             }
             ChecksumError::Transport(found, want) => {
                 write!(f, "TCP/UDP checksum {found:#06x}, should be {want:#06x}")
@@ -287,10 +290,13 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
 /// scratch and compares them with the frame's. A zero UDP checksum over IPv4 ("none") passes.
 pub fn verify_checksums(frame: &[u8]) -> Result<(), ChecksumError> {
     let ethertype = be16(frame, 12).ok_or(ChecksumError::NotParsable("short Ethernet"))?;
-    let ip = frame.get(ETH_LEN..).ok_or(ChecksumError::NotParsable("short"))?;
+    let ip = frame
+        .get(ETH_LEN..)
+        .ok_or(ChecksumError::NotParsable("short"))?;
     let (src, dst, proto, l4): (&[u8], &[u8], u8, &[u8]) = match ethertype {
         0x0800 => {
-            let ihl = usize::from(ip.first().ok_or(ChecksumError::NotParsable("no IPv4"))? & 0x0f) * 4;
+            let ihl =
+                usize::from(ip.first().ok_or(ChecksumError::NotParsable("no IPv4"))? & 0x0f) * 4;
             let tot = usize::from(be16(ip, 2).ok_or(ChecksumError::NotParsable("short IPv4"))?);
             if ihl < 20 || tot < ihl || ip.len() < tot {
                 return Err(ChecksumError::NotParsable("bad IPv4 lengths"));
@@ -351,7 +357,10 @@ mod tests {
     #[test]
     fn rfc1071_example() {
         // RFC 1071 section 3: 0001 f203 f4f5 f6f7 sums to ddf2 (before complement).
-        assert_eq!(checksum(&[&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]]), !0xddf2);
+        assert_eq!(
+            checksum(&[&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]]),
+            !0xddf2
+        );
     }
 
     #[test]
@@ -361,7 +370,8 @@ mod tests {
             FrameSpec::udp(sa("198.18.1.2:40000"), sa("198.19.0.10:53")),
             FrameSpec::tcp(sa("[fd53:7900::2]:40000"), sa("[fd53:7900:ff::10]:80")).payload(b"x"),
             FrameSpec::udp(sa("[fd53:7900::2]:40000"), sa("[fd53:7900:ff::10]:53")),
-            FrameSpec::tcp(sa("198.18.1.2:1"), sa("198.19.0.10:80")).ipv4_options(&[1, 1, 1, 1, 7, 3, 4]),
+            FrameSpec::tcp(sa("198.18.1.2:1"), sa("198.19.0.10:80"))
+                .ipv4_options(&[1, 1, 1, 1, 7, 3, 4]),
         ] {
             let mut f = spec.build();
             assert_eq!(verify_checksums(&f), Ok(()), "{spec:?}");
@@ -373,12 +383,20 @@ mod tests {
                 let at = f.len() - 20 + 1;
                 f[at] ^= 1;
             }
-            assert!(matches!(verify_checksums(&f), Err(ChecksumError::Transport(..))), "{spec:?}");
+            assert!(
+                matches!(verify_checksums(&f), Err(ChecksumError::Transport(..))),
+                "{spec:?}"
+            );
         }
-        let zero = FrameSpec::udp(sa("198.18.1.2:1"), sa("198.19.0.10:53")).udp_zero_checksum().build();
+        let zero = FrameSpec::udp(sa("198.18.1.2:1"), sa("198.19.0.10:53"))
+            .udp_zero_checksum()
+            .build();
         assert_eq!(verify_checksums(&zero), Ok(()));
         let mut bad_ip = FrameSpec::tcp(sa("198.18.1.2:1"), sa("198.19.0.10:80")).build();
         bad_ip[ETH_LEN + 8] = 3; // TTL without fixing the checksum
-        assert!(matches!(verify_checksums(&bad_ip), Err(ChecksumError::Ipv4Header(..))));
+        assert!(matches!(
+            verify_checksums(&bad_ip),
+            Err(ChecksumError::Ipv4Header(..))
+        ));
     }
 }

@@ -98,13 +98,23 @@ fn serve(setup: &Setup, connections: usize) -> thread::JoinHandle<Vec<SocketAddr
 
 /// Connects from `client` (a fixed source port) to `vip` inside the client namespace, with a
 /// connect timeout.
-fn connect_from(setup: &Setup, client: SocketAddrV4, vip: SocketAddrV4, timeout: Duration) -> std::io::Result<TcpStream> {
+fn connect_from(
+    setup: &Setup,
+    client: SocketAddrV4,
+    vip: SocketAddrV4,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
     setup
         .topo
         .client(0)
         .ns()
         .enter(|| -> std::io::Result<TcpStream> {
-            let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::empty(), None)?;
+            let fd = socket(
+                AddressFamily::Inet,
+                SockType::Stream,
+                SockFlag::empty(),
+                None,
+            )?;
             setsockopt(&fd, sockopt::ReuseAddr, &true)?;
             let tv = TimeVal::new(
                 i64::try_from(timeout.as_secs()).unwrap_or(5),
@@ -134,7 +144,10 @@ fn exchange(mut s: TcpStream) -> String {
                 }
             }
             Err(e) => {
-                eprintln!("read from the VIP: {e}; got {:?}", String::from_utf8_lossy(&got));
+                eprintln!(
+                    "read from the VIP: {e}; got {:?}",
+                    String::from_utf8_lossy(&got)
+                );
                 break;
             }
         }
@@ -189,12 +202,20 @@ fn full_nat_connection(mode: AttachMode, xdp: bool, what: &str) {
         client: client.into(),
         vip: vip.into(),
     };
-    dp.add_route(&flow, &Route::full_nat(SocketAddr::new(topo.host(0).v4(), HPORT), nat))
-        .expect("route");
+    dp.add_route(
+        &flow,
+        &Route::full_nat(SocketAddr::new(topo.host(0).v4(), HPORT), nat),
+    )
+    .expect("route");
 
-    let stream = connect_from(&setup, client, vip, Duration::from_secs(5)).expect("connect to the VIP");
+    let stream =
+        connect_from(&setup, client, vip, Duration::from_secs(5)).expect("connect to the VIP");
     let got = exchange(stream);
-    assert_eq!(got, format!("{nat}\nping\n"), "the host saw the NAT source and echoed");
+    assert_eq!(
+        got,
+        format!("{nat}\nping\n"),
+        "the host saw the NAT source and echoed"
+    );
     let peers = server.join().expect("server");
     assert_eq!(peers, vec![nat]);
 
@@ -206,7 +227,10 @@ fn full_nat_connection(mode: AttachMode, xdp: bool, what: &str) {
     assert!(info.last_seen_ns > 0);
     eprintln!("{what}: {hook:?} counters {c:?}");
     if mode == AttachMode::XdpAndTc {
-        eprintln!("tc behind XDP: {:?}", dp.counters(Hook::Tc).expect("counters"));
+        eprintln!(
+            "tc behind XDP: {:?}",
+            dp.counters(Hook::Tc).expect("counters")
+        );
     }
 }
 
@@ -250,14 +274,28 @@ fn half_nat_tcp_connection_through_tc() {
         client: client.into(),
         vip: vip.into(),
     };
-    dp.add_route(&flow, &Route::half_nat(SocketAddr::new(topo.host(0).v4(), HPORT)))
-        .expect("route");
-    let stream = connect_from(&setup, client, vip, Duration::from_secs(5)).expect("connect to the VIP");
+    dp.add_route(
+        &flow,
+        &Route::half_nat(SocketAddr::new(topo.host(0).v4(), HPORT)),
+    )
+    .expect("route");
+    let stream =
+        connect_from(&setup, client, vip, Duration::from_secs(5)).expect("connect to the VIP");
     let got = exchange(stream);
-    assert_eq!(got, format!("{client}\nping\n"), "the host saw the client itself");
-    assert_eq!(server.join().expect("server"), vec![SocketAddr::from(client)]);
+    assert_eq!(
+        got,
+        format!("{client}\nping\n"),
+        "the host saw the client itself"
+    );
+    assert_eq!(
+        server.join().expect("server"),
+        vec![SocketAddr::from(client)]
+    );
     let c = dp.counters(Hook::Tc).expect("counters");
-    assert!(c.reply_packets >= 2, "replies came back through the forwarder: {c:?}");
+    assert!(
+        c.reply_packets >= 2,
+        "replies came back through the forwarder: {c:?}"
+    );
 }
 
 /// The "default route" end to end: the client's SYN misses, the event carries the frame, the
@@ -275,8 +313,10 @@ fn missed_syn_is_reinjected_after_plumbing() {
     let topo = &setup.topo;
     let lb = topo.lb_unit(0).ns();
     // Resolve the host's and the router's neighbour entries so XDP can forward on its own.
-    lb.run(["ping", "-c", "1", "-W", "2", "198.18.200.100"]).expect("ping host");
-    lb.run(["ping", "-c", "1", "-W", "2", "198.18.101.1"]).expect("ping router");
+    lb.run(["ping", "-c", "1", "-W", "2", "198.18.200.100"])
+        .expect("ping host");
+    lb.run(["ping", "-c", "1", "-W", "2", "198.18.101.1"])
+        .expect("ping router");
     let server = serve(&setup, 1);
     let mut dp = forwarder(&setup, AttachMode::Xdp);
     let mut events = dp.take_events().expect("events");
@@ -301,8 +341,11 @@ fn missed_syn_is_reinjected_after_plumbing() {
                 vip: miss.flow.dst,
             };
             let nat = SocketAddr::new(topo.lb_unit(0).interfaces()[1].v4(), NAT_PORT);
-            dp.add_route(&flow, &Route::full_nat(SocketAddr::new(topo.host(0).v4(), HPORT), nat))
-                .expect("plumb");
+            dp.add_route(
+                &flow,
+                &Route::full_nat(SocketAddr::new(topo.host(0).v4(), HPORT), nat),
+            )
+            .expect("plumb");
             lb.enter(|| dp.reinject(&miss.frame, miss.ifindex))
                 .expect("enter lb0")
                 .expect("reinject");
@@ -318,7 +361,10 @@ fn missed_syn_is_reinjected_after_plumbing() {
     );
     assert_eq!(c.misses, 1, "{c:?}");
     // The reinjected SYN, and by the time the counters are read perhaps the client's ACK.
-    assert!(c.hit_packets >= 1, "the reinjected SYN was forwarded: {c:?}");
+    assert!(
+        c.hit_packets >= 1,
+        "the reinjected SYN was forwarded: {c:?}"
+    );
     assert!(
         connected_at < Duration::from_millis(900),
         "connected after {connected_at:?}: the SYN retransmission did it, not the reinjection"

@@ -188,7 +188,14 @@ fn udp_zero_checksum_stays_zero_and_ipv4_options_are_kept() {
                 .ttl(63)
                 .udp_zero_checksum()
                 .build();
-            expect_both(&dp, &input, front, xdp_action::REDIRECT, tc_action::REDIRECT, &expected);
+            expect_both(
+                &dp,
+                &input,
+                front,
+                xdp_action::REDIRECT,
+                tc_action::REDIRECT,
+                &expected,
+            );
             let udp_csum_at = ETH_LEN + 20 + 6;
             assert_eq!(&expected[udp_csum_at..udp_csum_at + 2], &[0, 0]);
 
@@ -206,7 +213,14 @@ fn udp_zero_checksum_stays_zero_and_ipv4_options_are_kept() {
                 .ttl(63)
                 .ipv4_options(&opts)
                 .build();
-            expect_both(&dp, &input, front, xdp_action::REDIRECT, tc_action::REDIRECT, &expected);
+            expect_both(
+                &dp,
+                &input,
+                front,
+                xdp_action::REDIRECT,
+                tc_action::REDIRECT,
+                &expected,
+            );
             verify_checksums(&expected).expect("valid");
         })
         .expect("enter lb");
@@ -228,10 +242,20 @@ fn misses_are_reported_with_the_frame_and_dropped() {
             for v6 in [false, true] {
                 for proto in [Protocol::Tcp, Protocol::Udp] {
                     let f = flow(proto, v6);
-                    let input = spec(proto)(f.client, f.vip).macs(CLIENT_MAC, FRONT_MAC).build();
+                    let input = spec(proto)(f.client, f.vip)
+                        .macs(CLIENT_MAC, FRONT_MAC)
+                        .build();
                     for (hook, r, drop) in [
-                        (Hook::Xdp, dp.run_xdp(&input, front).expect("xdp"), xdp_action::DROP),
-                        (Hook::Tc, dp.run_tc(&input, front).expect("tc"), tc_action::SHOT),
+                        (
+                            Hook::Xdp,
+                            dp.run_xdp(&input, front).expect("xdp"),
+                            xdp_action::DROP,
+                        ),
+                        (
+                            Hook::Tc,
+                            dp.run_tc(&input, front).expect("tc"),
+                            tc_action::SHOT,
+                        ),
                     ] {
                         assert_eq!(r.action, drop, "{f} {hook:?}");
                         let ev = events
@@ -273,7 +297,10 @@ fn misses_are_reported_with_the_frame_and_dropped() {
                 .payload(&[0x5a; 1460])
                 .build();
             assert_eq!(big.len(), 1514);
-            assert_eq!(dp.run_xdp(&big, front).expect("xdp").action, xdp_action::DROP);
+            assert_eq!(
+                dp.run_xdp(&big, front).expect("xdp").action,
+                xdp_action::DROP
+            );
             let Some(Event::Miss(m)) = events.next_timeout(Duration::from_secs(1)).expect("read")
             else {
                 panic!("expected a miss")
@@ -310,7 +337,14 @@ fn final_packets_are_reported_and_still_forwarded() {
                     .ttl(63)
                     .flags(flags)
                     .build();
-                expect_both(&dp, &input, front, xdp_action::REDIRECT, tc_action::REDIRECT, &expected);
+                expect_both(
+                    &dp,
+                    &input,
+                    front,
+                    xdp_action::REDIRECT,
+                    tc_action::REDIRECT,
+                    &expected,
+                );
                 for hook in [Hook::Xdp, Hook::Tc] {
                     let Some(Event::Final(fin)) =
                         events.next_timeout(Duration::from_secs(1)).expect("read")
@@ -327,12 +361,19 @@ fn final_packets_are_reported_and_still_forwarded() {
                 .macs(HOST_MAC, BACK_MAC)
                 .flags(tcp_flags::FIN | tcp_flags::ACK)
                 .build();
-            assert_eq!(dp.run_xdp(&reply, back).expect("xdp").action, xdp_action::REDIRECT);
-            let Some(Event::Final(fin)) = events.next_timeout(Duration::from_secs(1)).expect("read")
+            assert_eq!(
+                dp.run_xdp(&reply, back).expect("xdp").action,
+                xdp_action::REDIRECT
+            );
+            let Some(Event::Final(fin)) =
+                events.next_timeout(Duration::from_secs(1)).expect("read")
             else {
                 panic!("expected a final event")
             };
-            assert_eq!((fin.flow.src, fin.flow.dst), (sa(HOST4, HPORT), sa(BACK4, NPORT)));
+            assert_eq!(
+                (fin.flow.src, fin.flow.dst),
+                (sa(HOST4, HPORT), sa(BACK4, NPORT))
+            );
             assert_eq!(dp.counters(Hook::Xdp).expect("c").finals, 3);
         })
         .expect("enter lb");
@@ -398,7 +439,9 @@ fn odd_frames_are_never_rewritten() {
                 }
             }
             let f = flow(Protocol::Tcp, false);
-            let good = FrameSpec::tcp(f.client, f.vip).macs(CLIENT_MAC, FRONT_MAC).build();
+            let good = FrameSpec::tcp(f.client, f.vip)
+                .macs(CLIENT_MAC, FRONT_MAC)
+                .build();
             let ip = ETH_LEN;
             // IHL below 5, IHL beyond the total length, total length beyond the frame.
             for (at, value) in [(ip, 0x44u8), (ip, 0x4f), (ip + 3, 0xff), (ip, 0x55)] {
@@ -415,7 +458,9 @@ fn odd_frames_are_never_rewritten() {
             }
             // IPv6 with a destination-options header before TCP.
             let f6 = flow(Protocol::Tcp, true);
-            let mut ext = FrameSpec::tcp(f6.client, f6.vip).macs(CLIENT_MAC, FRONT_MAC).build();
+            let mut ext = FrameSpec::tcp(f6.client, f6.vip)
+                .macs(CLIENT_MAC, FRONT_MAC)
+                .build();
             let l4 = ext.split_off(ETH_LEN + 40);
             ext[ETH_LEN + 6] = 60; // next header: destination options
             let plen = u16::try_from(l4.len() + 8).expect("small");
@@ -457,7 +502,8 @@ fn non_vip_traffic_passes_untouched() {
             let front = ifindex("front");
             let mut dp = dataplane(Settings::default());
             let f = flow(Protocol::Tcp, false);
-            dp.add_route(&f, &Route::half_nat(sa(HOST4, HPORT))).expect("add");
+            dp.add_route(&f, &Route::half_nat(sa(HOST4, HPORT)))
+                .expect("add");
             for frame in [
                 // Another port of the VIP address, another address, another protocol's port.
                 FrameSpec::tcp(f.client, sa(VIP4, 81)).build(),
@@ -486,15 +532,20 @@ fn unresolved_neighbours_pass_on_xdp_and_use_redirect_neigh_on_tc() {
             let mut dp = dataplane(Settings::default());
             let f = flow(Protocol::Tcp, false);
             // 198.18.200.77 is on the back segment but has no neighbour entry.
-            dp.add_route(&f, &Route::half_nat(sa("198.18.200.77", HPORT))).expect("add");
-            let input = FrameSpec::tcp(f.client, f.vip).macs(CLIENT_MAC, FRONT_MAC).build();
+            dp.add_route(&f, &Route::half_nat(sa("198.18.200.77", HPORT)))
+                .expect("add");
+            let input = FrameSpec::tcp(f.client, f.vip)
+                .macs(CLIENT_MAC, FRONT_MAC)
+                .build();
             let x = dp.run_xdp(&input, front).expect("xdp");
             assert_eq!(x.action, xdp_action::PASS);
             assert_eq!(x.frame, input, "XDP leaves it for tc");
             let t = dp.run_tc(&input, front).expect("tc");
             assert_eq!(t.action, tc_action::REDIRECT);
             // L3/L4 rewritten, L2 left for bpf_redirect_neigh to fill in.
-            let mut expected = FrameSpec::tcp(f.client, sa("198.18.200.77", HPORT)).ttl(63).build();
+            let mut expected = FrameSpec::tcp(f.client, sa("198.18.200.77", HPORT))
+                .ttl(63)
+                .build();
             expected[..12].copy_from_slice(&input[..12]);
             assert_eq!(t.frame, expected);
             assert_eq!(dp.counters(Hook::Xdp).expect("c").fib_no_neigh, 1);
@@ -528,7 +579,10 @@ fn route_table_api() {
         dp.add_route(&f(1), &route(11)),
         Err(Error::TableFull { max_routes: 4 })
     ));
-    assert_eq!(dp.route(&f(1)).expect("get").expect("present").route, route(1));
+    assert_eq!(
+        dp.route(&f(1)).expect("get").expect("present").route,
+        route(1)
+    );
     assert!(matches!(
         dp.add_route(&f(5), &route(5)),
         Err(Error::TableFull { max_routes: 4 })
@@ -550,5 +604,11 @@ fn route_table_api() {
     assert!(idle.is_empty(), "just installed");
     let idle = dp.idle_flows(Duration::ZERO).expect("idle");
     assert_eq!(idle.len(), 4);
-    assert!(dp.remove_vip(Vip { proto: Protocol::Tcp, addr: sa(VIP4, VPORT) }).expect("remove"));
+    assert!(
+        dp.remove_vip(Vip {
+            proto: Protocol::Tcp,
+            addr: sa(VIP4, VPORT)
+        })
+        .expect("remove")
+    );
 }

@@ -59,7 +59,10 @@ pub struct Lab {
 }
 
 fn mac(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// The lab, or `None` after a SKIPPED line (panics under CI=true when unavailable).
@@ -79,14 +82,22 @@ pub fn lab(what: &str) -> Option<Lab> {
         ns.run(["ip", "link", "set", ifname, "address", &mac(m)])
             .expect("set mac");
     }
-    lb.add_addr("front", format!("{FRONT4}/24").as_str()).expect("addr");
-    lb.add_addr("front", format!("{FRONT6}/64").as_str()).expect("addr");
-    lb.add_addr("back", format!("{BACK4}/24").as_str()).expect("addr");
-    lb.add_addr("back", format!("{BACK6}/64").as_str()).expect("addr");
-    cl.add_addr("eth0", format!("{CLIENT4}/24").as_str()).expect("addr");
-    cl.add_addr("eth0", format!("{CLIENT6}/64").as_str()).expect("addr");
-    hs.add_addr("eth0", format!("{HOST4}/24").as_str()).expect("addr");
-    hs.add_addr("eth0", format!("{HOST6}/64").as_str()).expect("addr");
+    lb.add_addr("front", format!("{FRONT4}/24").as_str())
+        .expect("addr");
+    lb.add_addr("front", format!("{FRONT6}/64").as_str())
+        .expect("addr");
+    lb.add_addr("back", format!("{BACK4}/24").as_str())
+        .expect("addr");
+    lb.add_addr("back", format!("{BACK6}/64").as_str())
+        .expect("addr");
+    cl.add_addr("eth0", format!("{CLIENT4}/24").as_str())
+        .expect("addr");
+    cl.add_addr("eth0", format!("{CLIENT6}/64").as_str())
+        .expect("addr");
+    hs.add_addr("eth0", format!("{HOST4}/24").as_str())
+        .expect("addr");
+    hs.add_addr("eth0", format!("{HOST6}/64").as_str())
+        .expect("addr");
     lb.sysctls(&[
         ("net.ipv4.ip_forward", "1"),
         ("net.ipv6.conf.all.forwarding", "1"),
@@ -99,7 +110,16 @@ pub fn lab(what: &str) -> Option<Lab> {
         (HOST6, "back", HOST_MAC),
     ] {
         lb.run([
-            "ip", "neigh", "replace", addr, "lladdr", &mac(m), "dev", dev, "nud", "permanent",
+            "ip",
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            &mac(m),
+            "dev",
+            dev,
+            "nud",
+            "permanent",
         ])
         .expect("neighbour");
     }
