@@ -29,6 +29,7 @@
 //! ```
 
 pub mod checks;
+pub mod group;
 pub mod service;
 pub mod status;
 
