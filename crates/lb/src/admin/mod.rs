@@ -1,0 +1,88 @@
+//! The unit's admin HTTP API (axum, JSON), bound to the unit's `admin`
+//! address. Loopback only for now: anyone who can reach it can read the
+//! cluster's state and issue allotments, so a non-loopback address is
+//! refused until the bearer-token mode exists.
+//!
+//! Routes:
+//! - `GET /v1/hosts`: every cached host with its rows (health, load,
+//!   capacity, directive target/current, handshake state, tokens in a
+//!   fresh 100-token allotment) and heartbeat age;
+//! - `GET /v1/services`: the cache by application: service → endpoints;
+//! - `GET /v1/allotments?vip=IP:PORT&protocol=tcp|udp&info=…&tokens=N&scheme=tokens|percentages`:
+//!   issues an allotment and shows it;
+//! - `GET /v1/counters`: transport, cache and service counters;
+//! - `GET /metrics`: the same counters in the Prometheus text format.
+//!
+//! Errors are JSON `{"error": "..."}` ([`api::ErrorBody`]): 400 for bad
+//! query parameters, 404 for unknown routes, 503 when the unit does not run
+//! the health-cache role. [`client`] is the matching HTTP client.
+
+pub mod api;
+pub mod client;
+mod metrics;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use switchyard_wire::Protocol;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::HealthCacheHandle;
+use crate::unit::UnitError;
+
+/// What the admin API serves.
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    /// The unit, as documents show it.
+    pub unit: api::UnitInfo,
+    /// The health-cache role, if the unit runs it.
+    pub health: Option<HealthCacheHandle>,
+    /// Configured services: VIP, protocol and name.
+    pub services: Arc<Vec<(SocketAddr, Protocol, String)>>,
+}
+
+/// Refuses an admin address that is not loopback.
+pub fn check_loopback(addr: SocketAddr) -> Result<(), UnitError> {
+    if addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(UnitError::AdminNotLoopback(addr))
+    }
+}
+
+/// Binds the admin API's listener (loopback only).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, UnitError> {
+    check_loopback(addr)?;
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| UnitError::AdminBind { addr, source })
+}
+
+/// The router with every route.
+pub fn router(state: AdminState) -> axum::Router {
+    routes::router(state)
+}
+
+/// Serves the admin API on `listener` until `shutdown` turns `true` (or its
+/// sender is dropped); in-flight requests finish first.
+pub fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let app = router(state);
+    tokio::spawn(async move {
+        let stop = async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(%error, "admin API stopped with an error");
+        }
+    })
+}
