@@ -10,10 +10,11 @@
 //! - [`status`]: the event type and [`spawn_status_tasks`], which starts every runner and
 //!   watcher a host's rows need (from [`switchyard_config::Config::agent_apps`]).
 //!
-//! It does not own the health and load table, the protocol with the LB units, or the local
-//! API: the agent daemon feeds these events into the protocol core (`switchyard-health`).
-//! Everything here needs a tokio runtime; nothing here touches the network except the probes
-//! themselves.
+//! - [`daemon`]: the `switchyard agent` daemon, which feeds these events into one protocol
+//!   machine per host (`switchyard-health`) and talks to the LB units over UDP;
+//!   [`api`]: its local HTTP API (loopback TCP and a Unix socket), see `docs/AGENT.md`.
+//!
+//! The status modules need a tokio runtime and touch the network only through the probes.
 //!
 //! ```no_run
 //! # async fn demo(config: switchyard_config::Config) {
@@ -28,7 +29,9 @@
 //! # }
 //! ```
 
+pub mod api;
 pub mod checks;
+pub mod daemon;
 pub mod group;
 pub mod service;
 pub mod status;

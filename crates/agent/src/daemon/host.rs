@@ -1,0 +1,897 @@
+//! One host identity's driver: a task that owns the host's [`HostProtocol`], its UDP
+//! endpoint and its named rows, and serialises every input (datagrams from LB units, timer
+//! deadlines, status events from checks and service managers, local API commands). After
+//! each input it sends what the protocol queued and logs what changed.
+//!
+//! Rows are named: a configured row by its service's name, an API row by the name it was
+//! created with. The driver remembers every row it owns even while the row is not in the
+//! table (its service is down), so the last known health, capacity and the operator's
+//! target come back with it.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use switchyard_health::{AppKey, HostProtocol};
+use switchyard_transport::{Received, TransportCounters, UdpEndpoint};
+use switchyard_wire::health::{AppStatus, DirectiveState, Health};
+use switchyard_wire::{AppId, HostId, MessageKind, UnitId};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::api::ApiError;
+use crate::api::model::{
+    CheckJson, DirectiveJson, HandshakeJson, HostJson, NewRow, RowJson, ServiceJson, StatusUpdate,
+    UnitJson,
+};
+use crate::status::{StatusEvent, StatusTasks};
+
+/// Default capacity of a row added through the API without one.
+const DEFAULT_CAPACITY: u8 = switchyard_config::DEFAULT_CAPACITY;
+
+/// At most one log line per this interval for each kind of repeated network complaint.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A reply channel.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+
+/// A request from the local API to a host driver.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// The host and all its rows.
+    View(oneshot::Sender<HostJson>),
+    /// One row.
+    Row(String, Reply<RowJson>),
+    /// Add a row.
+    Add(NewRow, Reply<RowJson>),
+    /// Remove an API row.
+    Remove(String, Reply<RowJson>),
+    /// The application's own report.
+    Status(String, StatusUpdate, Reply<RowJson>),
+    /// Set the target of one row (`Some`) or of every row (`None`).
+    Target(Option<String>, DirectiveState, Reply<Vec<RowJson>>),
+    /// Protocol and agent counters.
+    Counters(oneshot::Sender<HostCounters>),
+}
+
+/// Counters a host driver keeps beside the protocol's and the transport's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct DriverCounters {
+    /// Authentic messages from a sender that is not one of the host's units.
+    pub unknown_sender: u64,
+    /// Messages the protocol ignored.
+    pub ignored: u64,
+    /// Messages that could not be sent.
+    pub send_errors: u64,
+}
+
+/// Everything countable about one host, for `/v1/counters` and `/metrics`.
+#[derive(Debug, Clone)]
+pub(crate) struct HostCounters {
+    /// The protocol machine's counters.
+    pub protocol: switchyard_health::HostCounters,
+    /// The driver's counters.
+    pub driver: DriverCounters,
+    /// Rows in the table.
+    pub rows: usize,
+    /// Pending handshakes.
+    pub handshakes_pending: usize,
+}
+
+/// Where a row came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Config,
+    Api,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Service {
+    /// No service manager: the row always exists.
+    Unmanaged,
+    /// Not looked at yet.
+    Unknown,
+    Up,
+    Down(String),
+}
+
+#[derive(Debug, Clone)]
+struct CheckInfo {
+    health: Health,
+    load: Option<u8>,
+    detail: String,
+    at: Instant,
+}
+
+/// A row the driver owns, present in the table or not.
+#[derive(Debug, Clone)]
+struct Entry {
+    name: String,
+    app: AppId,
+    key: AppKey,
+    origin: Origin,
+    service: Service,
+    health: Health,
+    load: u8,
+    capacity: u8,
+    target: DirectiveState,
+    check: Option<CheckInfo>,
+    /// The current directive state last logged (`None`: not present).
+    logged_current: Option<DirectiveState>,
+}
+
+/// A configured row, as the driver starts with it.
+#[derive(Debug, Clone)]
+pub(crate) struct ConfigRow {
+    /// Name (the service's).
+    pub name: String,
+    /// Wire id.
+    pub app: AppId,
+    /// Configured capacity.
+    pub capacity: u8,
+    /// Whether a service manager decides whether it exists.
+    pub managed: bool,
+}
+
+/// One LB unit.
+#[derive(Debug, Clone)]
+pub(crate) struct UnitInfo {
+    /// Name in the configuration.
+    pub name: String,
+    /// Where its control messages go.
+    pub address: SocketAddr,
+}
+
+/// Limits a repeated log line to one per [`LOG_EVERY`].
+#[derive(Debug, Default)]
+struct RateLimit {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    /// Whether to log now; if so, how many lines were suppressed since the last one.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(t) if now.saturating_duration_since(t) < LOG_EVERY => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+/// The driver of one host identity. See the [module docs](self).
+#[derive(Debug)]
+pub(crate) struct HostDriver {
+    name: String,
+    protocol: HostProtocol,
+    endpoint: UdpEndpoint,
+    listen: SocketAddr,
+    units: BTreeMap<UnitId, UnitInfo>,
+    rows: Vec<Entry>,
+    counters: DriverCounters,
+    rejected_log: RateLimit,
+    ignored_log: RateLimit,
+    unknown_log: RateLimit,
+    send_log: RateLimit,
+    recv_log: RateLimit,
+    given_up_logged: u64,
+}
+
+impl HostDriver {
+    /// A driver for `protocol`, sending through `endpoint` to `units`, with the configured
+    /// `rows`. Rows without a service manager enter the table at once with health unknown.
+    pub fn new(
+        name: String,
+        protocol: HostProtocol,
+        endpoint: UdpEndpoint,
+        units: BTreeMap<UnitId, UnitInfo>,
+        rows: Vec<ConfigRow>,
+    ) -> io::Result<Self> {
+        let listen = endpoint.local_addr()?;
+        let mut driver = Self {
+            name,
+            protocol,
+            endpoint,
+            listen,
+            units,
+            rows: Vec::new(),
+            counters: DriverCounters::default(),
+            rejected_log: RateLimit::default(),
+            ignored_log: RateLimit::default(),
+            unknown_log: RateLimit::default(),
+            send_log: RateLimit::default(),
+            recv_log: RateLimit::default(),
+            given_up_logged: 0,
+        };
+        let now = Instant::now();
+        for row in rows {
+            let Ok(key) = AppKey::new(&row.app) else {
+                tracing::error!(host = %driver.name, row = %row.name, "row cannot be encoded (application id too long); skipped");
+                continue;
+            };
+            let entry = Entry {
+                name: row.name,
+                app: row.app,
+                key,
+                origin: Origin::Config,
+                service: if row.managed {
+                    Service::Unknown
+                } else {
+                    Service::Unmanaged
+                },
+                health: Health::Unknown,
+                load: 0,
+                capacity: row.capacity,
+                target: DirectiveState::Active,
+                check: None,
+                logged_current: None,
+            };
+            driver.rows.push(entry);
+            let index = driver.rows.len() - 1;
+            if !row.managed {
+                driver.insert(now, index, "configured");
+            }
+        }
+        Ok(driver)
+    }
+
+    /// The host's id.
+    pub fn host(&self) -> HostId {
+        self.protocol.host()
+    }
+
+    /// The endpoint's counters.
+    pub fn transport(&self) -> Arc<TransportCounters> {
+        Arc::clone(self.endpoint.counters())
+    }
+
+    /// The local address of the endpoint.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// Runs until `shutdown` turns true (or its sender is dropped), then says goodbye to
+    /// every unit. `_tasks` (the status tasks of this host) stop when it returns.
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut status: mpsc::Receiver<StatusEvent>,
+        mut shutdown: watch::Receiver<bool>,
+        _tasks: StatusTasks,
+    ) {
+        loop {
+            self.transmit().await;
+            self.log_progress();
+            if *shutdown.borrow() {
+                break;
+            }
+            let deadline = self
+                .protocol
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
+            tokio::select! {
+                received = self.endpoint.recv() => self.on_datagram(received).await,
+                () = sleep_until(deadline) => self.protocol.handle_timeout(Instant::now()),
+                Some(event) = status.recv() => self.on_status(event),
+                Some(command) = commands.recv() => self.on_command(command).await,
+                changed = shutdown.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        self.protocol.goodbye();
+        self.transmit().await;
+        tracing::info!(host = %self.name, units = self.units.len(), "goodbye sent");
+    }
+
+    /// Sends everything the protocol queued.
+    async fn transmit(&mut self) {
+        while let Some(t) = self.protocol.poll_transmit() {
+            let Some(unit) = self.units.get(&t.to) else {
+                continue;
+            };
+            if let Err(error) = self.endpoint.send(unit.address, &t.message).await {
+                self.counters.send_errors += 1;
+                if let Some(suppressed) = self.send_log.allow(Instant::now()) {
+                    tracing::warn!(host = %self.name, unit = %unit.name, %error, suppressed, "cannot send");
+                }
+            }
+        }
+    }
+
+    async fn on_datagram(&mut self, received: io::Result<Received>) {
+        let now = Instant::now();
+        let received = match received {
+            Ok(r) => r,
+            Err(error) => {
+                if let Some(suppressed) = self.recv_log.allow(now) {
+                    tracing::warn!(host = %self.name, %error, suppressed, "cannot receive");
+                }
+                // Do not spin on a socket that keeps failing.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                return;
+            }
+        };
+        let envelope = match received.result {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                if let Some(suppressed) = self.rejected_log.allow(now) {
+                    tracing::warn!(host = %self.name, from = %received.from, %error, suppressed, "datagram rejected");
+                }
+                return;
+            }
+        };
+        let unit = UnitId(envelope.sender.0);
+        let Some(info) = self.units.get(&unit) else {
+            self.counters.unknown_sender += 1;
+            if let Some(suppressed) = self.unknown_log.allow(now) {
+                tracing::warn!(host = %self.name, from = %received.from, sender = %envelope.sender, suppressed, "message from a sender that is not a health-cache unit ignored");
+            }
+            return;
+        };
+        let unit_name = info.name.clone();
+        let kind = envelope.message.kind();
+        match self.protocol.handle(now, unit, &envelope.message) {
+            Ok(()) if kind == MessageKind::GetTableSnapshot => {
+                tracing::info!(host = %self.name, unit = %unit_name, generation = self.protocol.published().generation(), rows = self.protocol.published().len(), "resync: serving the table snapshot");
+            }
+            Ok(()) => {}
+            Err(reason) => {
+                self.counters.ignored += 1;
+                if let Some(suppressed) = self.ignored_log.allow(now) {
+                    tracing::info!(host = %self.name, unit = %unit_name, message = kind.name(), %reason, suppressed, "message ignored");
+                }
+            }
+        }
+    }
+
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.rows.iter().position(|e| e.name == name)
+    }
+
+    fn index_of_app(&self, app: &AppId) -> Option<usize> {
+        let key = AppKey::new(app).ok()?;
+        self.rows.iter().position(|e| e.key == key)
+    }
+
+    fn present(&self, index: usize) -> bool {
+        self.rows
+            .get(index)
+            .is_some_and(|e| self.protocol.row(&e.app).is_some())
+    }
+
+    /// Puts row `index` into the table with its remembered status and target.
+    fn insert(&mut self, now: Instant, index: usize, why: &str) {
+        let Some(e) = self.rows.get(index) else {
+            return;
+        };
+        let status = match AppStatus::new(e.health, e.load, e.capacity) {
+            Ok(s) => s,
+            Err(error) => {
+                tracing::error!(host = %self.name, row = %e.name, %error, "invalid status; row not added");
+                return;
+            }
+        };
+        let (app, target, name) = (e.app.clone(), e.target, e.name.clone());
+        if let Err(error) = self.protocol.set_app(now, app.clone(), status) {
+            tracing::error!(host = %self.name, row = %name, %error, "row not added");
+            return;
+        }
+        if target != DirectiveState::Active
+            && let Err(error) = self.protocol.set_target(now, &app, target)
+        {
+            tracing::error!(host = %self.name, row = %name, %error, "cannot restore the target");
+        }
+        tracing::info!(host = %self.name, row = %name, vip = %app.vip, endpoint = %app.endpoint, health = health_name(status.health()), capacity = status.capacity(), "row added ({why})");
+    }
+
+    /// Takes row `index` out of the table (remembering its load).
+    fn take_out(&mut self, now: Instant, index: usize, why: &str) {
+        let Some(e) = self.rows.get(index) else {
+            return;
+        };
+        let app = e.app.clone();
+        let Some(load) = self.protocol.row(&app).map(|v| v.row.status.load()) else {
+            return;
+        };
+        if let Err(error) = self.protocol.remove_app(now, &app) {
+            tracing::error!(host = %self.name, row = %e.name, %error, "row not removed");
+            return;
+        }
+        if let Some(e) = self.rows.get_mut(index) {
+            e.load = load;
+            e.logged_current = None;
+            tracing::info!(host = %self.name, row = %e.name, "row removed ({why})");
+        }
+    }
+
+    /// Sets the health, capacity of row `index` (and the table's, if present).
+    fn update_status(
+        &mut self,
+        now: Instant,
+        index: usize,
+        health: Health,
+        capacity: u8,
+        why: &str,
+    ) {
+        let present = self.present(index);
+        let Some(e) = self.rows.get_mut(index) else {
+            return;
+        };
+        if e.health != health {
+            tracing::info!(host = %self.name, row = %e.name, "health {} -> {} ({why})", health_name(e.health), health_name(health));
+        }
+        if e.capacity != capacity {
+            tracing::info!(host = %self.name, row = %e.name, "capacity {} -> {capacity} ({why})", e.capacity);
+        }
+        e.health = health;
+        e.capacity = capacity;
+        if !present {
+            return;
+        }
+        let app = e.app.clone();
+        let load = self
+            .protocol
+            .row(&app)
+            .map_or(e.load, |v| v.row.status.load());
+        match AppStatus::new(health, load, capacity) {
+            Ok(status) => {
+                if let Err(error) = self.protocol.set_app(now, app, status) {
+                    tracing::error!(host = %self.name, row = %e.name, %error, "status not updated");
+                }
+            }
+            Err(error) => {
+                tracing::error!(host = %self.name, row = %e.name, %error, "invalid status")
+            }
+        }
+    }
+
+    /// Feeds a raw load sample of row `index` through the smoother.
+    fn sample_load(&mut self, now: Instant, index: usize, raw: u8) {
+        let present = self.present(index);
+        let Some(e) = self.rows.get_mut(index) else {
+            return;
+        };
+        if !present {
+            e.load = raw.min(100);
+            return;
+        }
+        match self.protocol.report_load(now, &e.app, raw) {
+            Ok(Some(load)) => {
+                e.load = load;
+                tracing::debug!(host = %self.name, row = %e.name, raw, load, "load changed");
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(host = %self.name, row = %e.name, %error, "load not updated")
+            }
+        }
+    }
+
+    fn on_status(&mut self, event: StatusEvent) {
+        let now = Instant::now();
+        let Some(index) = self.index_of_app(event.app()) else {
+            tracing::debug!(host = %self.name, app = ?event.app(), "status event for an unknown row");
+            return;
+        };
+        match event {
+            StatusEvent::Check {
+                health,
+                load,
+                detail,
+                ..
+            } => {
+                if let Some(e) = self.rows.get_mut(index) {
+                    e.check = Some(CheckInfo {
+                        health,
+                        load,
+                        detail: detail.clone(),
+                        at: now,
+                    });
+                }
+                let capacity = self.rows.get(index).map_or(0, |e| e.capacity);
+                let why = format!("health check: {detail}");
+                self.update_status(now, index, health, capacity, &why);
+                if let Some(load) = load {
+                    self.sample_load(now, index, load);
+                }
+            }
+            StatusEvent::ServiceUp { .. } => {
+                if let Some(e) = self.rows.get_mut(index) {
+                    e.service = Service::Up;
+                }
+                if !self.present(index) {
+                    self.insert(now, index, "service up");
+                }
+            }
+            StatusEvent::ServiceDown { reason, .. } => {
+                if let Some(e) = self.rows.get_mut(index) {
+                    if e.service != Service::Down(reason.clone()) {
+                        tracing::info!(host = %self.name, row = %e.name, %reason, "service down");
+                    }
+                    e.service = Service::Down(reason);
+                }
+                if self.present(index) {
+                    self.take_out(now, index, "service down");
+                }
+            }
+        }
+    }
+
+    async fn on_command(&mut self, command: Command) {
+        // Changes are published before the answer, so it shows the handshake started.
+        match command {
+            Command::View(reply) => {
+                let _ = reply.send(self.view());
+            }
+            Command::Row(name, reply) => {
+                let result = self.find(&name).and_then(|i| self.json_at(i));
+                let _ = reply.send(result);
+            }
+            Command::Add(row, reply) => {
+                let result = self.add(row);
+                self.transmit().await;
+                let _ = reply.send(result.and_then(|i| self.json_at(i)));
+            }
+            Command::Remove(name, reply) => {
+                let result = self.remove(&name);
+                self.transmit().await;
+                let _ = reply.send(result);
+            }
+            Command::Status(name, update, reply) => {
+                let result = self.status(&name, update);
+                self.transmit().await;
+                let _ = reply.send(result.and_then(|i| self.json_at(i)));
+            }
+            Command::Target(name, target, reply) => {
+                let result = self.target(name.as_deref(), target);
+                self.transmit().await;
+                let result = result
+                    .and_then(|indexes| indexes.into_iter().map(|i| self.json_at(i)).collect());
+                let _ = reply.send(result);
+            }
+            Command::Counters(reply) => {
+                let _ = reply.send(HostCounters {
+                    protocol: self.protocol.counters().clone(),
+                    driver: self.counters.clone(),
+                    rows: self.protocol.rows().len(),
+                    handshakes_pending: self.protocol.handshakes().len(),
+                });
+            }
+        }
+    }
+
+    fn find(&self, name: &str) -> Result<usize, ApiError> {
+        self.index_of(name).ok_or_else(|| {
+            ApiError::NotFound(format!("host {} has no row named {name:?}", self.name))
+        })
+    }
+
+    /// Adds an API row; returns its index.
+    fn add(&mut self, row: NewRow) -> Result<usize, ApiError> {
+        let name = row.name.trim().to_owned();
+        if name.is_empty() || name.len() > 64 || name.contains('/') {
+            return Err(ApiError::BadRequest(
+                "name must be 1 to 64 characters without '/'".to_owned(),
+            ));
+        }
+        let capacity = capacity_value(row.capacity)?.unwrap_or(DEFAULT_CAPACITY);
+        let load = load_value(row.load)?.unwrap_or(0);
+        let health = row.health.map_or(Health::Unknown, Health::from);
+        let app = AppId {
+            vip: row.vip,
+            protocol: row.protocol.into(),
+            endpoint: row.endpoint,
+            info: row.info,
+        };
+        let key = AppKey::new(&app).map_err(|e| ApiError::BadRequest(format!("info: {e}")))?;
+        if self.index_of(&name).is_some() {
+            return Err(ApiError::Conflict(format!(
+                "host {} already has a row named {name:?}",
+                self.name
+            )));
+        }
+        if let Some(other) = self.rows.iter().find(|e| e.key == key) {
+            return Err(ApiError::Conflict(format!(
+                "row {:?} already has this vip, protocol, endpoint and info",
+                other.name
+            )));
+        }
+        self.rows.push(Entry {
+            name,
+            app,
+            key,
+            origin: Origin::Api,
+            service: Service::Unmanaged,
+            health,
+            load,
+            capacity,
+            target: DirectiveState::Active,
+            check: None,
+            logged_current: None,
+        });
+        let index = self.rows.len() - 1;
+        self.insert(Instant::now(), index, "local API");
+        if !self.present(index) {
+            self.rows.pop();
+            return Err(ApiError::Internal("the row could not be added".to_owned()));
+        }
+        Ok(index)
+    }
+
+    fn remove(&mut self, name: &str) -> Result<RowJson, ApiError> {
+        let index = self.find(name)?;
+        if self.rows.get(index).map(|e| e.origin) == Some(Origin::Config) {
+            return Err(ApiError::Conflict(format!(
+                "row {name:?} comes from the configuration and cannot be removed; drain or disable it instead"
+            )));
+        }
+        self.take_out(Instant::now(), index, "local API");
+        let mut json = self.json_at(index)?;
+        json.present = false;
+        json.directive.current = None;
+        self.rows.remove(index);
+        Ok(json)
+    }
+
+    /// Applies an application's report; returns the row's index.
+    fn status(&mut self, name: &str, update: StatusUpdate) -> Result<usize, ApiError> {
+        let index = self.find(name)?;
+        // Validate everything before changing anything.
+        let capacity = capacity_value(update.capacity)?;
+        let load = load_value(update.load)?;
+        let now = Instant::now();
+        if update.health.is_some() || capacity.is_some() {
+            let e = self
+                .rows
+                .get(index)
+                .ok_or_else(|| ApiError::Internal("row vanished".to_owned()))?;
+            let health = update.health.map_or(e.health, Health::from);
+            let capacity = capacity.unwrap_or(e.capacity);
+            self.update_status(
+                now,
+                index,
+                health,
+                capacity,
+                "reported through the local API",
+            );
+        }
+        if let Some(load) = load {
+            self.sample_load(now, index, load);
+        }
+        Ok(index)
+    }
+
+    fn target(
+        &mut self,
+        name: Option<&str>,
+        target: DirectiveState,
+    ) -> Result<Vec<usize>, ApiError> {
+        let indexes: Vec<usize> = match name {
+            Some(name) => vec![self.find(name)?],
+            None => (0..self.rows.len()).collect(),
+        };
+        let now = Instant::now();
+        for &index in &indexes {
+            let present = self.present(index);
+            let Some(e) = self.rows.get_mut(index) else {
+                continue;
+            };
+            if e.target != target {
+                tracing::info!(host = %self.name, row = %e.name, units = self.units.len(), "target {} -> {} (local API); current follows when every unit holds it", directive_name(e.target), directive_name(target));
+            }
+            e.target = target;
+            if present && let Err(error) = self.protocol.set_target(now, &e.app, target) {
+                tracing::error!(host = %self.name, row = %e.name, %error, "target not set");
+            }
+        }
+        Ok(indexes)
+    }
+
+    /// Logs handshakes that completed and units given up on since the last call.
+    fn log_progress(&mut self) {
+        for i in 0..self.rows.len() {
+            let Some(e) = self.rows.get(i) else { continue };
+            let current = self.protocol.row(&e.app).map(|v| v.row.directive.current);
+            if current != e.logged_current {
+                if let (Some(state), Some(_)) = (current, e.logged_current) {
+                    tracing::info!(host = %self.name, row = %e.name, "handshake complete: current is now {}", directive_name(state));
+                }
+                if let Some(e) = self.rows.get_mut(i) {
+                    e.logged_current = current;
+                }
+            }
+        }
+        let given_up = self.protocol.counters().units_given_up;
+        if given_up > self.given_up_logged {
+            self.given_up_logged = given_up;
+            for h in self.protocol.handshakes() {
+                if !h.given_up.is_empty() {
+                    let units: Vec<&str> = h.given_up.iter().map(|u| self.unit_name(*u)).collect();
+                    tracing::warn!(host = %self.name, endpoint = %h.app.endpoint, ?units, "handshake gave up on silent units");
+                }
+            }
+        }
+    }
+
+    fn unit_name(&self, unit: UnitId) -> &str {
+        self.units.get(&unit).map_or("?", |u| u.name.as_str())
+    }
+
+    fn unit_names(&self, units: &[UnitId]) -> Vec<String> {
+        units
+            .iter()
+            .map(|u| self.unit_name(*u).to_owned())
+            .collect()
+    }
+
+    /// The JSON of row `index`, or an internal error if there is none.
+    fn json_at(&self, index: usize) -> Result<RowJson, ApiError> {
+        self.rows
+            .get(index)
+            .map(|e| self.row_json(e))
+            .ok_or_else(|| ApiError::Internal("row vanished".to_owned()))
+    }
+
+    fn row_json(&self, e: &Entry) -> RowJson {
+        let now = Instant::now();
+        let view = self.protocol.row(&e.app);
+        let (health, load, capacity, current, published) = match &view {
+            Some(v) => (
+                v.row.status.health(),
+                v.row.status.load(),
+                v.row.status.capacity(),
+                Some(v.row.directive.current),
+                v.published == Some(v.row),
+            ),
+            None => (e.health, e.load, e.capacity, None, false),
+        };
+        let handshake = view.and_then(|v| v.handshake).map(|h| HandshakeJson {
+            target: h.target.into(),
+            round: h.round,
+            first_round: h.first_round,
+            agreed: self.unit_names(&h.agreed),
+            waiting: self.unit_names(&h.waiting),
+            given_up: self.unit_names(&h.given_up),
+            age_ms: millis(now.saturating_duration_since(h.started_at)),
+        });
+        RowJson {
+            name: e.name.clone(),
+            origin: match e.origin {
+                Origin::Config => "config",
+                Origin::Api => "api",
+            }
+            .to_owned(),
+            present: current.is_some(),
+            vip: e.app.vip,
+            protocol: e.app.protocol.into(),
+            endpoint: e.app.endpoint,
+            info: e.app.info.clone(),
+            health: health.into(),
+            load,
+            capacity,
+            directive: DirectiveJson {
+                target: e.target.into(),
+                current: current.map(Into::into),
+            },
+            published,
+            handshake,
+            check: e.check.as_ref().map(|c| CheckJson {
+                health: c.health.into(),
+                load: c.load,
+                detail: c.detail.clone(),
+                age_ms: millis(now.saturating_duration_since(c.at)),
+            }),
+            service: match &e.service {
+                Service::Unmanaged => None,
+                Service::Unknown => Some(ServiceJson {
+                    state: "unknown".to_owned(),
+                    reason: None,
+                }),
+                Service::Up => Some(ServiceJson {
+                    state: "up".to_owned(),
+                    reason: None,
+                }),
+                Service::Down(reason) => Some(ServiceJson {
+                    state: "down".to_owned(),
+                    reason: Some(reason.clone()),
+                }),
+            },
+        }
+    }
+
+    fn view(&self) -> HostJson {
+        HostJson {
+            name: self.name.clone(),
+            id: self.host().0,
+            listen: self.listen,
+            generation: self.protocol.published().generation(),
+            published_rows: self.protocol.published().len(),
+            units: self
+                .units
+                .iter()
+                .map(|(id, u)| UnitJson {
+                    name: u.name.clone(),
+                    id: id.0,
+                    address: u.address,
+                })
+                .collect(),
+            rows: self.rows.iter().map(|e| self.row_json(e)).collect(),
+        }
+    }
+}
+
+fn health_name(h: Health) -> &'static str {
+    match h {
+        Health::Healthy => "healthy",
+        Health::Failing => "failing",
+        Health::Unknown => "unknown",
+    }
+}
+
+fn directive_name(d: DirectiveState) -> &'static str {
+    match d {
+        DirectiveState::Active => "active",
+        DirectiveState::Draining => "draining",
+        DirectiveState::Inactive => "inactive",
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn capacity_value(value: Option<i64>) -> Result<Option<u8>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some(v) => u8::try_from(v)
+            .ok()
+            .filter(|c| *c <= switchyard_wire::health::MAX_CAPACITY)
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!("capacity {v} is out of range: expected 0 to 99"))
+            }),
+    }
+}
+
+fn load_value(value: Option<i64>) -> Result<Option<u8>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some(v) => u8::try_from(v)
+            .ok()
+            .filter(|l| *l <= switchyard_wire::health::MAX_LOAD)
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "load {v} is out of range: expected 0 to 100 (percent)"
+                ))
+            }),
+    }
+}
+
+/// A driver's message kinds as metric labels: every kind with a non-zero count.
+pub(crate) fn kind_counts(counts: &switchyard_health::MessageCounts) -> Vec<(&'static str, u64)> {
+    counts.iter().map(|(k, n)| (k.name(), n)).collect()
+}
+
+/// Heartbeats queued (one per unit).
+pub(crate) fn heartbeats(counters: &switchyard_health::HostCounters) -> u64 {
+    counters.sent.get(MessageKind::Heartbeat)
+}
