@@ -122,7 +122,12 @@ impl GroupSettings {
     /// Settings with the default timing: a dead member is declared down
     /// within about 1.5 s (probe period + suspicion), and the others agree
     /// on a new leader shortly after.
-    pub fn new(group: impl Into<String>, me: GroupPeer, peers: Vec<GroupPeer>, generation: u64) -> Self {
+    pub fn new(
+        group: impl Into<String>,
+        me: GroupPeer,
+        peers: Vec<GroupPeer>,
+        generation: u64,
+    ) -> Self {
         Self {
             group: group.into(),
             rng_seed: seed_for(me.host, generation),
@@ -180,7 +185,9 @@ impl GroupSettings {
             || self.gossip_interval.is_zero()
             || self.announce_interval.is_zero()
         {
-            return bad("suspect_to_down_after, gossip_interval and announce_interval must be non-zero");
+            return bad(
+                "suspect_to_down_after, gossip_interval and announce_interval must be non-zero",
+            );
         }
         if self.indirect_probes == 0 || self.gossip_fanout == 0 || self.max_transmissions == 0 {
             return bad("indirect_probes, gossip_fanout and max_transmissions must be non-zero");
@@ -198,9 +205,8 @@ impl GroupSettings {
     }
 
     fn foca_config(&self) -> Result<foca::Config, GroupError> {
-        let nonzero = |n: usize| {
-            NonZeroUsize::new(n).ok_or(GroupError::InvalidSettings("a count is zero"))
-        };
+        let nonzero =
+            |n: usize| NonZeroUsize::new(n).ok_or(GroupError::InvalidSettings("a count is zero"));
         let mut config = foca::Config::simple();
         config.probe_period = self.probe_period;
         config.probe_rtt = self.probe_rtt;
