@@ -1,0 +1,147 @@
+//! The admin API's contract: errors, metrics, role and address rules.
+
+use switchyard_lb::admin::api::{ErrorBody, HostsResponse, ServicesResponse};
+use switchyard_lb::{RunningUnit, UnitError, UnitOptions};
+
+use crate::harness::*;
+
+async fn error_of(unit: &RunningUnit, path: &str) -> (u16, String) {
+    let response = get(unit, path).await;
+    let body: ErrorBody = serde_json::from_slice(&response.body)
+        .unwrap_or_else(|e| panic!("{path}: not a JSON error ({e}): {}", response.text()));
+    (response.status, body.error)
+}
+
+#[tokio::test]
+async fn bad_allotment_queries_get_400_with_a_clear_json_error() {
+    let fixture = Fixture::health();
+    let unit = fixture.start().await;
+    let cases = [
+        ("/v1/allotments", "missing query parameter vip"),
+        ("/v1/allotments?vip=nonsense", "not an IP:PORT"),
+        (
+            &format!("/v1/allotments?vip={VIP}&protocol=sctp"),
+            "neither tcp nor udp",
+        ),
+        (
+            &format!("/v1/allotments?vip={VIP}&scheme=lottery"),
+            "neither tokens nor percentages",
+        ),
+        (
+            &format!("/v1/allotments?vip={VIP}&tokens=-3"),
+            "not a whole number",
+        ),
+        (
+            &format!("/v1/allotments?vip={VIP}&tokens=99999999999"),
+            "not a whole number",
+        ),
+        (
+            &format!("/v1/allotments?vip={VIP}&scheme=percentages&tokens=5"),
+            "scheme=tokens only",
+        ),
+        (
+            &format!("/v1/allotments?vip={VIP}&colour=blue"),
+            "unknown field",
+        ),
+    ];
+    for (path, expected) in cases {
+        let (status, error) = error_of(&unit, path).await;
+        assert_eq!(status, 400, "{path}: {error}");
+        assert!(
+            error.contains(expected),
+            "{path}: {error:?} lacks {expected:?}"
+        );
+    }
+    let (status, error) = error_of(&unit, "/v1/nothing").await;
+    assert_eq!(status, 404);
+    assert!(error.contains("/v1/hosts"), "{error}");
+    // A service nobody serves gets an empty allotment, not an error.
+    let view: serde_json::Value =
+        get_json(&unit, "/v1/allotments?vip=192.0.2.1:443&protocol=udp").await;
+    assert_eq!(view["entries"], serde_json::json!([]));
+    unit.shutdown().await;
+}
+
+#[tokio::test]
+async fn services_and_metrics_describe_the_cache() {
+    let fixture = Fixture::health();
+    let unit = fixture.start().await;
+    let host = TestHost::start(101, unit.control_addr().expect("health role")).await;
+    host.set(app(8081), healthy(40, 20)).await;
+    wait_for_hosts(&unit, &[101], 1).await;
+    let services: ServicesResponse = get_json(&unit, "/v1/services").await;
+    assert_eq!(services.services.len(), 1);
+    let web = &services.services[0];
+    assert_eq!(web.name.as_deref(), Some("web"));
+    assert_eq!(web.vip, VIP.parse().expect("vip"));
+    assert_eq!(web.endpoints.len(), 1);
+    assert_eq!(web.endpoints[0].host, 101);
+    assert_eq!(web.endpoints[0].spare_capacity, 20 * 60);
+
+    let response = get(&unit, "/metrics").await;
+    assert_eq!(response.status, 200);
+    let text = response.text();
+    for name in [
+        "switchyard_lb_info{unit=\"lb-1\",id=\"1\",roles=\"forwarder,classifier,health-cache\"} 1",
+        "switchyard_health_hosts 1",
+        "switchyard_health_endpoints 1",
+        "switchyard_health_services 1",
+        "switchyard_health_snapshots_completed_total 1",
+        "# TYPE switchyard_health_transport_received_total counter",
+        "switchyard_health_age_outs_total 0",
+        "switchyard_health_goodbyes_total 0",
+    ] {
+        assert!(text.lines().any(|l| l == name), "{name} missing:\n{text}");
+    }
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("switchyard_health_messages_received_total{kind=\"heartbeat\"} ")
+        ),
+        "{text}"
+    );
+    host.kill();
+    unit.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_unit_without_the_health_cache_role_runs_only_the_admin_api() {
+    let fixture = Fixture::new(r#""forwarder", "classifier""#, "5s");
+    let unit = fixture.start().await;
+    assert!(unit.health().is_none());
+    assert!(unit.control_addr().is_none());
+    let (status, error) = error_of(&unit, "/v1/hosts").await;
+    assert_eq!(status, 503);
+    assert!(
+        error.contains("does not run the health-cache role"),
+        "{error}"
+    );
+    let metrics = get(&unit, "/metrics").await.text();
+    assert!(
+        metrics.contains("roles=\"forwarder,classifier\""),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("switchyard_health_"), "{metrics}");
+    unit.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_admin_api_stays_on_loopback_and_units_are_named() {
+    let fixture = Fixture::health();
+    let mut options = options();
+    options.admin = Some("0.0.0.0:0".parse().expect("addr"));
+    match RunningUnit::start(&fixture.config, options).await {
+        Err(UnitError::AdminNotLoopback(addr)) => assert_eq!(addr.port(), 0),
+        other => panic!("expected a loopback error, got {other:?}"),
+    }
+    match RunningUnit::start(&fixture.config, UnitOptions::new("lb-9")).await {
+        Err(error @ UnitError::UnknownUnit { .. }) => {
+            assert!(error.to_string().contains("units: lb-1"), "{error}");
+        }
+        other => panic!("expected an unknown-unit error, got {other:?}"),
+    }
+    // The empty cache answers too.
+    let unit = fixture.start().await;
+    let doc: HostsResponse = get_json(&unit, "/v1/hosts").await;
+    assert!(doc.hosts.is_empty());
+    unit.shutdown().await;
+}

@@ -1,0 +1,11 @@
+//! Integration tests of a load-balancing unit's health-cache role and admin
+//! API, in process on loopback ephemeral ports, fed by real host-side
+//! protocol machines (`switchyard_health::HostProtocol`) over real UDP
+//! sockets. One test binary; every test starts its own unit.
+
+mod harness;
+
+mod admin_api;
+mod allotments;
+mod hostile_input;
+mod hosts;
