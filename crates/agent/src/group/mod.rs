@@ -11,7 +11,8 @@
 //! clock: the agent daemon binds the gossip port, seals and opens
 //! [`GroupGossip`] frames with the cluster codec, and routes the health
 //! protocol's heartbeats through the relay. It does not touch the health
-//! and load table or any message other than heartbeats.
+//! and load table or any message other than heartbeats. The relay's rules
+//! (what goes where, and what `forward` means) are in [`relay`].
 //!
 //! Rules:
 //! - **Membership** is foca's: a member is *live* while foca holds it
@@ -32,7 +33,7 @@
 //!   declared down while alive rejoins under the next generation.
 
 mod identity;
-mod relay;
+pub mod relay;
 mod runtime;
 #[cfg(test)]
 mod tests;
