@@ -131,11 +131,11 @@ impl Observer {
                     let name = self.name(host, None);
                     let rows = prev.rows.len();
                     if after.goodbyes > before.goodbyes {
-                        tracing::info!(%host, %name, rows, "host said goodbye; cleared");
+                        tracing::info!(host = host.0, %name, rows, "host said goodbye; cleared");
                     } else if after.age_outs > before.age_outs {
-                        tracing::info!(%host, %name, rows, "host aged out (no heartbeat)");
+                        tracing::info!(host = host.0, %name, rows, "host aged out (no heartbeat)");
                     } else {
-                        tracing::info!(%host, %name, rows, "host removed");
+                        tracing::info!(host = host.0, %name, rows, "host removed");
                     }
                     self.seen.remove(&host);
                 }
@@ -162,7 +162,7 @@ impl Observer {
                             "host resynchronised from a table snapshot"
                         );
                     } else if prev_in_sync && !view.in_sync {
-                        tracing::info!(%host, %name, generation = view.generation, "host's table differs from the cache; resynchronising");
+                        tracing::info!(host = host.0, %name, generation = view.generation, "host's table differs from the cache; resynchronising");
                     }
                     let rows = if rows_may_differ {
                         let old = prev.map(|p| &p.rows);
@@ -199,14 +199,14 @@ impl Observer {
             match old.get(key) {
                 None => {
                     if from_snapshot {
-                        tracing::debug!(%host, %name, %app, health = ?seen.health, load = seen.load, capacity = seen.capacity, target = ?seen.target, current = ?seen.current, "endpoint added");
+                        tracing::debug!(host = host.0, %name, %app, health = ?seen.health, load = seen.load, capacity = seen.capacity, target = ?seen.target, current = ?seen.current, "endpoint added");
                     } else {
-                        tracing::info!(%host, %name, %app, health = ?seen.health, load = seen.load, capacity = seen.capacity, target = ?seen.target, current = ?seen.current, "endpoint added");
+                        tracing::info!(host = host.0, %name, %app, health = ?seen.health, load = seen.load, capacity = seen.capacity, target = ?seen.target, current = ?seen.current, "endpoint added");
                     }
                 }
                 Some((_, was)) => {
                     if was.health != seen.health {
-                        tracing::info!(%host, %name, %app, from = ?was.health, to = ?seen.health, "health changed");
+                        tracing::info!(host = host.0, %name, %app, from = ?was.health, to = ?seen.health, "health changed");
                     }
                     if was.target != seen.target || was.current != seen.current {
                         tracing::info!(
@@ -222,7 +222,7 @@ impl Observer {
                         );
                     }
                     if was.load != seen.load || was.capacity != seen.capacity {
-                        tracing::debug!(%host, %name, %app, load = seen.load, capacity = seen.capacity, "load changed");
+                        tracing::debug!(host = host.0, %name, %app, load = seen.load, capacity = seen.capacity, "load changed");
                     }
                 }
             }
@@ -232,9 +232,9 @@ impl Observer {
             if !new.contains_key(key) {
                 let app = describe_app(app);
                 if from_snapshot {
-                    tracing::debug!(%host, %name, %app, "endpoint removed");
+                    tracing::debug!(host = host.0, %name, %app, "endpoint removed");
                 } else {
-                    tracing::info!(%host, %name, %app, "endpoint removed");
+                    tracing::info!(host = host.0, %name, %app, "endpoint removed");
                 }
             }
         }
