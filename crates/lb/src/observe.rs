@@ -143,7 +143,7 @@ impl Observer {
                     let name = self.name(host, Some(&view));
                     if prev.is_none() {
                         tracing::info!(
-                            %host,
+                            host = host.0,
                             %name,
                             address = %view.address.map_or_else(|| "-".to_owned(), |a| a.to_string()),
                             "host appeared"
@@ -155,7 +155,7 @@ impl Observer {
                         prev.is_none() || resynced || prev_generation != Some(view.generation);
                     if resynced {
                         tracing::info!(
-                            %host,
+                            host = host.0,
                             %name,
                             generation = view.generation,
                             rows = view.table.len(),
@@ -210,7 +210,7 @@ impl Observer {
                     }
                     if was.target != seen.target || was.current != seen.current {
                         tracing::info!(
-                            %host,
+                            host = host.0,
                             %name,
                             %app,
                             target = ?seen.target,
