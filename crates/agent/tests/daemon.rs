@@ -174,7 +174,8 @@ struct Unit {
 
 impl Unit {
     async fn start() -> Self {
-        let secret = switchyard_config::ClusterSecret::from_file_contents(SECRET.as_bytes()).unwrap();
+        let secret =
+            switchyard_config::ClusterSecret::from_file_contents(SECRET.as_bytes()).unwrap();
         let key = MacKey::derive(secret.as_bytes(), CLUSTER).unwrap();
         let mut endpoint = UdpEndpoint::bind(
             "127.0.0.1:0".parse().unwrap(),
