@@ -89,6 +89,11 @@ pub(crate) fn wrong_type(
         DeValue::String(s) if expected.contains("integer") && s.trim().parse::<i64>().is_ok() => {
             Some(format!("write the number without quotes: {}", s.trim()))
         }
+        DeValue::String(s)
+            if expected == "a number" && s.trim().parse::<f64>().is_ok_and(f64::is_finite) =>
+        {
+            Some(format!("write the number without quotes: {}", s.trim()))
+        }
         DeValue::String(_) if expected.contains("array") => {
             Some("write a list in brackets, e.g. [\"a\", \"b\"]".to_owned())
         }
@@ -147,6 +152,37 @@ impl Decode for i64 {
             },
             other => {
                 wrong_type(sink, Self::EXPECTED, other, span, field);
+                None
+            }
+        }
+    }
+}
+
+impl Decode for f64 {
+    const EXPECTED: &'static str = "a number";
+
+    fn decode(value: &DeValue<'_>, span: &Span, field: &str, sink: &mut Sink) -> Option<Self> {
+        let parsed = match value {
+            DeValue::Float(f) => f.as_str().parse::<f64>().ok(),
+            DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
+                .ok()
+                .and_then(|n| i32::try_from(n).ok())
+                .map(f64::from),
+            other => {
+                wrong_type(sink, Self::EXPECTED, other, span, field);
+                return None;
+            }
+        };
+        match parsed {
+            Some(x) if x.is_finite() => Some(x),
+            _ => {
+                sink.error(
+                    codes::OUT_OF_RANGE,
+                    span,
+                    field,
+                    "expected a finite number".to_owned(),
+                    Some("write a decimal number such as 0.3".to_owned()),
+                );
                 None
             }
         }

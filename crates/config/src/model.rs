@@ -535,7 +535,7 @@ pub struct Certificate {
 }
 
 /// Timing of the health and load protocol (`[health]`), shared by host agents and LB units.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HealthSettings {
     /// Time between a host's heartbeats.
     pub heartbeat_interval: Duration,
@@ -543,6 +543,9 @@ pub struct HealthSettings {
     pub host_dead_after: Duration,
     /// Least time between two updates that only change load.
     pub load_interval: Duration,
+    /// Time between publishing a directive change and the first postulate (≤
+    /// `postulate_interval`; when not written, 200 ms or `postulate_interval` if shorter).
+    pub postulate_delay: Duration,
     /// Time between retries of an unanswered directive postulate.
     pub postulate_interval: Duration,
     /// A unit that answers no postulate for this long stops holding up the handshake
@@ -554,6 +557,9 @@ pub struct HealthSettings {
     pub percentage_duration: Duration,
     /// Load changes smaller than this many percent points are not reported (0..=50).
     pub load_hysteresis: u8,
+    /// Weight of a new load sample in the exponentially weighted moving average of a row's
+    /// load, in (0, 1]; 1 publishes raw samples.
+    pub load_smoothing: f64,
 }
 
 impl Default for HealthSettings {
@@ -563,11 +569,13 @@ impl Default for HealthSettings {
             heartbeat_interval: d::HEARTBEAT_INTERVAL,
             host_dead_after: d::HOST_DEAD_AFTER,
             load_interval: d::LOAD_INTERVAL,
+            postulate_delay: d::POSTULATE_DELAY,
             postulate_interval: d::POSTULATE_INTERVAL,
             unit_give_up_after: d::UNIT_GIVE_UP_AFTER,
             token_validity: d::TOKEN_VALIDITY,
             percentage_duration: d::PERCENTAGE_DURATION,
             load_hysteresis: d::LOAD_HYSTERESIS,
+            load_smoothing: d::LOAD_SMOOTHING,
         }
     }
 }

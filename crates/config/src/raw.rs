@@ -235,11 +235,13 @@ pub(crate) struct RawHealth {
     pub(crate) heartbeat_interval: Field<Duration>,
     pub(crate) host_dead_after: Field<Duration>,
     pub(crate) load_interval: Field<Duration>,
+    pub(crate) postulate_delay: Field<Duration>,
     pub(crate) postulate_interval: Field<Duration>,
     pub(crate) unit_give_up_after: Field<Duration>,
     pub(crate) token_validity: Field<Duration>,
     pub(crate) percentage_duration: Field<Duration>,
     pub(crate) load_hysteresis: Field<u8>,
+    pub(crate) load_smoothing: Field<f64>,
 }
 
 /// `[agent]`: process-level settings of `switchyard agent`.
@@ -538,11 +540,13 @@ fn read_health(node: &Node<'_, '_>, sink: &mut Sink) -> RawHealth {
             "heartbeat_interval",
             "host_dead_after",
             "load_interval",
+            "postulate_delay",
             "postulate_interval",
             "unit_give_up_after",
             "token_validity",
             "percentage_duration",
             "load_hysteresis",
+            "load_smoothing",
         ],
     );
     RawHealth {
@@ -550,11 +554,13 @@ fn read_health(node: &Node<'_, '_>, sink: &mut Sink) -> RawHealth {
         heartbeat_interval: node.optional(sink, "heartbeat_interval"),
         host_dead_after: node.optional(sink, "host_dead_after"),
         load_interval: node.optional(sink, "load_interval"),
+        postulate_delay: node.optional(sink, "postulate_delay"),
         postulate_interval: node.optional(sink, "postulate_interval"),
         unit_give_up_after: node.optional(sink, "unit_give_up_after"),
         token_validity: node.optional(sink, "token_validity"),
         percentage_duration: node.optional(sink, "percentage_duration"),
         load_hysteresis: node.integer(sink, "load_hysteresis", 0, 50),
+        load_smoothing: node.optional(sink, "load_smoothing"),
     }
 }
 

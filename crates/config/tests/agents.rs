@@ -73,6 +73,9 @@ fn a_configuration_without_the_new_tables_gets_every_default() {
     assert_eq!(health.percentage_duration, Duration::from_secs(5));
     assert_eq!(health.load_hysteresis, health_defaults::LOAD_HYSTERESIS);
     assert_eq!(health.load_hysteresis, 5);
+    assert_eq!(health.postulate_delay, Duration::from_millis(200));
+    assert_eq!(health.postulate_delay, health_defaults::POSTULATE_DELAY);
+    assert!((health.load_smoothing - 0.3).abs() < f64::EPSILON);
 
     let agent = config.agent_settings();
     assert_eq!(*agent, AgentSettings::default());
@@ -106,11 +109,13 @@ admin = "[::1]:7001"
 heartbeat_interval = "200ms"
 host_dead_after = "400ms"
 load_interval = "3s"
+postulate_delay = "50ms"
 postulate_interval = "100ms"
 unit_give_up_after = "10s"
 token_validity = "1s"
 percentage_duration = "20s"
 load_hysteresis = 0
+load_smoothing = 0.5
 
 [agent]
 listen = "192.0.2.11:7100"
@@ -208,11 +213,13 @@ fn written_settings_are_read_and_paths_resolved() {
             heartbeat_interval: Duration::from_millis(200),
             host_dead_after: Duration::from_millis(400),
             load_interval: Duration::from_secs(3),
+            postulate_delay: Duration::from_millis(50),
             postulate_interval: Duration::from_millis(100),
             unit_give_up_after: Duration::from_secs(10),
             token_validity: Duration::from_secs(1),
             percentage_duration: Duration::from_secs(20),
             load_hysteresis: 0,
+            load_smoothing: 0.5,
         }
     );
     assert_eq!(
@@ -315,4 +322,19 @@ fn an_agent_owns_one_row_per_service_of_its_host() {
     // A host whose pool no service uses owns no rows; so does an unknown host.
     assert!(config.agent_apps("web-3").is_empty());
     assert!(config.agent_apps("nobody").is_empty());
+}
+
+/// Without `postulate_delay`, the delay follows a `postulate_interval` shorter than its
+/// default; an integer `load_smoothing` of 1 is read as 1.0.
+#[test]
+fn postulate_delay_defaults_to_at_most_the_interval() {
+    let text = MINIMAL.replacen(
+        "[cluster]",
+        "[health]\npostulate_interval = \"80ms\"\nload_smoothing = 1\n\n[cluster]",
+        1,
+    );
+    let (_dir, config) = load(&text).unwrap_or_else(|d| panic!("{d}"));
+    let health = config.health_settings();
+    assert_eq!(health.postulate_delay, Duration::from_millis(80));
+    assert!((health.load_smoothing - 1.0).abs() < f64::EPSILON);
 }

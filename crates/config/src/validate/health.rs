@@ -1,6 +1,7 @@
 //! `[health]` rules: the timing of the health and load protocol. Every duration is longer
-//! than zero, a host may miss a heartbeat without ageing out, and a unit is given up on only
-//! after several postulate retries.
+//! than zero, a host may miss a heartbeat without ageing out, the first postulate of a
+//! handshake is not sent later than a retry would be, a unit is given up on only after
+//! several postulate retries, and the load average's sample weight is in (0, 1].
 
 use std::time::Duration;
 
@@ -25,10 +26,11 @@ impl Validator<'_> {
             return Some(HealthSettings::default());
         };
         let at = &raw.at;
-        let fields: [(&Field<Duration>, &str); 7] = [
+        let fields: [(&Field<Duration>, &str); 8] = [
             (&raw.heartbeat_interval, "heartbeat_interval"),
             (&raw.host_dead_after, "host_dead_after"),
             (&raw.load_interval, "load_interval"),
+            (&raw.postulate_delay, "postulate_delay"),
             (&raw.postulate_interval, "postulate_interval"),
             (&raw.unit_give_up_after, "unit_give_up_after"),
             (&raw.token_validity, "token_validity"),
@@ -68,17 +70,60 @@ impl Validator<'_> {
                 "a unit is given up on only after postulates were resent to it: make unit_give_up_after longer than postulate_interval",
             );
         }
+        // Not written: the default, shortened to postulate_interval if that is shorter.
+        let postulate_delay = match (&raw.postulate_delay, postulate_interval) {
+            (Field::Absent, Some(interval)) => Some(d::POSTULATE_DELAY.min(interval)),
+            (Field::Absent, None) => Some(d::POSTULATE_DELAY),
+            (other, _) => other.get().copied(),
+        };
+        if ok
+            && raw.postulate_delay.is_written()
+            && let (Some(delay), Some(interval)) = (postulate_delay, postulate_interval)
+            && delay > interval
+        {
+            ok = false;
+            self.too_short(
+                at,
+                (&raw.postulate_delay, "postulate_delay", delay),
+                (&raw.postulate_interval, "postulate_interval", interval),
+                "longer than",
+                "the first postulate of a handshake must not wait longer than a retry: make postulate_delay at most postulate_interval",
+            );
+        }
+        let load_smoothing = match &raw.load_smoothing {
+            Field::Absent => Some(d::LOAD_SMOOTHING),
+            Field::Invalid => None,
+            Field::Present(x) => {
+                let value = *x.get_ref();
+                if value > 0.0 && value <= 1.0 {
+                    Some(value)
+                } else {
+                    self.sink.error(
+                        codes::OUT_OF_RANGE,
+                        &x.span(),
+                        at.field("load_smoothing"),
+                        format!("load_smoothing {value} is out of range"),
+                        Some(
+                            "load_smoothing is the weight of a new load sample: more than 0 and at most 1 (1 disables averaging), e.g. 0.3"
+                                .to_owned(),
+                        ),
+                    );
+                    None
+                }
+            }
+        };
         let load_hysteresis = match &raw.load_hysteresis {
             Field::Absent => Some(d::LOAD_HYSTERESIS),
             other => other.get().copied(),
         };
-        if !ok {
+        if !ok || load_smoothing.is_none() {
             return None;
         }
         Some(HealthSettings {
             heartbeat_interval: heartbeat_interval?,
             host_dead_after: host_dead_after?,
             load_interval: Self::duration_or(&raw.load_interval, d::LOAD_INTERVAL)?,
+            postulate_delay: postulate_delay?,
             postulate_interval: postulate_interval?,
             unit_give_up_after: unit_give_up_after?,
             token_validity: Self::duration_or(&raw.token_validity, d::TOKEN_VALIDITY)?,
@@ -87,10 +132,11 @@ impl Validator<'_> {
                 d::PERCENTAGE_DURATION,
             )?,
             load_hysteresis: load_hysteresis?,
+            load_smoothing: load_smoothing?,
         })
     }
 
-    /// Reports that `long` is too short compared with `base`, at whichever of the two was
+    /// Reports that `long` is too short (or too long) compared with `base`, at whichever of the two was
     /// written (`long` first), else at the table.
     fn too_short(
         &mut self,

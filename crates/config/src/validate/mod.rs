@@ -63,6 +63,9 @@ pub mod health_defaults {
     pub const HOST_DEAD_AFTER: Duration = Duration::from_secs(5);
     /// Least time between two load-only updates.
     pub const LOAD_INTERVAL: Duration = Duration::from_secs(15);
+    /// Time between a directive change and its first postulate (at most
+    /// `postulate_interval`; when not written, this or `postulate_interval` if shorter).
+    pub const POSTULATE_DELAY: Duration = Duration::from_millis(200);
     /// Time between retries of an unanswered postulate.
     pub const POSTULATE_INTERVAL: Duration = Duration::from_millis(500);
     /// Silence after which a unit stops holding up a directive handshake.
@@ -73,6 +76,8 @@ pub mod health_defaults {
     pub const PERCENTAGE_DURATION: Duration = Duration::from_secs(5);
     /// Smallest load change, in percent points, worth reporting.
     pub const LOAD_HYSTERESIS: u8 = 5;
+    /// Weight of a new load sample in the moving average of a row's load.
+    pub const LOAD_SMOOTHING: f64 = 0.3;
 }
 
 /// Longest name allowed for clusters, units, services, pools, hosts, checks, listeners and
