@@ -1,6 +1,8 @@
 //! Counters as JSON (`GET /v1/counters`) and in the Prometheus text exposition format
 //! (`GET /metrics`), hand-written: a few counter families with a `host` label (and `reason`
-//! or `type` where they split).
+//! or `type` where they split). Hosts in a host group add a `group` object and the
+//! `switchyard_agent_group_*` families (labels `host` and `group`); without groups neither
+//! appears.
 
 use std::fmt::Write as _;
 
@@ -8,6 +10,7 @@ use serde_json::{Map, Value, json};
 use switchyard_transport::TransportSnapshot;
 
 use crate::daemon::HostHandle;
+use crate::daemon::group::GroupCountersView;
 use crate::daemon::host::{HostCounters, heartbeats, kind_counts};
 
 /// The JSON document of `GET /v1/counters`.
@@ -17,7 +20,7 @@ pub(super) fn counters_json(hosts: &[(HostHandle, HostCounters)]) -> Value {
         .map(|(handle, c)| {
             let t = handle.transport.snapshot();
             let p = &c.protocol;
-            json!({
+            let mut host = json!({
                 "host": handle.name,
                 "id": handle.id.0,
                 "transport": transport_json(&t),
@@ -40,10 +43,38 @@ pub(super) fn counters_json(hosts: &[(HostHandle, HostCounters)]) -> Value {
                     "ignored": c.driver.ignored,
                     "send_errors": c.driver.send_errors,
                 },
-            })
+            });
+            if let (Some(g), Some(map)) = (&c.group, host.as_object_mut()) {
+                map.insert("group".to_owned(), group_json(g));
+            }
+            host
         })
         .collect();
     json!({ "hosts": hosts })
+}
+
+fn group_json(g: &GroupCountersView) -> Value {
+    json!({
+        "name": g.name,
+        "leading": g.leading,
+        "members": g.members,
+        "gossip_received": g.group.gossip_received,
+        "gossip_rejected": g.group.gossip_rejected,
+        "gossip_sent": g.group.gossip_sent,
+        "gossip_unroutable": g.group.unroutable,
+        "gossip_not_gossip": g.driver.gossip_not_gossip,
+        "gossip_send_errors": g.driver.gossip_send_errors,
+        "announces": g.group.announces,
+        "timer_errors": g.group.timer_errors,
+        "leader_changes": g.group.leader_changes,
+        "heartbeats_direct": g.relay.direct,
+        "heartbeats_to_leader": g.relay.to_leader,
+        "consolidated_heartbeats_sent": g.relay.consolidated,
+        "member_heartbeats_received": g.relay.member_heartbeats,
+        "member_heartbeats_rejected": g.relay.rejected,
+        "relay_unroutable": g.driver.unroutable,
+        "transport": transport_json(&g.transport.snapshot()),
+    })
 }
 
 fn transport_json(t: &TransportSnapshot) -> Value {
@@ -253,5 +284,105 @@ pub(super) fn exposition(hosts: &[(HostHandle, HostCounters)]) -> String {
             }
         }
     }
+    group_exposition(&mut out, hosts);
     out
+}
+
+type GroupGetter = fn(&GroupCountersView) -> u64;
+
+/// The `switchyard_agent_group_*` families, for hosts in a host group (none without).
+fn group_exposition(out: &mut String, hosts: &[(HostHandle, HostCounters)]) {
+    let grouped: Vec<(&str, &GroupCountersView)> = hosts
+        .iter()
+        .filter_map(|(h, c)| c.group.as_ref().map(|g| (h.name.as_str(), g)))
+        .collect();
+    if grouped.is_empty() {
+        return;
+    }
+    let families: [(&str, &str, &str, GroupGetter); 13] = [
+        (
+            "switchyard_agent_group_members",
+            "gauge",
+            "Live members of the host's group as it sees them, itself included.",
+            |g| g.members as u64,
+        ),
+        (
+            "switchyard_agent_group_leading",
+            "gauge",
+            "1 while the host leads its group (or is alone in it), else 0.",
+            |g| u64::from(g.leading),
+        ),
+        (
+            "switchyard_agent_group_leader_changes_total",
+            "counter",
+            "Leader changes the host saw.",
+            |g| g.group.leader_changes,
+        ),
+        (
+            "switchyard_agent_group_gossip_received_total",
+            "counter",
+            "Group gossip datagrams accepted.",
+            |g| g.group.gossip_received,
+        ),
+        (
+            "switchyard_agent_group_gossip_rejected_total",
+            "counter",
+            "Group gossip refused (other group, forged or unknown sender, malformed) or other messages on the gossip port.",
+            |g| g.group.gossip_rejected + g.driver.gossip_not_gossip,
+        ),
+        (
+            "switchyard_agent_group_gossip_sent_total",
+            "counter",
+            "Group gossip datagrams sent.",
+            |g| g.group.gossip_sent,
+        ),
+        (
+            "switchyard_agent_group_gossip_datagrams_rejected_total",
+            "counter",
+            "Datagrams on the gossip port rejected by the transport (bad tag, replay, malformed).",
+            |g| g.transport.snapshot().rejected_total(),
+        ),
+        (
+            "switchyard_agent_group_heartbeats_direct_total",
+            "counter",
+            "Own heartbeats sent to units directly (no other member live).",
+            |g| g.relay.direct,
+        ),
+        (
+            "switchyard_agent_group_heartbeats_to_leader_total",
+            "counter",
+            "Own heartbeats sent to the group leader.",
+            |g| g.relay.to_leader,
+        ),
+        (
+            "switchyard_agent_group_consolidated_heartbeats_sent_total",
+            "counter",
+            "Consolidated heartbeats sent as leader (one per unit per interval).",
+            |g| g.relay.consolidated,
+        ),
+        (
+            "switchyard_agent_group_member_heartbeats_received_total",
+            "counter",
+            "Members' heartbeats accepted for relaying.",
+            |g| g.relay.member_heartbeats,
+        ),
+        (
+            "switchyard_agent_group_member_heartbeats_rejected_total",
+            "counter",
+            "Members' heartbeats refused (forged, not a live member, not marked forward).",
+            |g| g.relay.rejected,
+        ),
+        (
+            "switchyard_agent_group_send_errors_total",
+            "counter",
+            "Gossip that could not be sent and heartbeats without a leader address.",
+            |g| g.driver.gossip_send_errors + g.driver.unroutable,
+        ),
+    ];
+    for (name, kind, help, get) in families {
+        let mut f = Family::new(out, name, kind, help);
+        for (host, g) in &grouped {
+            f.sample(name, &[("host", host), ("group", &g.name)], get(g));
+        }
+    }
 }

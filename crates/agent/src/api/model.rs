@@ -295,6 +295,32 @@ pub struct HostJson {
     pub units: Vec<UnitJson>,
     /// Its rows, configured rows first.
     pub rows: Vec<RowJson>,
+    /// Its host group as this agent sees it; absent when the host is in no group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupJson>,
+}
+
+/// A host's group (`[[host_groups]]`) as its agent sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupJson {
+    /// Group name.
+    pub name: String,
+    /// The leader's host name: the lowest host id among the live members.
+    pub leader: String,
+    /// The leader's host id.
+    pub leader_id: u32,
+    /// Names of the live members (this host included), in id order.
+    pub members: Vec<String>,
+    /// Names of every configured member, in id order.
+    pub configured: Vec<String>,
+    /// What this host does with its heartbeats: `direct` (no other member is live: to the
+    /// units), `lead` (consolidates the group's heartbeats for the units) or `member` (to
+    /// the leader).
+    pub mode: String,
+    /// The address it gossips on.
+    pub gossip: Option<SocketAddr>,
+    /// Generation of its identity in the group (grows when it rejoins).
+    pub generation: u64,
 }
 
 /// The error document every failed request gets.

@@ -3,6 +3,12 @@
 //! deadlines, status events from checks and service managers, local API commands). After
 //! each input it sends what the protocol queued and logs what changed.
 //!
+//! When the host is in a host group, the driver also owns its [`GroupDriver`]: gossip
+//! datagrams and the group's deadlines are inputs like the others, every message of the
+//! protocol machine is routed through the group's heartbeat relay (heartbeats go to the
+//! units directly, to the leader, or consolidated by this host when it leads), and
+//! heartbeats that members send to this host's endpoint go to the relay.
+//!
 //! Rows are named: a configured row by its service's name, an API row by the name it was
 //! created with. The driver remembers every row it owns even while the row is not in the
 //! table (its service is down), so the last known health, capacity and the operator's
@@ -17,7 +23,7 @@ use std::time::{Duration, Instant};
 use switchyard_health::{AppKey, HostProtocol};
 use switchyard_transport::{Received, TransportCounters, UdpEndpoint};
 use switchyard_wire::health::{AppStatus, DirectiveState, Health};
-use switchyard_wire::{AppId, HostId, MessageKind, UnitId};
+use switchyard_wire::{AppId, HostId, Message, MessageKind, UnitId};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::api::ApiError;
@@ -25,7 +31,10 @@ use crate::api::model::{
     CheckJson, DirectiveJson, HandshakeJson, HostJson, NewRow, RowJson, ServiceJson, StatusUpdate,
     UnitJson,
 };
+use crate::group::{RelayTo, Relayed};
 use crate::status::{StatusEvent, StatusTasks};
+
+use super::group::{GroupCountersView, GroupDriver};
 
 /// Default capacity of a row added through the API without one.
 const DEFAULT_CAPACITY: u8 = switchyard_config::DEFAULT_CAPACITY;
@@ -77,6 +86,8 @@ pub(crate) struct HostCounters {
     pub rows: usize,
     /// Pending handshakes.
     pub handshakes_pending: usize,
+    /// The host group's counters, if the host is in one.
+    pub group: Option<GroupCountersView>,
 }
 
 /// Where a row came from.
@@ -143,6 +154,15 @@ pub(crate) struct UnitInfo {
     pub address: SocketAddr,
 }
 
+/// Where the host's endpoint sends a message.
+#[derive(Debug, Clone, Copy)]
+enum Destination {
+    /// An LB unit's control address.
+    Unit(UnitId),
+    /// A group member's agent address (the leader's, for this host's heartbeats).
+    Member(HostId, SocketAddr),
+}
+
 /// Limits a repeated log line to one per [`LOG_EVERY`].
 #[derive(Debug, Default)]
 struct RateLimit {
@@ -182,6 +202,7 @@ pub(crate) struct HostDriver {
     send_log: RateLimit,
     recv_log: RateLimit,
     given_up_logged: u64,
+    group: Option<GroupDriver>,
 }
 
 impl HostDriver {
@@ -209,6 +230,7 @@ impl HostDriver {
             send_log: RateLimit::default(),
             recv_log: RateLimit::default(),
             given_up_logged: 0,
+            group: None,
         };
         let now = Instant::now();
         for row in rows {
@@ -242,6 +264,12 @@ impl HostDriver {
         Ok(driver)
     }
 
+    /// Makes the driver take part in the host's group.
+    pub fn with_group(mut self, group: GroupDriver) -> Self {
+        self.group = Some(group);
+        self
+    }
+
     /// The host's id.
     pub fn host(&self) -> HostId {
         self.protocol.host()
@@ -272,13 +300,27 @@ impl HostDriver {
             if *shutdown.borrow() {
                 break;
             }
-            let deadline = self
-                .protocol
-                .poll_timeout()
-                .map(tokio::time::Instant::from_std);
+            let protocol_deadline = self.protocol.poll_timeout();
+            let group_deadline = self.group.as_ref().and_then(|g| g.group.poll_timeout());
+            let deadline = match (protocol_deadline, group_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+            .map(tokio::time::Instant::from_std);
+            let gossip = async {
+                match self.group.as_mut() {
+                    Some(g) => g.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 received = self.endpoint.recv() => self.on_datagram(received).await,
-                () = sleep_until(deadline) => self.protocol.handle_timeout(Instant::now()),
+                received = gossip => {
+                    if let Some(g) = self.group.as_mut() {
+                        g.on_datagram(received).await;
+                    }
+                }
+                () = sleep_until(deadline) => self.on_timeout(),
                 Some(event) = status.recv() => self.on_status(event),
                 Some(command) = commands.recv() => self.on_command(command).await,
                 changed = shutdown.changed() => {
@@ -291,18 +333,76 @@ impl HostDriver {
         self.protocol.goodbye();
         self.transmit().await;
         tracing::info!(host = %self.name, units = self.units.len(), "goodbye sent");
+        if let Some(g) = self.group.as_mut() {
+            g.leave().await;
+        }
     }
 
-    /// Sends everything the protocol queued.
+    /// Runs the protocol's and the group's timers that are due.
+    fn on_timeout(&mut self) {
+        let now = Instant::now();
+        if self.protocol.poll_timeout().is_some_and(|at| at <= now) {
+            self.protocol.handle_timeout(now);
+        }
+        if let Some(g) = self.group.as_mut()
+            && g.group.poll_timeout().is_some_and(|at| at <= now)
+        {
+            g.group.handle_timeout(now);
+        }
+    }
+
+    /// Sends everything the protocol queued (through the group's relay when the host is in
+    /// a group), then the group's gossip.
     async fn transmit(&mut self) {
+        let now = Instant::now();
+        let view = self.group.as_ref().map(|g| g.group.view());
         while let Some(t) = self.protocol.poll_transmit() {
-            let Some(unit) = self.units.get(&t.to) else {
-                continue;
+            let (to, message) = match (self.group.as_mut(), &view) {
+                (Some(g), Some(view)) => match g.relay.route(now, view, t) {
+                    None => continue,
+                    Some(Relayed {
+                        to: RelayTo::Unit(unit),
+                        message,
+                    }) => (Destination::Unit(unit), message),
+                    Some(Relayed {
+                        to: RelayTo::Host(host),
+                        message,
+                    }) => match g.group.agent_addr(host) {
+                        Some(addr) => (Destination::Member(host, addr), message),
+                        None => {
+                            g.unroutable(host);
+                            continue;
+                        }
+                    },
+                },
+                _ => (Destination::Unit(t.to), t.message),
             };
-            if let Err(error) = self.endpoint.send(unit.address, &t.message).await {
-                self.counters.send_errors += 1;
-                if let Some(suppressed) = self.send_log.allow(Instant::now()) {
-                    tracing::warn!(host = %self.name, unit = %unit.name, %error, suppressed, "cannot send");
+            self.send(to, &message).await;
+        }
+        if let Some(g) = self.group.as_mut() {
+            g.flush().await;
+        }
+    }
+
+    /// Sends one message from the host's endpoint.
+    async fn send(&mut self, to: Destination, message: &Message) {
+        let addr = match to {
+            Destination::Unit(unit) => match self.units.get(&unit) {
+                Some(info) => info.address,
+                None => return,
+            },
+            Destination::Member(_, addr) => addr,
+        };
+        if let Err(error) = self.endpoint.send(addr, message).await {
+            self.counters.send_errors += 1;
+            if let Some(suppressed) = self.send_log.allow(Instant::now()) {
+                match to {
+                    Destination::Unit(unit) => {
+                        tracing::warn!(host = %self.name, unit = %self.unit_name(unit), %error, suppressed, "cannot send");
+                    }
+                    Destination::Member(leader, _) => {
+                        tracing::warn!(host = %self.name, %leader, %error, suppressed, "cannot send to the group leader");
+                    }
                 }
             }
         }
@@ -332,6 +432,13 @@ impl HostDriver {
         };
         let unit = UnitId(envelope.sender.0);
         let Some(info) = self.units.get(&unit) else {
+            if self.group.is_some() && matches!(envelope.message, Message::Heartbeat(_)) {
+                // A member's heartbeat for the leader (counted and logged when refused).
+                if let (Some(g), Message::Heartbeat(hb)) = (self.group.as_mut(), envelope.message) {
+                    let _ = g.on_member_heartbeat(now, envelope.sender, received.from, hb);
+                }
+                return;
+            }
             self.counters.unknown_sender += 1;
             if let Some(suppressed) = self.unknown_log.allow(now) {
                 tracing::warn!(host = %self.name, from = %received.from, sender = %envelope.sender, suppressed, "message from a sender that is not a health-cache unit ignored");
@@ -565,6 +672,7 @@ impl HostDriver {
                     driver: self.counters.clone(),
                     rows: self.protocol.rows().len(),
                     handshakes_pending: self.protocol.handshakes().len(),
+                    group: self.group.as_ref().map(GroupDriver::counters),
                 });
             }
         }
@@ -826,6 +934,7 @@ impl HostDriver {
                 })
                 .collect(),
             rows: self.rows.iter().map(|e| self.row_json(e)).collect(),
+            group: self.group.as_ref().map(GroupDriver::json),
         }
     }
 }

@@ -10,8 +10,15 @@
 //!   (spec FIG. 17A) get an ephemeral port on the same address, since one endpoint speaks
 //!   as one sender id. Each host's heartbeats carry its endpoint's address unless the
 //!   address is unspecified (`0.0.0.0`), in which case units reply to the datagram source.
-//! - [`Agent::shutdown`] (SIGTERM/SIGINT in [`run`]) sends a goodbye for every host, stops
-//!   the API and removes the Unix socket.
+//! - A host named in a `[[host_groups]]` entry joins its group ([`crate::group`]): its
+//!   driver binds a second endpoint on `HOST_IP:gossip_port` for the group's gossip and
+//!   routes its heartbeats through the group's relay (to the units while alone, to the
+//!   leader as a member, consolidated as the leader). Its heartbeats then always carry a
+//!   concrete address (`HOST_IP:listen port` when `listen` is `0.0.0.0`), since a leader,
+//!   not the host, sends them on. Without a group nothing changes.
+//! - [`Agent::shutdown`] (SIGTERM/SIGINT in [`run`]) sends a goodbye for every host, leaves
+//!   the host groups, stops the API and removes the Unix socket. [`Agent::abort`] stops
+//!   everything at once without a word, as a crash would.
 //!
 //! ```no_run
 //! # async fn demo(config: switchyard_config::Config) -> anyhow::Result<()> {
@@ -25,6 +32,7 @@
 //! # }
 //! ```
 
+pub(crate) mod group;
 pub(crate) mod host;
 
 use std::collections::BTreeMap;
@@ -43,7 +51,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState};
+use crate::group::GroupSettings;
 use crate::status::{StatusOptions, app_id, spawn_status_tasks};
+use group::GroupDriver;
 use host::{Command, ConfigRow, HostDriver, UnitInfo};
 
 /// Capacity of each host driver's command and status-event queues.
@@ -157,9 +167,11 @@ impl Agent {
         let unix = api::bind_unix(&socket)?;
 
         let health = config.health_settings();
-        let generation = SystemTime::now()
+        let since_epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+            .unwrap_or_default();
+        let generation = u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX);
+        let unix_start_ms = u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut handles = Vec::new();
         let mut drivers = Vec::new();
@@ -177,18 +189,37 @@ impl Agent {
                 .await
                 .with_context(|| format!("cannot bind {bind} for host {name}"))?;
             let local = endpoint.local_addr().context("endpoint address")?;
+            let mut group_settings = GroupSettings::from_config(config, name, unix_start_ms);
+            if let Some(gs) = group_settings.as_mut() {
+                // Where this host really receives: the configured host address when the
+                // endpoint listens on every address.
+                let agent = if local.ip().is_unspecified() {
+                    SocketAddr::new(gs.me.agent.ip(), local.port())
+                } else {
+                    local
+                };
+                if agent != gs.me.agent {
+                    tracing::warn!(host = %name, group = %gs.group, configured = %gs.me.agent, actual = %agent, "this host's agent address differs from the one its group members derive from the configuration (host address, [agent] listen port): heartbeats they send while it leads will not arrive");
+                    gs.me.agent = agent;
+                }
+            }
             let mut hs = HostSettings::new(id, units.keys().copied().collect());
             hs.name = Some(host.name.clone());
-            hs.address = (!local.ip().is_unspecified()).then_some(local);
+            hs.address = match &group_settings {
+                // A leader sends this host's heartbeats on: units must not reply to the
+                // datagram's source.
+                Some(gs) => Some(gs.me.agent),
+                None => (!local.ip().is_unspecified()).then_some(local),
+            };
             hs.initial_generation = generation;
             hs.heartbeat_interval = health.heartbeat_interval;
             hs.load_interval = health.load_interval;
             hs.postulate_interval = health.postulate_interval;
-            hs.postulate_delay = hs.postulate_delay.min(health.postulate_interval);
+            hs.postulate_delay = health.postulate_delay.min(health.postulate_interval);
             hs.unit_give_up_after = health.unit_give_up_after;
             hs.smoothing = SmootherSettings {
+                alpha: health.load_smoothing,
                 hysteresis: health.load_hysteresis,
-                ..SmootherSettings::default()
             };
             let protocol = HostProtocol::new(hs, Instant::now())
                 .with_context(|| format!("host {name}: invalid protocol settings"))?;
@@ -205,8 +236,39 @@ impl Agent {
                     managed: a.service_manager.is_some(),
                 })
                 .collect();
-            let driver = HostDriver::new(name.clone(), protocol, endpoint, units.clone(), rows)
+            let group = match group_settings {
+                Some(gs) => {
+                    let names = config
+                        .host_group_of(name)
+                        .map(|g| {
+                            g.hosts
+                                .iter()
+                                .filter_map(|n| config.host_by_name(n))
+                                .map(|(_, h)| (HostId(h.id.0), h.name.clone()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let (group, peers) = (gs.group.clone(), gs.peers.len());
+                    let driver = GroupDriver::start(
+                        name,
+                        gs,
+                        &endpoint,
+                        codec.clone(),
+                        health.heartbeat_interval,
+                        names,
+                    )
+                    .await?;
+                    let gossip = driver.gossip_addr().context("gossip address")?;
+                    tracing::info!(host = %name, %group, %gossip, peers, "joining host group {group}: heartbeats go through its leader once another member is live");
+                    Some(driver)
+                }
+                None => None,
+            };
+            let mut driver = HostDriver::new(name.clone(), protocol, endpoint, units.clone(), rows)
                 .context("endpoint address")?;
+            if let Some(group) = group {
+                driver = driver.with_group(group);
+            }
             let (command_tx, command_rx) = mpsc::channel(QUEUE);
             let (status_tx, status_rx) = mpsc::channel(QUEUE);
             let tasks = spawn_status_tasks(&apps, &status_tx, &options.status);
@@ -265,8 +327,27 @@ impl Agent {
             .collect()
     }
 
-    /// Stops the agent: every host says goodbye to every unit, the API stops serving and
-    /// the Unix socket is removed.
+    /// Stops every task at once, as a crash would: no goodbye to the units, no leaving the
+    /// host groups (members and units find out by silence). The API stops answering and the
+    /// sockets close; the Unix socket file is left behind, as after a crash.
+    pub async fn abort(self) {
+        for task in &self.drivers {
+            task.abort();
+        }
+        for task in &self.servers {
+            task.abort();
+        }
+        for task in self.drivers {
+            let _ = task.await;
+        }
+        for task in self.servers {
+            let _ = task.await;
+        }
+        tracing::info!("agent aborted");
+    }
+
+    /// Stops the agent: every host says goodbye to every unit and leaves its host group,
+    /// the API stops serving and the Unix socket is removed.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         for driver in self.drivers {
