@@ -1,0 +1,20 @@
+//! The harness of switchyard's real-process cluster tests (`health_cluster.rs` and the
+//! request-router and forwarder cluster tests that reuse it).
+//!
+//! - [`cluster`]: a namespace testbed (clients — router — LB units — hosts) running
+//!   `switchyard lb` in every LB unit namespace and `switchyard agent` in every host
+//!   namespace from one generated cluster configuration; typed access to each unit's admin
+//!   API and each agent's local API; the convergence check "every unit's cache equals the
+//!   hosts' tables"; a state dump (units, agents, process logs) printed when a test fails.
+//! - [`app`]: a tiny HTTP application to run inside a namespace and stop/start, as the
+//!   checked application behind a pool host.
+//! - [`wait`]: polling with deadlines (`wait_until`, `hold_for`) whose failures name what
+//!   was awaited and the last state observed — never sleeps as assertions.
+//!
+//! Every test file that uses it says `mod support;`; not every file uses every helper.
+
+#![allow(dead_code)]
+
+pub mod app;
+pub mod cluster;
+pub mod wait;
