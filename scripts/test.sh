@@ -20,7 +20,7 @@ step "cargo clippy (all targets, warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings || failures+=("clippy")
 
 step "cargo test"
-cargo test --workspace --locked 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || failures+=("cargo test")
 
 step "check-config on every example"

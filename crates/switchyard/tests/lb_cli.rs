@@ -95,12 +95,16 @@ impl Lb {
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
+                // Log first, then signal: a reader woken by the ready line must find it in
+                // the log.
+                {
+                    let mut log = log.lock().expect("log");
+                    log.push_str(&line);
+                    log.push('\n');
+                }
                 if line.contains("lb ready") {
                     let _ = ready_tx.send(line.clone());
                 }
-                let mut log = log.lock().expect("log");
-                log.push_str(&line);
-                log.push('\n');
             }
         });
         let ready = match ready_rx.recv_timeout(Duration::from_secs(5)) {
