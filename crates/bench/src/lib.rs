@@ -1,0 +1,13 @@
+//! Benchmarks of real switchyard processes: the release `switchyard` binary
+//! started inside testbed namespaces, driven through its local and admin
+//! APIs, timed from its own log timestamps. Entry points are the scripts in
+//! `bench/` (e.g. `bench/health.sh`); results and how to read them are in
+//! `docs/BENCHMARKS.md`.
+//!
+//! Speed is never asserted: `cargo test` runs each benchmark once with tiny
+//! counts (`tests/smoke.rs`) only to prove it still works.
+
+pub mod health;
+pub mod http;
+pub mod logs;
+pub mod stats;
