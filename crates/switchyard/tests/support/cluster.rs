@@ -111,6 +111,8 @@ pub struct ClusterSpec {
     pub load_interval: Duration,
     /// `[health] postulate_interval`.
     pub postulate_interval: Duration,
+    /// `[health] postulate_delay` (the configuration's default when `None`).
+    pub postulate_delay: Option<Duration>,
     /// `[health] unit_give_up_after`.
     pub unit_give_up_after: Duration,
     /// Every host's capacity.
@@ -137,6 +139,7 @@ impl Default for ClusterSpec {
             host_dead_after: Duration::from_secs(2),
             load_interval: Duration::from_millis(500),
             postulate_interval: Duration::from_millis(200),
+            postulate_delay: None,
             unit_give_up_after: Duration::from_secs(30),
             capacity: 50,
             http_check: None,
@@ -580,6 +583,23 @@ impl Cluster {
             "run killed ({status}); stderr tail:\n{}",
             tail(&process.stderr().unwrap_or_default(), 15)
         ));
+    }
+
+    /// Agent `a`'s stderr so far (empty when it is not running).
+    pub fn agent_log(&self, a: usize) -> String {
+        self.agents[a]
+            .process
+            .as_ref()
+            .and_then(|p| p.stderr().ok())
+            .unwrap_or_default()
+    }
+
+    /// Unit `j`'s stderr so far (empty when it is not running).
+    pub fn lb_log(&self, j: usize) -> String {
+        self.lbs[j]
+            .as_ref()
+            .and_then(|p| p.stderr().ok())
+            .unwrap_or_default()
     }
 
     /// Agent `a`.
@@ -1162,7 +1182,7 @@ host_dead_after = "{}"
 load_interval = "{}"
 postulate_interval = "{}"
 unit_give_up_after = "{}"
-
+{}
 [[services]]
 name = "{SERVICE}"
 vip = "{VIP}"
@@ -1179,6 +1199,9 @@ name = "web"
         ms(spec.load_interval),
         ms(spec.postulate_interval),
         ms(spec.unit_give_up_after),
+        spec.postulate_delay
+            .map(|d| format!("postulate_delay = \"{}\"\n", ms(d)))
+            .unwrap_or_default(),
     );
     if spec.http_check.is_some() {
         text.push_str("health_check = \"app-http\"\n");
