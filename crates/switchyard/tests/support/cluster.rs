@@ -26,8 +26,8 @@
 //! [`Cluster::stop_agent`] (SIGTERM), [`Cluster::kill_agent`] (SIGKILL), ….
 //!
 //! When the test panics, dropping the cluster prints [`Cluster::dump`]: every unit's cache
-//! and counters, every agent's rows and handshakes, and the last lines of every process's
-//! stderr.
+//! and counters, every agent's rows and handshakes, the logs of earlier runs; the testbed
+//! then prints the last lines of every running process's stderr.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -989,8 +989,8 @@ impl Cluster {
 
     // ---- diagnostics -------------------------------------------------------------------
 
-    /// Everything a failing test needs to see: each unit's cache and counters, each agent's
-    /// rows and handshakes, and the end of every process's stderr.
+    /// What a failing test needs to see: each unit's cache and counters, each agent's rows
+    /// and handshakes, and the logs of processes that were stopped earlier.
     pub fn dump(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "===== cluster state ({}) =====", self.tb.name());
@@ -1110,6 +1110,22 @@ impl Cluster {
             for past in &self.past_lb_logs[j] {
                 let _ = writeln!(out, "--- {} earlier {past}", self.unit_name(j));
             }
+        }
+        for (a, agent) in self.agents.iter().enumerate() {
+            for past in &agent.past_logs {
+                let _ = writeln!(out, "--- agent {a} earlier {past}");
+            }
+        }
+        let _ = writeln!(out, "===== end of cluster state =====");
+        out
+    }
+
+    /// [`Cluster::dump`] and the end of every running process's stderr. (When a test
+    /// panics the testbed prints those logs itself at teardown, so the drop dump leaves them
+    /// out.)
+    pub fn dump_with_logs(&self) -> String {
+        let mut out = self.dump();
+        for j in 0..self.spec.lb_units {
             if let Some(p) = &self.lbs[j] {
                 let _ = writeln!(
                     out,
@@ -1120,9 +1136,6 @@ impl Cluster {
             }
         }
         for (a, agent) in self.agents.iter().enumerate() {
-            for past in &agent.past_logs {
-                let _ = writeln!(out, "--- agent {a} earlier {past}");
-            }
             if let Some(p) = &agent.process {
                 let _ = writeln!(
                     out,
@@ -1132,7 +1145,6 @@ impl Cluster {
                 );
             }
         }
-        let _ = writeln!(out, "===== end of cluster state =====");
         out
     }
 }
