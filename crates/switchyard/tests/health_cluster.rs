@@ -147,6 +147,24 @@ fn drain_handshake_completes_and_waits_for_a_cut_off_unit() {
         Duration::from_secs(5),
         |r| r.target == "draining" && r.current == "draining" && r.handshake == "complete",
     );
+    // The operator's view: `switchyard ctl hosts` on each unit.
+    for j in 0..2 {
+        let table = c.ctl_hosts(j, false).expect("ctl hosts");
+        let line = table
+            .lines()
+            .find(|l| l.starts_with("web-1 "))
+            .unwrap_or_else(|| {
+                panic!("no web-1 line in ctl hosts of {}:\n{table}", c.unit_name(j))
+            });
+        assert!(
+            line.contains("draining/draining") && line.contains("complete"),
+            "{}: {line}",
+            c.unit_name(j)
+        );
+        let json = c.ctl_hosts_json(j).expect("ctl hosts --json");
+        assert_eq!(json.unit.name, c.unit_name(j));
+        assert_eq!(json.hosts.len(), 3, "{json:?}");
+    }
 
     // Cut lb-2 off: every control datagram to or from its port is dropped in its namespace.
     let cut = c
@@ -189,6 +207,15 @@ fn drain_handshake_completes_and_waits_for_a_cut_off_unit() {
                 None => Err("lb-1 has no row of web-2".to_owned()),
             }
         },
+    );
+    let table = c.ctl_hosts(0, false).expect("ctl hosts on lb-1");
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("web-2 "))
+        .unwrap_or_else(|| panic!("no web-2 line in ctl hosts:\n{table}"));
+    assert!(
+        line.contains("draining/active") && line.contains("pending"),
+        "lb-1 shows the pending handshake: {line}"
     );
     let handshake = c
         .agent_row(1)

@@ -659,6 +659,38 @@ impl Cluster {
         self.try_unit_counters(j).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// `switchyard ctl --unit 127.0.0.1:9180 hosts [--json]` run inside unit `j`'s
+    /// namespace: its standard output.
+    pub fn ctl_hosts(&self, j: usize, json: bool) -> Result<String, String> {
+        let mut args = vec![
+            env!("CARGO_BIN_EXE_switchyard").to_owned(),
+            "ctl".to_owned(),
+            "--unit".to_owned(),
+            ADMIN.to_string(),
+            "hosts".to_owned(),
+        ];
+        if json {
+            args.push("--json".to_owned());
+        }
+        let out = self
+            .topo
+            .lb_unit(j)
+            .ns()
+            .output(&args)
+            .map_err(|e| format!("cannot run ctl: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("ctl failed ({}): {}", out.status, out.stderr));
+        }
+        Ok(out.stdout)
+    }
+
+    /// Unit `j`'s hosts as `switchyard ctl hosts --json` prints them.
+    pub fn ctl_hosts_json(&self, j: usize) -> Result<HostsResponse, String> {
+        let text = self.ctl_hosts(j, true)?;
+        serde_json::from_str(&text)
+            .map_err(|e| format!("ctl printed no hosts document ({e}): {text}"))
+    }
+
     /// A token allotment of `tokens` for the `web` service from unit `j`'s
     /// `/v1/allotments`.
     pub fn unit_allotment(&self, j: usize, tokens: u32) -> Result<AllotmentView, String> {
