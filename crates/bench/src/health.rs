@@ -614,7 +614,9 @@ fn change(to_healthy: bool, since: i64, agent: i64, units: &[i64], api_rtt: i64)
 /// The propagation benchmark: `opts.flips` health reports through the local
 /// API (round robin over the hosts, each alternating failing/healthy, a
 /// random 20–80 ms pause before each so they fall at random points of the
-/// heartbeat cycle), then `opts.check_flips` changes found by the TCP check.
+/// heartbeat cycle), then `opts.check_flips` changes found by the TCP check
+/// (listener closed, opened, ...; each after a random pause within one
+/// check interval, so they fall at random points of the probe cycle).
 pub fn latency(tb: &Testbed, opts: &Options) -> Result<Latency> {
     ensure!(opts.hosts >= 1, "at least one host");
     let cluster = Cluster::start(tb, &opts.switchyard, opts.hosts, Some(opts.check))?;
@@ -681,7 +683,10 @@ pub fn latency(tb: &Testbed, opts: &Options) -> Result<Latency> {
         for i in 0..opts.check_flips {
             let k = (i / 2) % opts.hosts;
             let to_healthy = i % 2 == 1;
-            thread::sleep(Duration::from_millis(rng.random_range(20..80)));
+            // The previous change was seen right after a probe; without a
+            // pause of a random fraction of the interval every change would
+            // start just after a probe and always measure the worst case.
+            thread::sleep(Duration::from_millis(rng.random_range(0..c.interval_ms.max(1))));
             let since = unix_ns();
             if to_healthy {
                 cluster.servers[k].open()?;
