@@ -686,7 +686,9 @@ pub fn latency(tb: &Testbed, opts: &Options) -> Result<Latency> {
             // The previous change was seen right after a probe; without a
             // pause of a random fraction of the interval every change would
             // start just after a probe and always measure the worst case.
-            thread::sleep(Duration::from_millis(rng.random_range(0..c.interval_ms.max(1))));
+            thread::sleep(Duration::from_millis(
+                rng.random_range(0..c.interval_ms.max(1)),
+            ));
             let since = unix_ns();
             if to_healthy {
                 cluster.servers[k].open()?;
