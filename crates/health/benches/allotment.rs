@@ -107,7 +107,7 @@ fn request(scheme: AllotmentScheme, wanted_tokens: u32) -> AllotmentRequest {
 
 /// An allotment over `n` endpoints; tokens as many as fit, so a benchmark
 /// run rarely exhausts them (it refills when it does).
-fn response(n: usize, scheme: AllotmentScheme, now: Instant) -> AllotmentResponse {
+fn allotment_over(n: usize, scheme: AllotmentScheme, now: Instant) -> AllotmentResponse {
     let mut cache = cache_with(n, now);
     let response = cache.allot(&request(scheme, u32::MAX), now);
     let granted = match &response.allotment {
@@ -122,7 +122,7 @@ fn draws(c: &mut Criterion) {
     let now = Instant::now();
     let mut group = c.benchmark_group("token_draw");
     for n in [3, 32] {
-        let response = response(n, AllotmentScheme::Tokens, now);
+        let response = allotment_over(n, AllotmentScheme::Tokens, now);
         let fresh = TokenAllotment::new(&response, now).expect("tokens");
         let mut tokens = fresh.clone();
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
@@ -138,7 +138,7 @@ fn draws(c: &mut Criterion) {
     group.finish();
 
     let mut group = c.benchmark_group("token_draw_with_clock");
-    let response = response(3, AllotmentScheme::Tokens, now);
+    let response = allotment_over(3, AllotmentScheme::Tokens, now);
     let fresh = TokenAllotment::new(&response, now).expect("tokens");
     let mut tokens = fresh.clone();
     // Valid for 2 s from `now`: renew whenever it runs out or goes stale,
@@ -157,7 +157,7 @@ fn draws(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("percentage_draw");
     for n in [3, 32] {
-        let response = response(n, AllotmentScheme::Percentages, now);
+        let response = allotment_over(n, AllotmentScheme::Percentages, now);
         let mut shares = PercentageAllotment::new(&response, now).expect("percentages");
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| shares.draw(black_box(now)).expect("not expired"))
