@@ -1,0 +1,295 @@
+//! What the classifier knows about a virtual service: its VIP and
+//! protocol, how packets reach hosts (full NAT with its source addresses and
+//! port range, or half-NAT), its session affinity, and the key under which
+//! it asks for allotments. Also the classifier-wide [`Settings`] (linger
+//! times, idle timeouts).
+//!
+//! Plain values and their validation only; translating the configuration
+//! file is [`ServiceSpec::from_config`]. Which hosts serve a service is not
+//! here: that comes from allotments (`switchyard-health`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use switchyard_config::{Affinity, Delivery, Service, ServiceMode};
+use switchyard_health::ServiceKey;
+use switchyard_wire::Protocol;
+
+use crate::error::ConfigError;
+
+/// Identifies a service by what a packet carries: VIP address and port, and
+/// protocol. IPv6 flow info and scope id are not part of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ServiceId {
+    /// VIP address and port.
+    pub vip: SocketAddr,
+    /// Transport protocol.
+    pub protocol: Protocol,
+}
+
+impl ServiceId {
+    /// The id of `vip` / `protocol` (normalising the address).
+    pub fn new(vip: SocketAddr, protocol: Protocol) -> Self {
+        Self {
+            vip: SocketAddr::new(vip.ip(), vip.port()),
+            protocol,
+        }
+    }
+}
+
+/// An inclusive range of NAT source ports.
+///
+/// The range **must lie outside the unit's ephemeral port range**
+/// (`net.ipv4.ip_local_port_range`, Linux default 32768–60999) and away from
+/// ports the unit listens on: replies from hosts to a NAT port are taken by
+/// the forwarder, so a local socket on the same address and port would lose
+/// them (and the other way round).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortRange {
+    first: u16,
+    last: u16,
+}
+
+impl PortRange {
+    /// The default range, 20000–32767: below Linux's default ephemeral
+    /// range and above the usual service ports; 12 768 ports per (NAT
+    /// source address, host endpoint, protocol).
+    pub const DEFAULT: Self = Self {
+        first: 20_000,
+        last: 32_767,
+    };
+
+    /// `first..=last`; fails if empty or if it includes port 0.
+    pub fn new(first: u16, last: u16) -> Result<Self, ConfigError> {
+        if first == 0 || first > last {
+            return Err(ConfigError::InvalidPortRange { first, last });
+        }
+        Ok(Self { first, last })
+    }
+
+    /// First port.
+    pub fn first(&self) -> u16 {
+        self.first
+    }
+
+    /// Last port (inclusive).
+    pub fn last(&self) -> u16 {
+        self.last
+    }
+
+    /// Number of ports.
+    pub fn len(&self) -> u32 {
+        u32::from(self.last) - u32::from(self.first) + 1
+    }
+
+    /// Always false (a range holds at least one port); for clippy's sake.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Whether `port` is in the range.
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+}
+
+impl Default for PortRange {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Full-NAT settings of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatSpec {
+    /// Forwarder-owned source addresses hosts see; a connection uses one of
+    /// the same family as its host endpoint.
+    pub sources: Vec<IpAddr>,
+    /// Ports allocated on each source address.
+    pub ports: PortRange,
+}
+
+/// How a service's packets reach the chosen host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliverySpec {
+    /// Full NAT: destination := host, source := (NAT source, allocated port).
+    Nat(NatSpec),
+    /// Half NAT: destination := host; the host sees the client.
+    HalfNat,
+}
+
+/// Session affinity of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AffinitySpec {
+    /// Every new connection is balanced afresh.
+    None,
+    /// New connections of a client IP go to the host its previous ones went
+    /// to, while that binding is younger than `timeout` (refreshed by every
+    /// new connection and by the end of each connection).
+    ClientIp {
+        /// Idle time after which the binding is forgotten.
+        timeout: Duration,
+    },
+}
+
+/// One virtual service as the classifier serves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// VIP address and port.
+    pub vip: SocketAddr,
+    /// Transport protocol.
+    pub protocol: Protocol,
+    /// Delivery mode.
+    pub delivery: DeliverySpec,
+    /// Session affinity.
+    pub affinity: AffinitySpec,
+    /// Protocol-specific info of the allotment requests (`""` for
+    /// packet-level services).
+    pub allotment_info: String,
+}
+
+impl ServiceSpec {
+    /// The packet-level service `service` of the configuration, with the
+    /// full-NAT settings (which the configuration file does not carry yet).
+    /// `Ok(None)` for services that are not packet-level (request routing,
+    /// migration).
+    pub fn from_config(
+        service: &Service,
+        nat: Option<NatSpec>,
+    ) -> Result<Option<Self>, ConfigError> {
+        let ServiceMode::Packet { delivery } = &service.mode else {
+            return Ok(None);
+        };
+        let delivery = match delivery {
+            Delivery::Nat => {
+                DeliverySpec::Nat(nat.ok_or_else(|| ConfigError::MissingNatSources {
+                    service: service.name.clone(),
+                })?)
+            }
+            Delivery::HalfNat => DeliverySpec::HalfNat,
+            Delivery::Tunnel => {
+                return Err(ConfigError::Unsupported {
+                    service: service.name.clone(),
+                    what: "tunnel delivery",
+                });
+            }
+        };
+        let affinity = match &service.affinity {
+            Affinity::None => AffinitySpec::None,
+            Affinity::ClientIp { timeout } => AffinitySpec::ClientIp { timeout: *timeout },
+            _ => {
+                return Err(ConfigError::Unsupported {
+                    service: service.name.clone(),
+                    what: "affinity other than none or client-ip",
+                });
+            }
+        };
+        let spec = Self {
+            vip: service.vip,
+            protocol: service.protocol,
+            delivery,
+            affinity,
+            allotment_info: String::new(),
+        };
+        spec.validate()?;
+        Ok(Some(spec))
+    }
+
+    /// The service's id.
+    pub fn id(&self) -> ServiceId {
+        ServiceId::new(self.vip, self.protocol)
+    }
+
+    /// The key its allotments are requested under.
+    pub fn allotment_key(&self) -> ServiceKey {
+        ServiceKey::new(self.vip, self.protocol, self.allotment_info.clone())
+    }
+
+    /// Checks the spec on its own (not against other services).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.vip.port() == 0 {
+            return Err(ConfigError::InvalidVip(self.vip));
+        }
+        if let DeliverySpec::Nat(nat) = &self.delivery {
+            if nat.sources.is_empty() {
+                return Err(ConfigError::MissingNatSources {
+                    service: self.vip.to_string(),
+                });
+            }
+            // Validated again in case the range was built by hand.
+            PortRange::new(nat.ports.first, nat.ports.last)?;
+        }
+        if let AffinitySpec::ClientIp { timeout } = self.affinity
+            && timeout.is_zero()
+        {
+            return Err(ConfigError::InvalidSetting {
+                field: "affinity.timeout",
+                reason: "must be positive",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Classifier-wide settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// How long a route stays after a FIN (default 10 s): the peer's FIN,
+    /// the last ACKs and retransmissions of the closing handshake still
+    /// need it, and deleting at once would turn them into mid-connection
+    /// misses (dropped) and leave hosts in LAST_ACK.
+    pub fin_linger: Duration,
+    /// How long a route stays after an RST (default 2 s): an RST ends the
+    /// connection at once, but a retransmitted RST or data already in
+    /// flight should still reach the host rather than be dropped.
+    pub rst_linger: Duration,
+    /// Routes of TCP flows idle this long are deleted (default 15 min).
+    pub tcp_idle_timeout: Duration,
+    /// Routes of UDP pseudo-connections idle this long are deleted
+    /// (default 30 s).
+    pub udp_idle_timeout: Duration,
+    /// A flow the forwarder could not take (table full) is offered again at
+    /// most this often, on its next miss (default 1 s).
+    pub plumb_retry_interval: Duration,
+    /// Tokens asked for per allotment request (0: the handler's default).
+    pub wanted_tokens: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            fin_linger: Duration::from_secs(10),
+            rst_linger: Duration::from_secs(2),
+            tcp_idle_timeout: Duration::from_secs(15 * 60),
+            udp_idle_timeout: Duration::from_secs(30),
+            plumb_retry_interval: Duration::from_secs(1),
+            wanted_tokens: 0,
+        }
+    }
+}
+
+impl Settings {
+    /// The idle timeout of `protocol`'s flows.
+    pub fn idle_timeout(&self, protocol: Protocol) -> Duration {
+        match protocol {
+            Protocol::Tcp => self.tcp_idle_timeout,
+            Protocol::Udp => self.udp_idle_timeout,
+        }
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (field, d) in [
+            ("tcp_idle_timeout", self.tcp_idle_timeout),
+            ("udp_idle_timeout", self.udp_idle_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::InvalidSetting {
+                    field,
+                    reason: "must be positive",
+                });
+            }
+        }
+        Ok(())
+    }
+}
