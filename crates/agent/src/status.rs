@@ -9,9 +9,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use switchyard_config::{AgentApp, Protocol as ConfigProtocol, ServiceManager};
+use switchyard_config::{AgentApp, ServiceManager};
 use switchyard_wire::health::Health;
-use switchyard_wire::{AppId, HostId, Protocol};
+use switchyard_wire::{AppId, HostId};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -76,10 +76,7 @@ impl StatusEvent {
 pub fn app_id(app: &AgentApp) -> AppId {
     AppId {
         vip: app.vip,
-        protocol: match app.protocol {
-            ConfigProtocol::Tcp => Protocol::Tcp,
-            ConfigProtocol::Udp => Protocol::Udp,
-        },
+        protocol: app.protocol,
         endpoint: app.endpoint,
         info: app.app.clone(),
     }
@@ -87,7 +84,7 @@ pub fn app_id(app: &AgentApp) -> AppId {
 
 /// The wire id of a configured row's host.
 pub fn host_id(app: &AgentApp) -> HostId {
-    HostId(app.host.0)
+    app.host
 }
 
 /// A spawned task that is aborted when this guard is dropped.

@@ -2,7 +2,6 @@
 //! ([`Config`] and its parts) and its lookups. Values here are already checked: names are
 //! unique, references resolve, ranges hold. Building it is `validate`'s job, not this module's.
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -212,25 +211,9 @@ pub struct Cluster {
     pub units: Vec<Unit>,
 }
 
-/// Numeric id of a load balancing unit, unique in the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UnitId(pub u32);
-
-/// Numeric id of a host (an application endpoint), unique in the configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct HostId(pub u32);
-
-impl fmt::Display for UnitId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl fmt::Display for HostId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+// Unit and host ids, and the transport protocol, are the wire protocol's own types: hosts and
+// units sign control messages with these ids, so configuration and protocol share one type.
+pub use switchyard_wire::{HostId, Protocol, UnitId};
 
 /// A load balancing unit: one machine (or process) running some of the roles.
 #[derive(Debug, Clone)]
@@ -277,15 +260,6 @@ pub enum Role {
     SessionStore,
     /// Holds the consolidated health and load cache.
     HealthCache,
-}
-
-/// IP protocol of a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
 }
 
 /// How packets reach a host after the forwarder picked it.

@@ -96,7 +96,7 @@ pub fn role_name(role: Role) -> &'static str {
 /// The cache settings a unit runs with, from `[health]`.
 pub fn cache_settings(config: &Config, unit: &Unit) -> CacheSettings {
     let health = config.health_settings();
-    let mut settings = CacheSettings::new(UnitId(unit.id.0));
+    let mut settings = CacheSettings::new(unit.id);
     settings.host_dead_after = health.host_dead_after;
     // Resync promptly: at most one snapshot request per heartbeat interval
     // (never more often than the core's default allows).
@@ -121,7 +121,7 @@ pub fn host_names(config: &Config) -> BTreeMap<HostId, String> {
         .pools
         .iter()
         .flat_map(|pool| pool.hosts.iter())
-        .map(|host| (HostId(host.id.0), host.name.clone()))
+        .map(|host| (host.id, host.name.clone()))
         .collect()
 }
 
@@ -129,13 +129,7 @@ fn service_names(config: &Config) -> Vec<(SocketAddr, Protocol, String)> {
     config
         .services
         .iter()
-        .map(|s| {
-            let protocol = match s.protocol {
-                switchyard_config::Protocol::Tcp => Protocol::Tcp,
-                switchyard_config::Protocol::Udp => Protocol::Udp,
-            };
-            (s.vip, protocol, s.name.clone())
-        })
+        .map(|s| (s.vip, s.protocol, s.name.clone()))
         .collect()
 }
 
@@ -243,7 +237,7 @@ impl RunningUnit {
         );
         Ok(Self {
             name: unit.name.clone(),
-            id: UnitId(unit.id.0),
+            id: unit.id,
             admin: admin_addr,
             health,
             stop,

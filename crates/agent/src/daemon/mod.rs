@@ -137,7 +137,7 @@ impl Agent {
             .units_with_role(Role::HealthCache)
             .map(|u| {
                 (
-                    UnitId(u.id.0),
+                    u.id,
                     UnitInfo {
                         name: u.name.clone(),
                         address: u.control_addr(),
@@ -179,7 +179,7 @@ impl Agent {
             let Some((_, host)) = config.host_by_name(name) else {
                 continue;
             };
-            let id = HostId(host.id.0);
+            let id = host.id;
             let bind = if i == 0 {
                 listen
             } else {
@@ -244,7 +244,7 @@ impl Agent {
                             g.hosts
                                 .iter()
                                 .filter_map(|n| config.host_by_name(n))
-                                .map(|(_, h)| (HostId(h.id.0), h.name.clone()))
+                                .map(|(_, h)| (h.id, h.name.clone()))
                                 .collect()
                         })
                         .unwrap_or_default();

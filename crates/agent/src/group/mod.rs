@@ -158,7 +158,7 @@ impl GroupSettings {
             let (_, host) = config.host_by_name(name)?;
             let ip = host.address.ip();
             Some(GroupPeer {
-                host: HostId(host.id.0),
+                host: host.id,
                 gossip: SocketAddr::new(ip, group.gossip_port),
                 agent: SocketAddr::new(ip, agent_port),
             })
