@@ -766,11 +766,13 @@ impl Classifier {
 
         // Commit.
         if replacing && let Some(old) = inventory.remove(&flow) {
-            // The new PlumbRoute replaces the forwarder's entry; only the
-            // old NAT port must go.
+            // Delete first rather than rely on the PlumbRoute replacing
+            // it: if plumbing fails (table full) the forwarder would keep
+            // the old route — the old host, and a NAT port freed here.
             if let Some(src) = old.nat_source() {
                 nat.release(src, old.route.target, protocol);
             }
+            actions.push_back(Action::DeleteRoute(flow));
         }
         inventory.insert(Connection {
             service: sid,
