@@ -43,7 +43,7 @@ use switchyard_health::{
     ServiceKey,
 };
 use switchyard_transport::{
-    Received, RejectReason, TransportCounters, TransportSnapshot, UdpEndpoint,
+    Received, RejectReason, Throttle, TransportCounters, TransportSnapshot, UdpEndpoint,
 };
 use switchyard_wire::allotment::{AllotmentRequest, AllotmentResponse, AllotmentScheme};
 use switchyard_wire::{Codec, HostId, Message, SenderId, UnitId};
@@ -51,7 +51,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::observe::{Marks, Observer, destination, hosts_of};
-use crate::throttle::Throttle;
 
 /// How often a log line about rejected or ignored datagrams may be written,
 /// per reason.

@@ -43,7 +43,6 @@
 pub mod admin;
 pub mod health_service;
 mod observe;
-mod throttle;
 pub mod unit;
 
 pub use health_service::{

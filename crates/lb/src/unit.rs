@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use switchyard_config::{Config, Role, Unit};
 use switchyard_health::{AllotmentPolicy, CacheSettings};
-use switchyard_wire::{Codec, HostId, KeyError, MacKey, Protocol, UnitId};
+use switchyard_wire::{HostId, KeyError, Protocol, UnitId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -109,12 +109,6 @@ pub fn cache_settings(config: &Config, unit: &Unit) -> CacheSettings {
     settings
 }
 
-/// The cluster codec: key from the secret and the cluster id.
-pub fn codec(config: &Config) -> Result<Codec, KeyError> {
-    let key = MacKey::derive(config.cluster.secret.as_bytes(), &config.cluster.id)?;
-    Ok(Codec::new(key))
-}
-
 /// Configured host names by id.
 pub fn host_names(config: &Config) -> BTreeMap<HostId, String> {
     config
@@ -180,7 +174,7 @@ impl RunningUnit {
                     let settings = HealthServiceSettings {
                         control: options.control.unwrap_or_else(|| unit.control_addr()),
                         cache: cache_settings(config, unit),
-                        codec: codec(config)?,
+                        codec: switchyard_transport::cluster_codec(config)?,
                         host_names: host_names(config),
                     };
                     let (handle, task) = health_service::start(settings, stopped.clone()).await?;

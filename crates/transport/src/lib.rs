@@ -6,11 +6,19 @@
 //! replay window), counting what it sent, received and rejected and why. It knows nothing about
 //! what the messages mean: the health, plumbing and session crates do.
 //!
+//! Also shared by the daemons: [`cluster_codec`] (the cluster key from the configuration)
+//! and [`Throttle`] (at most one log line per period about repeated network complaints).
+//!
 //! [`Message`]: switchyard_wire::Message
 //! [`Receiver`]: switchyard_wire::Receiver
 
+mod codec;
 mod counters;
+mod throttle;
 mod udp;
 
+pub use codec::cluster_codec;
+
 pub use counters::{RejectReason, TransportCounters, TransportSnapshot};
+pub use throttle::Throttle;
 pub use udp::{Received, SendError, UdpEndpoint, sequencer_from_clock};

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchyard_transport::{Received, TransportCounters, UdpEndpoint};
+use switchyard_transport::{Received, Throttle, TransportCounters, UdpEndpoint};
 use switchyard_wire::health::Heartbeat;
 use switchyard_wire::{HostId, Message, SenderId};
 
@@ -60,28 +60,6 @@ pub(crate) struct GroupCountersView {
     pub transport: Arc<TransportCounters>,
 }
 
-/// Limits a repeated log line to one per [`LOG_EVERY`].
-#[derive(Debug, Default)]
-struct RateLimit {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimit {
-    fn allow(&mut self, now: Instant) -> Option<u64> {
-        match self.last {
-            Some(t) if now.saturating_duration_since(t) < LOG_EVERY => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
-}
-
 /// One host's membership in its group, with its gossip endpoint. See the
 /// [module docs](self).
 #[derive(Debug)]
@@ -93,11 +71,11 @@ pub(crate) struct GroupDriver {
     /// Names of the configured members, by id.
     names: BTreeMap<HostId, String>,
     counters: GroupDriverCounters,
-    refused_log: RateLimit,
-    rejected_log: RateLimit,
-    relay_log: RateLimit,
-    send_log: RateLimit,
-    recv_log: RateLimit,
+    refused_log: Throttle,
+    rejected_log: Throttle,
+    relay_log: Throttle,
+    send_log: Throttle,
+    recv_log: Throttle,
 }
 
 impl GroupDriver {
@@ -133,11 +111,11 @@ impl GroupDriver {
             endpoint: gossip,
             names,
             counters: GroupDriverCounters::default(),
-            refused_log: RateLimit::default(),
-            rejected_log: RateLimit::default(),
-            relay_log: RateLimit::default(),
-            send_log: RateLimit::default(),
-            recv_log: RateLimit::default(),
+            refused_log: Throttle::new(LOG_EVERY),
+            rejected_log: Throttle::new(LOG_EVERY),
+            relay_log: Throttle::new(LOG_EVERY),
+            send_log: Throttle::new(LOG_EVERY),
+            recv_log: Throttle::new(LOG_EVERY),
         })
     }
 
@@ -165,7 +143,7 @@ impl GroupDriver {
         let received = match received {
             Ok(r) => r,
             Err(error) => {
-                if let Some(suppressed) = self.recv_log.allow(now) {
+                if let Some(suppressed) = self.recv_log.event(now) {
                     tracing::warn!(host = %self.host, group = %self.group.name(), %error, suppressed, "cannot receive gossip");
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -175,7 +153,7 @@ impl GroupDriver {
         let envelope = match received.result {
             Ok(envelope) => envelope,
             Err(error) => {
-                if let Some(suppressed) = self.rejected_log.allow(now) {
+                if let Some(suppressed) = self.rejected_log.event(now) {
                     tracing::warn!(host = %self.host, group = %self.group.name(), from = %received.from, %error, suppressed, "gossip datagram rejected");
                 }
                 return;
@@ -183,13 +161,13 @@ impl GroupDriver {
         };
         let Message::GroupGossip(gossip) = &envelope.message else {
             self.counters.gossip_not_gossip += 1;
-            if let Some(suppressed) = self.refused_log.allow(now) {
+            if let Some(suppressed) = self.refused_log.event(now) {
                 tracing::info!(host = %self.host, group = %self.group.name(), from = %received.from, message = envelope.message.kind().name(), suppressed, "message on the gossip port that is not group gossip ignored");
             }
             return;
         };
         if let Err(reason) = self.group.handle_gossip(now, envelope.sender, gossip)
-            && let Some(suppressed) = self.refused_log.allow(now)
+            && let Some(suppressed) = self.refused_log.event(now)
         {
             tracing::info!(host = %self.host, group = %self.group.name(), from = %received.from, %reason, suppressed, "gossip refused");
         }
@@ -206,7 +184,7 @@ impl GroupDriver {
         let view = self.group.view();
         let result = self.relay.handle_member_heartbeat(now, &view, from, hb);
         if let Err(reason) = &result
-            && let Some(suppressed) = self.relay_log.allow(now)
+            && let Some(suppressed) = self.relay_log.event(now)
         {
             tracing::info!(host = %self.host, group = %self.group.name(), from = %from_addr, %reason, suppressed, "member heartbeat refused");
         }
@@ -216,7 +194,7 @@ impl GroupDriver {
     /// Counts a relayed message that has no destination address.
     pub(crate) fn unroutable(&mut self, to: HostId) {
         self.counters.unroutable += 1;
-        if let Some(suppressed) = self.send_log.allow(Instant::now()) {
+        if let Some(suppressed) = self.send_log.event(Instant::now()) {
             tracing::warn!(host = %self.host, group = %self.group.name(), to = %self.name_of(to), suppressed, "no agent address for the group member; heartbeat dropped");
         }
     }
@@ -226,7 +204,7 @@ impl GroupDriver {
         while let Some((to, gossip)) = self.group.poll_gossip() {
             if let Err(error) = self.endpoint.send(to, &Message::from(gossip)).await {
                 self.counters.gossip_send_errors += 1;
-                if let Some(suppressed) = self.send_log.allow(Instant::now()) {
+                if let Some(suppressed) = self.send_log.event(Instant::now()) {
                     tracing::warn!(host = %self.host, group = %self.group.name(), %to, %error, suppressed, "cannot send gossip");
                 }
             }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchyard_health::{AppKey, HostProtocol};
-use switchyard_transport::{Received, TransportCounters, UdpEndpoint};
+use switchyard_transport::{Received, Throttle, TransportCounters, UdpEndpoint};
 use switchyard_wire::health::{AppStatus, DirectiveState, Health};
 use switchyard_wire::{AppId, HostId, Message, MessageKind, UnitId};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -163,29 +163,6 @@ enum Destination {
     Member(HostId, SocketAddr),
 }
 
-/// Limits a repeated log line to one per [`LOG_EVERY`].
-#[derive(Debug, Default)]
-struct RateLimit {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimit {
-    /// Whether to log now; if so, how many lines were suppressed since the last one.
-    fn allow(&mut self, now: Instant) -> Option<u64> {
-        match self.last {
-            Some(t) if now.saturating_duration_since(t) < LOG_EVERY => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
-}
-
 /// The driver of one host identity. See the [module docs](self).
 #[derive(Debug)]
 pub(crate) struct HostDriver {
@@ -196,11 +173,11 @@ pub(crate) struct HostDriver {
     units: BTreeMap<UnitId, UnitInfo>,
     rows: Vec<Entry>,
     counters: DriverCounters,
-    rejected_log: RateLimit,
-    ignored_log: RateLimit,
-    unknown_log: RateLimit,
-    send_log: RateLimit,
-    recv_log: RateLimit,
+    rejected_log: Throttle,
+    ignored_log: Throttle,
+    unknown_log: Throttle,
+    send_log: Throttle,
+    recv_log: Throttle,
     given_up_logged: u64,
     group: Option<GroupDriver>,
 }
@@ -224,11 +201,11 @@ impl HostDriver {
             units,
             rows: Vec::new(),
             counters: DriverCounters::default(),
-            rejected_log: RateLimit::default(),
-            ignored_log: RateLimit::default(),
-            unknown_log: RateLimit::default(),
-            send_log: RateLimit::default(),
-            recv_log: RateLimit::default(),
+            rejected_log: Throttle::new(LOG_EVERY),
+            ignored_log: Throttle::new(LOG_EVERY),
+            unknown_log: Throttle::new(LOG_EVERY),
+            send_log: Throttle::new(LOG_EVERY),
+            recv_log: Throttle::new(LOG_EVERY),
             given_up_logged: 0,
             group: None,
         };
@@ -395,7 +372,7 @@ impl HostDriver {
         };
         if let Err(error) = self.endpoint.send(addr, message).await {
             self.counters.send_errors += 1;
-            if let Some(suppressed) = self.send_log.allow(Instant::now()) {
+            if let Some(suppressed) = self.send_log.event(Instant::now()) {
                 match to {
                     Destination::Unit(unit) => {
                         tracing::warn!(host = %self.name, unit = %self.unit_name(unit), %error, suppressed, "cannot send");
@@ -413,7 +390,7 @@ impl HostDriver {
         let received = match received {
             Ok(r) => r,
             Err(error) => {
-                if let Some(suppressed) = self.recv_log.allow(now) {
+                if let Some(suppressed) = self.recv_log.event(now) {
                     tracing::warn!(host = %self.name, %error, suppressed, "cannot receive");
                 }
                 // Do not spin on a socket that keeps failing.
@@ -424,7 +401,7 @@ impl HostDriver {
         let envelope = match received.result {
             Ok(envelope) => envelope,
             Err(error) => {
-                if let Some(suppressed) = self.rejected_log.allow(now) {
+                if let Some(suppressed) = self.rejected_log.event(now) {
                     tracing::warn!(host = %self.name, from = %received.from, %error, suppressed, "datagram rejected");
                 }
                 return;
@@ -440,7 +417,7 @@ impl HostDriver {
                 return;
             }
             self.counters.unknown_sender += 1;
-            if let Some(suppressed) = self.unknown_log.allow(now) {
+            if let Some(suppressed) = self.unknown_log.event(now) {
                 tracing::warn!(host = %self.name, from = %received.from, sender = %envelope.sender, suppressed, "message from a sender that is not a health-cache unit ignored");
             }
             return;
@@ -454,7 +431,7 @@ impl HostDriver {
             Ok(()) => {}
             Err(reason) => {
                 self.counters.ignored += 1;
-                if let Some(suppressed) = self.ignored_log.allow(now) {
+                if let Some(suppressed) = self.ignored_log.event(now) {
                     tracing::info!(host = %self.name, unit = %unit_name, message = kind.name(), %reason, suppressed, "message ignored");
                 }
             }

@@ -46,7 +46,7 @@ use anyhow::{Context, bail};
 use switchyard_config::{Config, Role};
 use switchyard_health::{HostProtocol, HostSettings, SmootherSettings};
 use switchyard_transport::{TransportCounters, UdpEndpoint};
-use switchyard_wire::{Codec, HostId, MacKey, SenderId, UnitId};
+use switchyard_wire::{HostId, SenderId, UnitId};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -130,9 +130,8 @@ impl Agent {
             .socket
             .clone()
             .unwrap_or_else(|| settings.socket.clone());
-        let key = MacKey::derive(config.cluster.secret.as_bytes(), &config.cluster.id)
+        let codec = switchyard_transport::cluster_codec(config)
             .context("cannot derive the cluster key from the secret")?;
-        let codec = Codec::new(key);
         let units: BTreeMap<UnitId, UnitInfo> = config
             .units_with_role(Role::HealthCache)
             .map(|u| {

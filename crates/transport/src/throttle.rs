@@ -1,13 +1,23 @@
-//! Rate limiting for log lines about network input: a flood of forged or
-//! stale datagrams must not become a flood of log lines. Counting is the
-//! counters' job; this only decides when a line is written and how many
-//! events it summarises.
+//! Rate limiting for log lines about network input, shared by every daemon: a flood of
+//! forged or stale datagrams must not become a flood of log lines. Counting is the
+//! counters' job; this only decides when a line is written and how many events it
+//! summarises.
 
 use std::time::{Duration, Instant};
 
 /// Allows one log line per `every`; counts the events in between.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use switchyard_transport::Throttle;
+///
+/// let mut log = Throttle::new(Duration::from_secs(10));
+/// if let Some(suppressed) = log.event(Instant::now()) {
+///     eprintln!("datagram rejected ({suppressed} more since the last line)");
+/// }
+/// ```
 #[derive(Debug, Clone)]
-pub(crate) struct Throttle {
+pub struct Throttle {
     every: Duration,
     last: Option<Instant>,
     suppressed: u64,
@@ -15,7 +25,7 @@ pub(crate) struct Throttle {
 
 impl Throttle {
     /// At most one line per `every`.
-    pub(crate) fn new(every: Duration) -> Self {
+    pub fn new(every: Duration) -> Self {
         Self {
             every,
             last: None,
@@ -25,7 +35,7 @@ impl Throttle {
 
     /// Records one event at `now`. `Some(n)` means "log now", `n` being the
     /// number of events suppressed since the previous line.
-    pub(crate) fn event(&mut self, now: Instant) -> Option<u64> {
+    pub fn event(&mut self, now: Instant) -> Option<u64> {
         let due = self
             .last
             .is_none_or(|t| now.saturating_duration_since(t) >= self.every);
