@@ -412,7 +412,7 @@ impl Classifier {
                 (Kind::Start, Protocol::Tcp) if closing => {
                     // Port reuse: a new connection on a lingering flow.
                     if self.services.contains_key(&sid) {
-                        if self.admit(now, source, sid, &miss, true) {
+                        if self.admit(now, source, sid, miss, true) {
                             self.counters.replaced_on_syn += 1;
                         }
                     } else {
@@ -443,9 +443,12 @@ impl Classifier {
         }
         match kind {
             Kind::Start => {
-                self.admit(now, source, sid, &miss, false);
+                self.admit(now, source, sid, miss, false);
             }
-            Kind::Continue => self.counters.mid_connection.dropped += 1,
+            Kind::Continue => {
+                tracing::debug!(?flow, "mid-connection miss without route: dropped");
+                self.counters.mid_connection.dropped += 1;
+            }
         }
     }
 
@@ -484,6 +487,7 @@ impl Classifier {
     /// [`DeliveryPath::SlowPath`], as will the flow's later misses; plumbing
     /// is tried again on a miss after [`Settings::plumb_retry_interval`].
     pub fn on_plumb_failed(&mut self, _now: Instant, flow: &FlowTuple, failure: PlumbFailure) {
+        tracing::debug!(?flow, ?failure, "route not plumbed: slow path");
         match failure {
             PlumbFailure::TableFull => self.counters.table_full += 1,
             PlumbFailure::Other => self.counters.plumb_errors += 1,
@@ -650,12 +654,17 @@ impl Classifier {
     /// same flow if `replacing`): choose the endpoint, build the route,
     /// record it, plumb it and deliver the packet. False if rejected (then
     /// nothing changed but counters and allotment tokens).
+    ///
+    /// An affinity hit spends no token: the allotment steers the balanced
+    /// share of connections, and a client bound to a host would otherwise
+    /// drain that host's tokens and push unbound clients elsewhere. The
+    /// host's load report accounts for affinitized connections.
     fn admit<S: AllotmentSource + ?Sized>(
         &mut self,
         now: Instant,
         source: &mut S,
         sid: ServiceId,
-        miss: &MissPacket,
+        miss: MissPacket,
         replacing: bool,
     ) -> bool {
         let flow = miss.flow;
@@ -716,6 +725,7 @@ impl Classifier {
         });
         let service_counters = counters.services.entry(sid).or_default();
         let Some(endpoint) = chosen else {
+            tracing::debug!(?flow, "new connection rejected: no healthy host allotted");
             counters.rejected.no_healthy_host += 1;
             service_counters.rejected += 1;
             return false;
@@ -797,7 +807,7 @@ impl Classifier {
         actions.push_back(Action::PlumbRoute(route));
         actions.push_back(Action::Deliver(Deliver {
             route,
-            frame: miss.frame.clone(),
+            frame: miss.frame,
             ingress_ifindex: miss.ingress_ifindex,
             path: DeliveryPath::Forwarder,
         }));

@@ -4,8 +4,9 @@
 //!   (NAT source, port, endpoint, protocol);
 //! - the forwarder holds only routes the inventory knows, identical to them
 //!   (never a mis-route);
-//! - NAT ports in use = full-NAT connections in the inventory;
-//! and at the end, once every flow is retired, no port stays allocated.
+//! - NAT ports in use = full-NAT connections in the inventory.
+//!
+//! At the end, once every flow is retired, no port stays allocated.
 
 #![allow(clippy::unwrap_used)]
 

@@ -80,12 +80,15 @@ fn ten_thousand_syns_follow_spare_capacity() {
         all.extend(actions);
     }
     let got = per_target(&all);
-    // Stated tolerance: each share within 0.5 percentage points of
-    // spare capacity (token allotments are exact per 100 tokens; the
-    // remainder is the renewal of a partly spent allotment on expiry).
+    // Stated tolerance: each share within 0.5 percentage points of its
+    // spare-capacity share. Allotments of 100 tokens are split by largest
+    // remainder, so each allotment is off by at most half a token per
+    // endpoint (here 52/34/14 for 51.7/34.5/13.8 %); more tokens per
+    // request (`Settings::wanted_tokens`) make the split finer.
     for (e, weight) in [(E1, 4500.0), (E2, 3000.0), (E3, 1200.0)] {
         let share = got.get(&sa(e)).copied().unwrap_or(0) as f64 / 10_000.0;
         let want = weight / 8700.0;
+        eprintln!("{e}: {share:.4} of connections, spare-capacity share {want:.4}");
         assert!(
             (share - want).abs() < 0.005,
             "{e}: {share:.4} vs {want:.4} ({got:?})"
