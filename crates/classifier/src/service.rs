@@ -293,3 +293,86 @@ impl Settings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(mode: ServiceMode, affinity: Affinity) -> Service {
+        Service {
+            name: "web".into(),
+            vip: SocketAddr::from(([198, 19, 0, 10], 80)),
+            protocol: Protocol::Tcp,
+            mode,
+            pool: "p".into(),
+            affinity,
+        }
+    }
+
+    #[test]
+    fn from_config_maps_packet_services_only() {
+        let nat = NatSpec {
+            sources: vec![IpAddr::from([10, 1, 255, 1])],
+            ports: PortRange::DEFAULT,
+        };
+        let s = service(
+            ServiceMode::Packet {
+                delivery: Delivery::Nat,
+            },
+            Affinity::ClientIp {
+                timeout: Duration::from_secs(30),
+            },
+        );
+        let spec = ServiceSpec::from_config(&s, Some(nat.clone()))
+            .expect("valid")
+            .expect("packet service");
+        assert_eq!(spec.delivery, DeliverySpec::Nat(nat));
+        assert_eq!(
+            spec.affinity,
+            AffinitySpec::ClientIp {
+                timeout: Duration::from_secs(30)
+            }
+        );
+        assert_eq!(spec.allotment_key().info, "");
+        assert!(matches!(
+            ServiceSpec::from_config(&s, None),
+            Err(ConfigError::MissingNatSources { .. })
+        ));
+        let half = service(
+            ServiceMode::Packet {
+                delivery: Delivery::HalfNat,
+            },
+            Affinity::None,
+        );
+        assert_eq!(
+            ServiceSpec::from_config(&half, None)
+                .expect("valid")
+                .map(|s| s.delivery),
+            Some(DeliverySpec::HalfNat)
+        );
+        let tunnel = service(
+            ServiceMode::Packet {
+                delivery: Delivery::Tunnel,
+            },
+            Affinity::None,
+        );
+        assert!(ServiceSpec::from_config(&tunnel, None).is_err());
+        let cookie = service(
+            ServiceMode::Packet {
+                delivery: Delivery::HalfNat,
+            },
+            Affinity::Cookie {
+                name: "c".into(),
+                timeout: Duration::from_secs(1),
+            },
+        );
+        assert!(ServiceSpec::from_config(&cookie, None).is_err());
+        let request = service(
+            ServiceMode::Request {
+                listener: "l".into(),
+            },
+            Affinity::None,
+        );
+        assert_eq!(ServiceSpec::from_config(&request, None), Ok(None));
+    }
+}
