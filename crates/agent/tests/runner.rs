@@ -1,13 +1,15 @@
 //! The check runner end to end: a real endpoint goes down and comes back, an exec check's
-//! load changes, and the runner reports exactly those changes, in time, then stops.
+//! load is reported after every probe (and drives the load smoother to the raw value), and
+//! the runner reports exactly that, in time, then stops.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use switchyard_agent::{CheckRunner, StatusEvent};
 use switchyard_config::{HealthCheck, Probe};
-use switchyard_wire::health::Health;
-use switchyard_wire::{AppId, HostId, Protocol};
+use switchyard_health::{HostProtocol, HostSettings};
+use switchyard_wire::health::{AppStatus, Health};
+use switchyard_wire::{AppId, HostId, Protocol, UnitId};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -112,31 +114,108 @@ async fn an_endpoint_that_goes_down_and_up_is_reported_failing_then_healthy() {
     silent(&mut rx, INTERVAL * 4).await;
 }
 
-#[tokio::test]
-async fn a_new_load_is_reported_even_when_health_stays() -> std::io::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let status = dir.path().join("status");
-    std::fs::write(&status, "load=30\n")?;
+/// An exec check reading its `load=NN` line from a file the test rewrites.
+fn load_file_check(status: &std::path::Path) -> HealthCheck {
     let probe = Probe::Exec {
         command: vec!["cat".into(), status.display().to_string()],
     };
+    check(probe, 1, 1)
+}
+
+#[tokio::test]
+async fn every_load_sample_is_reported_even_when_health_and_load_stay() -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let status = dir.path().join("status");
+    std::fs::write(&status, "load=30\n")?;
     let endpoint = SocketAddr::from(([127, 0, 0, 1], 9));
     let (tx, mut rx) = mpsc::channel(16);
-    let _runner = CheckRunner::new(HostId(1), row(endpoint), check(probe, 1, 1)).spawn(tx);
+    let _runner = CheckRunner::new(HostId(1), row(endpoint), load_file_check(&status)).spawn(tx);
 
-    let event = next(&mut rx, Duration::from_secs(2)).await;
-    assert_eq!(health_of(&event), (Health::Healthy, Some(30)));
-    silent(&mut rx, INTERVAL * 3).await;
+    // The same load is reported after every probe: the daemon's smoother needs each sample.
+    for _ in 0..3 {
+        let event = next(&mut rx, Duration::from_secs(2)).await;
+        assert_eq!(health_of(&event), (Health::Healthy, Some(30)));
+    }
 
     std::fs::write(&status, "load=60\n")?;
-    let event = next(&mut rx, Duration::from_secs(2)).await;
-    assert_eq!(health_of(&event), (Health::Healthy, Some(60)));
+    let mut probes = 0;
+    loop {
+        let event = next(&mut rx, Duration::from_secs(2)).await;
+        if health_of(&event) == (Health::Healthy, Some(60)) {
+            break;
+        }
+        assert_eq!(health_of(&event), (Health::Healthy, Some(30)));
+        probes += 1;
+        assert!(probes < 10, "the new load was never reported");
+    }
 
-    // Health changes (the file is gone, cat fails); the last load stays what it was.
+    // Health changes (the file is gone, cat fails) and is reported once; failed probes
+    // carry no load, so nothing more is reported while health stays.
     std::fs::remove_file(&status)?;
-    let event = next(&mut rx, Duration::from_secs(2)).await;
-    assert_eq!(health_of(&event), (Health::Failing, None));
+    let mut probes = 0;
+    loop {
+        let event = next(&mut rx, Duration::from_secs(2)).await;
+        if health_of(&event) == (Health::Failing, None) {
+            break;
+        }
+        assert_eq!(health_of(&event), (Health::Healthy, Some(60)));
+        probes += 1;
+        assert!(probes < 10, "the failure was never reported");
+    }
     silent(&mut rx, INTERVAL * 3).await;
+    Ok(())
+}
+
+/// The runner's events drive the real load smoother of the host protocol (as the agent
+/// daemon does): a raw load that jumps from 20 to 80 and stays there is published as 80,
+/// within the hysteresis, after a bounded number of probes.
+#[tokio::test]
+async fn a_constant_raw_load_converges_through_the_smoother() -> std::io::Result<()> {
+    const PROBES_AT_80: usize = 30;
+    let dir = tempfile::tempdir()?;
+    let status = dir.path().join("status");
+    std::fs::write(&status, "load=20\n")?;
+    let endpoint = SocketAddr::from(([127, 0, 0, 1], 9));
+    let app = row(endpoint);
+    let settings = HostSettings::new(HostId(1), vec![UnitId(100)]);
+    let hysteresis = settings.smoothing.hysteresis;
+    let mut host = HostProtocol::new(settings, std::time::Instant::now())
+        .unwrap_or_else(|e| panic!("host: {e}"));
+    let initial = AppStatus::new(Health::Healthy, 0, 50).unwrap_or_else(|e| panic!("{e}"));
+    host.set_app(std::time::Instant::now(), app.clone(), initial)
+        .unwrap_or_else(|e| panic!("set_app: {e}"));
+    let (tx, mut rx) = mpsc::channel(16);
+    let _runner = CheckRunner::new(HostId(1), app.clone(), load_file_check(&status))
+        .without_jitter()
+        .spawn(tx);
+
+    let published = |host: &HostProtocol| host.row(&app).map(|v| v.row.status.load());
+    let feed = |host: &mut HostProtocol, event: &StatusEvent| -> Option<u8> {
+        let (_, load) = health_of(event);
+        let raw = load?;
+        host.report_load(std::time::Instant::now(), &app, raw)
+            .unwrap_or_else(|e| panic!("report_load: {e}"));
+        Some(raw)
+    };
+    for _ in 0..5 {
+        let event = next(&mut rx, Duration::from_secs(2)).await;
+        assert_eq!(feed(&mut host, &event), Some(20));
+    }
+    assert_eq!(published(&host), Some(20));
+
+    std::fs::write(&status, "load=80\n")?;
+    let mut at_80 = 0;
+    while at_80 < PROBES_AT_80 {
+        let event = next(&mut rx, Duration::from_secs(2)).await;
+        if feed(&mut host, &event) == Some(80) {
+            at_80 += 1;
+        }
+    }
+    let load = published(&host).unwrap_or_else(|| panic!("row gone"));
+    assert!(
+        80 - load < hysteresis,
+        "published load {load} after {PROBES_AT_80} samples of 80"
+    );
     Ok(())
 }
 

@@ -99,7 +99,7 @@ pub fn largest_remainder(total: u64, weights: &[u64]) -> Vec<u64> {
 }
 
 fn millis(d: Duration) -> u32 {
-    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+    u32::try_from(crate::millis(d)).unwrap_or(u32::MAX)
 }
 
 /// Computes the allotment for `request` over `endpoints` (each endpoint's

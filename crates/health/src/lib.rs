@@ -98,6 +98,8 @@ pub mod load;
 pub mod settings;
 pub mod table;
 
+use std::time::Duration;
+
 use switchyard_wire::Message;
 
 pub use allotment::{
@@ -123,4 +125,17 @@ pub struct Transmit<A> {
     pub to: A,
     /// The message.
     pub message: Message,
+}
+
+/// Whole milliseconds of `d`, saturating at `u64::MAX` (for APIs, logs and
+/// wire fields in milliseconds; narrow with `u32::try_from(..)` where a
+/// field is 32 bits).
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(switchyard_health::millis(Duration::from_micros(2_500)), 2);
+/// assert_eq!(switchyard_health::millis(Duration::MAX), u64::MAX);
+/// ```
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

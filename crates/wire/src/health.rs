@@ -123,6 +123,24 @@ wire_enum! {
     }
 }
 
+impl Health {
+    /// Stable lowercase name for logs, APIs and metrics labels:
+    /// `"healthy"`, `"failing"` or `"unknown"`.
+    ///
+    /// ```
+    /// use switchyard_wire::health::Health;
+    /// let names: Vec<_> = Health::ALL.iter().map(|h| h.as_str()).collect();
+    /// assert_eq!(names, ["healthy", "failing", "unknown"]);
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::Failing => "failing",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
 /// Health, load and capacity of one application. Fields are private so
 /// every value is in range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -190,6 +208,24 @@ wire_enum! {
         Draining = 1,
         /// Receives nothing.
         Inactive = 2,
+    }
+}
+
+impl DirectiveState {
+    /// Stable lowercase name for logs, APIs and metrics labels:
+    /// `"active"`, `"draining"` or `"inactive"`.
+    ///
+    /// ```
+    /// use switchyard_wire::health::DirectiveState;
+    /// let names: Vec<_> = DirectiveState::ALL.iter().map(|s| s.as_str()).collect();
+    /// assert_eq!(names, ["active", "draining", "inactive"]);
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Draining => "draining",
+            Self::Inactive => "inactive",
+        }
     }
 }
 

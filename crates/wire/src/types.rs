@@ -84,6 +84,22 @@ wire_enum! {
     }
 }
 
+impl Protocol {
+    /// Stable lowercase name for logs, APIs and configuration: `"tcp"` or
+    /// `"udp"`.
+    ///
+    /// ```
+    /// use switchyard_wire::Protocol;
+    /// assert_eq!((Protocol::Tcp.as_str(), Protocol::Udp.as_str()), ("tcp", "udp"));
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+}
+
 /// One client flow to a virtual service: protocol, client address:port and
 /// VIP address:port. Both addresses always share an address family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,6 +1,14 @@
 //! The check runner: one task per application endpoint that probes it every interval, feeds
-//! the results through [`RiseFall`], and reports on a channel only when the health or the
-//! reported load changes.
+//! the results through [`RiseFall`], and reports on a channel when the health changes and
+//! after every probe that reported a load.
+//!
+//! Every load sample is reported, not only changes of the raw value: the daemon feeds each
+//! one into the row's load smoother (an exponentially weighted average with hysteresis, see
+//! `switchyard_health::LoadSmoother`), which needs a sample per probe to converge. Reporting
+//! only changes would give the average one sample per change, so a raw load that jumps from
+//! 20 to 80 and stays there would leave the published load stuck part way. The smoother's
+//! hysteresis and the protocol's load interval keep the repeated samples from churning the
+//! units' caches.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -58,8 +66,8 @@ impl CheckRunner {
         TaskGuard::new(tokio::spawn(self.run(events)))
     }
 
-    /// Probes every interval, reporting each change of health or of reported load; returns
-    /// when `events` is closed.
+    /// Probes every interval, reporting each change of health and every probe result that
+    /// carries a load (see the [module docs](self)); returns when `events` is closed.
     ///
     /// The first probe runs after a random delay of up to a fifth of the interval (at most
     /// 1 s). Health starts unknown and is not reported until the first change.
@@ -67,7 +75,7 @@ impl CheckRunner {
         let interval = self.check.interval;
         if self.jitter {
             let most = (interval / 5).min(MAX_JITTER);
-            let millis = u64::try_from(most.as_millis()).unwrap_or(u64::MAX);
+            let millis = switchyard_health::millis(most);
             if millis > 0 {
                 let delay = rand::random_range(0..=millis);
                 tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -76,7 +84,6 @@ impl CheckRunner {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut machine = RiseFall::new(self.check.rise, self.check.fall);
-        let mut reported_load: Option<u8> = None;
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
@@ -84,8 +91,7 @@ impl CheckRunner {
             }
             let result = run_probe(&self.check.probe, self.endpoint, self.check.timeout).await;
             let changed = machine.record(result.ok);
-            let new_load = result.load.filter(|load| Some(*load) != reported_load);
-            if changed.is_none() && new_load.is_none() {
+            if changed.is_none() && result.load.is_none() {
                 continue;
             }
             if let Some(health) = changed {
@@ -97,9 +103,6 @@ impl CheckRunner {
                     detail = %result.detail,
                     "health changed"
                 );
-            }
-            if new_load.is_some() {
-                reported_load = new_load;
             }
             let event = StatusEvent::Check {
                 host: self.host,
