@@ -263,16 +263,22 @@ impl ConsolidatedCache {
         })
     }
 
-    /// The allotment for `request` from the rows of alive hosts.
+    /// The allotment for `request` from the rows of alive hosts, counted
+    /// in [`CacheCounters::allotments`].
     pub fn allot(&mut self, request: &AllotmentRequest, now: Instant) -> AllotmentResponse {
         self.counters.allotments += 1;
+        self.preview(request, now)
+    }
+
+    /// The allotment [`Self::allot`] would hand out for `request` at `now`,
+    /// without counting it (for `ctl` and diagnostics).
+    pub fn preview(&self, request: &AllotmentRequest, now: Instant) -> AllotmentResponse {
         let service = ServiceKey::of_request(request);
-        let endpoints: Vec<(HostId, &Row)> = self
+        let endpoints = self
             .endpoints(&service)
             .into_iter()
             .filter(|e| self.is_alive(e.host, now))
-            .map(|e| (e.host, e.row))
-            .collect();
+            .map(|e| (e.host, e.row));
         allotment::allot(request, endpoints, &self.settings.allotment)
     }
 
@@ -323,15 +329,7 @@ impl ConsolidatedCache {
             }
             Message::Goodbye(g) => {
                 check_sender(from, g.host)?;
-                let generation = self.hosts.get(&g.host).map_or(0, |e| e.table.generation());
-                self.departed.insert(g.host, (generation, self.now));
-                if self.remove_host(g.host) {
-                    self.counters.goodbyes += 1;
-                    tracing::info!(unit = %self.settings.unit, host = %g.host, "host said goodbye");
-                    Ok(())
-                } else {
-                    Err(Ignored::UnknownHost(g.host))
-                }
+                self.goodbye(g.host)
             }
             Message::PostulateTableState(p) => {
                 check_sender(from, p.host)?;
@@ -344,6 +342,30 @@ impl ConsolidatedCache {
                 Ok(())
             }
             other => Err(Ignored::NotForThisMachine(other.kind())),
+        }
+    }
+
+    /// Clears `host` at once. Idempotent: hosts repeat their goodbye (one
+    /// lost datagram must not leave a host to age out), so a duplicate
+    /// keeps the generation recorded by the first (the highest seen) and
+    /// its time; otherwise a duplicate would record generation 0 and let
+    /// a late heartbeat bring the host back as a ghost.
+    fn goodbye(&mut self, host: HostId) -> Result<(), Ignored> {
+        let now = self.now;
+        let generation = self.hosts.get(&host).map(|e| e.table.generation());
+        let known = generation.is_some();
+        let departed = self.departed.get(&host).copied();
+        let generation = generation.unwrap_or(0).max(departed.map_or(0, |(g, _)| g));
+        let at = departed.map_or(now, |(_, at)| at);
+        self.departed.insert(host, (generation, at));
+        if self.remove_host(host) {
+            self.counters.goodbyes += 1;
+            tracing::info!(unit = %self.settings.unit, %host, "host said goodbye");
+            Ok(())
+        } else if departed.is_some() || known {
+            Ok(()) // a repeated goodbye
+        } else {
+            Err(Ignored::UnknownHost(host))
         }
     }
 

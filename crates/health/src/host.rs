@@ -34,6 +34,9 @@ use crate::load::LoadSmoother;
 use crate::settings::HostSettings;
 use crate::table::{AppKey, Table};
 
+/// How many times [`HostProtocol::goodbye`] sends the goodbye to each unit.
+pub const GOODBYE_REPEAT: usize = 3;
+
 /// One row as the local API and `ctl` show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -268,6 +271,11 @@ impl HostProtocol {
     /// Clean shutdown: queues a goodbye to every unit (units clear this
     /// host at once) and stops heartbeats and handshakes. Drain
     /// [`Self::poll_transmit`] afterwards.
+    ///
+    /// Each unit gets the goodbye [`GOODBYE_REPEAT`] times: goodbye is the
+    /// last word, nothing resends it, and one lost datagram would otherwise
+    /// leave the host in that unit's cache until it ages out. Units treat
+    /// the copies as one (a goodbye is idempotent).
     pub fn goodbye(&mut self) {
         if self.closed {
             return;
@@ -275,7 +283,9 @@ impl HostProtocol {
         self.closed = true;
         self.queue.clear();
         let host = self.settings.host;
-        self.broadcast(&Message::from(Goodbye { host }));
+        for _ in 0..GOODBYE_REPEAT {
+            self.broadcast(&Message::from(Goodbye { host }));
+        }
     }
 
     /// Handles a message from unit `from`.

@@ -315,6 +315,29 @@ fn allotment_requests_are_answered_to_the_sender() {
 }
 
 #[test]
+fn a_preview_is_the_allotment_without_counting_it() {
+    let (mut c, t0) = synced();
+    let request = AllotmentRequest {
+        request_id: 7,
+        vip: vip(80),
+        protocol: Protocol::Tcp,
+        info: String::new(),
+        scheme: AllotmentScheme::Tokens,
+        wanted_tokens: 10,
+    };
+    let preview = c.preview(&request, t0);
+    assert_eq!(c.counters().allotments, 0, "a preview is not counted");
+    assert_eq!(c.allot(&request, t0), preview);
+    assert_eq!(c.counters().allotments, 1);
+    // A host that aged out is in neither.
+    let late = t0 + 10 * SEC;
+    let Allotment::Tokens { entries, .. } = c.preview(&request, late).allotment else {
+        panic!("tokens")
+    };
+    assert!(entries.is_empty());
+}
+
+#[test]
 fn other_message_kinds_are_not_for_a_cache() {
     let (mut c, t0) = synced();
     let m = Message::from(switchyard_wire::health::GetTableSnapshot {
@@ -343,4 +366,40 @@ fn row_changes_of_unknown_hosts_wait_for_a_heartbeat() {
     });
     assert_eq!(c.handle(t0, from(h), &rc), Err(Ignored::UnknownHost(h)));
     assert_eq!(c.hosts().count(), 0);
+}
+
+#[test]
+fn a_duplicated_goodbye_does_not_let_a_late_heartbeat_bring_the_host_back() {
+    let (mut c, t0) = synced();
+    let h = host_id(0);
+    let digest = c.host(h).expect("cached").table.digest();
+    let goodbye = Message::from(switchyard_wire::health::Goodbye { host: h });
+    c.handle(t0 + MS, from(h), &goodbye).expect("cleared");
+    // Hosts repeat their goodbye; the copies change nothing.
+    c.handle(t0 + 2 * MS, from(h), &goodbye)
+        .expect("a repeated goodbye is accepted");
+    c.handle(t0 + 3 * MS, from(h), &goodbye)
+        .expect("a repeated goodbye is accepted");
+    assert_eq!(c.counters().goodbyes, 1);
+    // A heartbeat sent before the goodbye, delivered late: no ghost.
+    assert_eq!(
+        c.handle(t0 + 4 * MS, from(h), &heartbeat(h, 10, digest)),
+        Err(Ignored::Departed(h))
+    );
+    assert!(c.host(h).is_none());
+    assert!(drain(&mut c).is_empty(), "no snapshot request for a ghost");
+    // A goodbye from a host never seen is still unknown.
+    let stranger = host_id(5);
+    assert_eq!(
+        c.handle(
+            t0 + 5 * MS,
+            from(stranger),
+            &Message::from(switchyard_wire::health::Goodbye { host: stranger })
+        ),
+        Err(Ignored::UnknownHost(stranger))
+    );
+    // A restarted host (higher generation) is welcome again.
+    c.handle(t0 + 6 * MS, from(h), &heartbeat(h, 11, 0))
+        .expect("a newer generation");
+    assert!(c.host(h).is_some());
 }

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use switchyard_health::host::GOODBYE_REPEAT;
 use switchyard_health::{HealthError, HostProtocol, HostSettings, Ignored, Transmit};
 use switchyard_wire::health::{
     ContentCheck, DirectiveState, GetTableSnapshot, Health, PostulateWrong, RowOp, WrongPostulate,
@@ -357,9 +358,16 @@ fn goodbye_reaches_every_unit_and_stops_the_timers() {
     h.set_app(t0, app(0, 0), status(Health::Healthy, 10, 50))
         .expect("valid");
     h.goodbye();
+    h.goodbye(); // a second call adds nothing
     let out = drain(&mut h);
-    assert_eq!(out.len(), 3);
+    // Repeated: a single lost datagram must not leave the host cached.
+    assert_eq!(GOODBYE_REPEAT, 3);
+    assert_eq!(out.len(), 3 * GOODBYE_REPEAT);
     assert!(out.iter().all(|t| matches!(t.message, Message::Goodbye(_))));
+    for j in 0..3 {
+        let to_unit = out.iter().filter(|t| t.to == unit_id(j)).count();
+        assert_eq!(to_unit, GOODBYE_REPEAT);
+    }
     assert_eq!(h.poll_timeout(), None);
     h.handle_timeout(t0 + 10 * SEC);
     assert!(h.poll_transmit().is_none());
