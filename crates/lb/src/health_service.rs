@@ -17,6 +17,11 @@
 //! - to a **unit** (the answer to its allotment request): to the source
 //!   address of its latest datagram.
 //!
+//! Before the cache sees a message, the service checks that its sender and the hosts it
+//! reports for are in the configuration, and keeps a group leader's consolidated
+//! heartbeat to the members of its group ([`crate::trust`]); refusals are counted as
+//! ignored (`unknown-sender`, `unknown-host`, `unknown-unit`, `not-a-member`).
+//!
 //! A message with no known destination is dropped and counted
 //! (`unroutable`). Rejected datagrams (framing, bad tag, malformed,
 //! replayed, stale) are counted by the transport; messages the cache
@@ -51,6 +56,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::observe::{Marks, Observer, destination, hosts_of};
+use crate::trust::{Admission, ClusterMembers};
 
 /// How often a log line about rejected or ignored datagrams may be written,
 /// per reason.
@@ -69,6 +75,9 @@ pub struct HealthServiceSettings {
     /// Host names from the configuration, shown until a heartbeat carries
     /// the host's own name.
     pub host_names: BTreeMap<HostId, String>,
+    /// The configured hosts, units and host groups: messages from or about anyone else
+    /// are ignored.
+    pub members: ClusterMembers,
 }
 
 /// Counters kept by the health service itself (the transport and the cache
@@ -278,7 +287,7 @@ impl HealthCacheHandle {
 }
 
 /// The allotment `request` would get now, without counting it.
-pub(crate) fn preview_in(
+fn preview_in(
     cache: &ConsolidatedCache,
     request: &AllotmentRequest,
     now: Instant,
@@ -370,6 +379,7 @@ pub async fn start(
         shared: shared.clone(),
         shutdown,
         throttles: HashMap::new(),
+        members: settings.members,
     };
     let task = tokio::spawn(service.run());
     Ok((HealthCacheHandle { shared }, task))
@@ -385,6 +395,7 @@ struct Service {
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
     throttles: HashMap<&'static str, Throttle>,
+    members: ClusterMembers,
 }
 
 impl Service {
@@ -441,13 +452,36 @@ impl Service {
                 return;
             }
         };
+        let (filtered, not_members) = match self.members.admit(envelope.sender, &envelope.message) {
+            Admission::Admit => (None, 0),
+            Admission::Filtered { message, dropped } => (Some(message), dropped),
+            Admission::Refuse(label) => {
+                *self
+                    .shared
+                    .lock()
+                    .counters
+                    .ignored
+                    .entry(label)
+                    .or_default() += 1;
+                let kind = envelope.message.kind().name();
+                let sender = envelope.sender;
+                if let Some(suppressed) = self.throttle(label) {
+                    tracing::warn!(%from, %sender, kind, reason = label, suppressed, "message from or about an id the configuration does not have ignored");
+                }
+                return;
+            }
+        };
+        let message = filtered.as_ref().unwrap_or(&envelope.message);
         let outcome = {
             let mut guard = self.shared.lock();
             let state = &mut *guard;
             state.peers.insert(envelope.sender, from);
+            if not_members > 0 {
+                *state.counters.ignored.entry("not-a-member").or_default() += not_members;
+            }
             let before = Marks::of(state.cache.counters());
-            let hosts = hosts_of(&envelope.message);
-            let result = state.cache.handle(now, envelope.sender, &envelope.message);
+            let hosts = hosts_of(message);
+            let result = state.cache.handle(now, envelope.sender, message);
             if let Err(reason) = &result {
                 *state
                     .counters
@@ -458,6 +492,12 @@ impl Service {
             state.observer.update(&state.cache, hosts, before);
             result
         };
+        if not_members > 0
+            && let Some(suppressed) = self.throttle("not-a-member")
+        {
+            let sender = envelope.sender;
+            tracing::warn!(%from, %sender, dropped = not_members, suppressed, "consolidated heartbeat carried hosts outside the leader's host group; those heartbeats ignored");
+        }
         if let Err(reason) = outcome {
             let label = ignored_label(&reason);
             let kind = envelope.message.kind().name();

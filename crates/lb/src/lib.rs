@@ -43,6 +43,7 @@
 pub mod admin;
 pub mod health_service;
 mod observe;
+pub mod trust;
 pub mod unit;
 
 pub use health_service::{

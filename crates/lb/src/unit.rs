@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState, api::UnitInfo};
 use crate::health_service::{self, HealthCacheHandle, HealthServiceSettings, StartError};
+use crate::trust::ClusterMembers;
 
 /// How long [`RunningUnit::shutdown`] waits for each task.
 const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -176,6 +177,7 @@ impl RunningUnit {
                         cache: cache_settings(config, unit),
                         codec: switchyard_transport::cluster_codec(config)?,
                         host_names: host_names(config),
+                        members: ClusterMembers::from_config(config),
                     };
                     let (handle, task) = health_service::start(settings, stopped.clone()).await?;
                     tracing::info!(

@@ -5,11 +5,13 @@
 //!
 //! Routes:
 //! - `GET /v1/hosts`: every cached host with its rows (health, load,
-//!   capacity, directive target/current, handshake state, tokens in a
-//!   fresh 100-token allotment) and heartbeat age;
+//!   capacity, directive target/current, handshake state — `pending` while
+//!   target ≠ current —, tokens in a fresh, uncounted 100-token allotment)
+//!   and heartbeat age;
 //! - `GET /v1/services`: the cache by application: service → endpoints;
 //! - `GET /v1/allotments?vip=IP:PORT&protocol=tcp|udp&info=…&tokens=N&scheme=tokens|percentages`:
-//!   issues an allotment and shows it;
+//!   shows the allotment the cache would issue now for that request (a preview: not
+//!   counted as an allotment; the classifier's in-process handle issues counted ones);
 //! - `GET /v1/counters`: transport, cache and service counters;
 //! - `GET /metrics`: the same counters in the Prometheus text format.
 //!

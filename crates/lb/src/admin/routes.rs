@@ -2,7 +2,7 @@
 //! critical section (through [`HealthCacheHandle::read`]) and builds its
 //! document outside the lock where it can.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use axum::Json;
@@ -13,11 +13,12 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
-use switchyard_health::ServiceKey;
-use switchyard_health::allotment::spare_capacity;
-use switchyard_wire::Protocol;
-use switchyard_wire::allotment::{Allotment, AllotmentRequest, AllotmentResponse, AllotmentScheme};
+use switchyard_health::allotment::{allot as compute_allotment, spare_capacity};
+use switchyard_health::{AllotmentPolicy, ServiceKey};
+use switchyard_wire::allotment::{Allotment, AllotmentRequest, AllotmentScheme};
+use switchyard_wire::health::Row;
 use switchyard_wire::types::MAX_APP_INFO_LEN;
+use switchyard_wire::{HostId, Protocol};
 
 use super::AdminState;
 use super::api::{
@@ -26,7 +27,7 @@ use super::api::{
     StateView, TransportCountersView, directive_name, health_name, protocol_name,
 };
 use crate::HealthCacheHandle;
-use crate::health_service::{HealthCounters, preview_in};
+use crate::health_service::HealthCounters;
 
 /// Tokens of the fresh allotment `/v1/hosts` shows per endpoint.
 const DISPLAY_TOKENS: u32 = 100;
@@ -88,76 +89,120 @@ fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// One cached host, copied out of the cache so `/v1/hosts` computes outside its lock.
+struct HostCopy {
+    id: HostId,
+    name: Option<String>,
+    address: Option<SocketAddr>,
+    last_heartbeat_ms: u64,
+    alive: bool,
+    generation: u64,
+    in_sync: bool,
+    baseline: bool,
+    rows: Vec<Row>,
+}
+
 async fn hosts(State(state): State<AdminState>) -> Result<Json<HostsResponse>, ApiError> {
     let health = health_role(&state)?;
     let names = health.configured_host_names();
-    let hosts = health.read(|cache, now| {
-        // One fresh 100-token allotment per service the rows belong to.
-        let mut tokens: BTreeMap<ServiceKey, AllotmentResponse> = BTreeMap::new();
-        let mut hosts = Vec::new();
-        for view in cache.hosts() {
-            let mut rows = Vec::new();
-            for row in view.table.rows() {
-                let service = ServiceKey::of_app(&row.app);
-                let allotment = tokens.entry(service.clone()).or_insert_with(|| {
-                    let request = AllotmentRequest {
-                        request_id: 0,
-                        vip: service.vip,
-                        protocol: service.protocol,
-                        info: service.info.clone(),
-                        scheme: AllotmentScheme::Tokens,
-                        wanted_tokens: DISPLAY_TOKENS,
-                    };
-                    preview_in(cache, &request, now)
-                });
-                let granted = match &allotment.allotment {
-                    Allotment::Tokens { entries, .. } => entries
-                        .iter()
-                        .find(|g| g.host == view.host && g.endpoint == row.app.endpoint)
-                        .map_or(0, |g| g.tokens),
-                    Allotment::Percentages { .. } => 0,
-                };
-                let d = row.directive;
-                rows.push(HostRow {
-                    vip: row.app.vip,
-                    protocol: protocol_name(row.app.protocol).to_owned(),
-                    endpoint: row.app.endpoint,
-                    info: row.app.info.clone(),
-                    health: health_name(row.status.health()).to_owned(),
-                    load: row.status.load(),
-                    capacity: row.status.capacity(),
-                    target: directive_name(d.target).to_owned(),
-                    current: directive_name(d.current).to_owned(),
-                    handshake: if d.target == d.current {
-                        "complete"
-                    } else {
-                        "pending"
-                    }
-                    .to_owned(),
-                    tokens: granted,
-                });
-            }
-            hosts.push(HostEntry {
-                id: view.host.0,
-                name: view
-                    .name
-                    .map(str::to_owned)
-                    .or_else(|| names.get(&view.host).cloned()),
+    // The lock is held only to copy the hosts out.
+    let (copies, policy) = health.read(|cache, now| {
+        let copies: Vec<HostCopy> = cache
+            .hosts()
+            .map(|view| HostCopy {
+                id: view.host,
+                name: view.name.map(str::to_owned),
                 address: view.address,
                 last_heartbeat_ms: millis(now.saturating_duration_since(view.last_heartbeat)),
                 alive: cache.is_alive(view.host, now),
                 generation: view.generation,
                 in_sync: view.in_sync,
                 baseline: view.baseline,
-                rows,
-            });
-        }
-        hosts
+                rows: view.table.rows().cloned().collect(),
+            })
+            .collect();
+        (copies, cache.settings().allotment)
     });
+    let tokens = display_tokens(&copies, &policy);
+    let hosts = copies
+        .iter()
+        .map(|h| HostEntry {
+            id: h.id.0,
+            name: h.name.clone().or_else(|| names.get(&h.id).cloned()),
+            address: h.address,
+            last_heartbeat_ms: h.last_heartbeat_ms,
+            alive: h.alive,
+            generation: h.generation,
+            in_sync: h.in_sync,
+            baseline: h.baseline,
+            rows: h
+                .rows
+                .iter()
+                .map(|row| {
+                    let d = row.directive;
+                    let key = (ServiceKey::of_app(&row.app), h.id, row.app.endpoint);
+                    HostRow {
+                        vip: row.app.vip,
+                        protocol: protocol_name(row.app.protocol).to_owned(),
+                        endpoint: row.app.endpoint,
+                        info: row.app.info.clone(),
+                        health: health_name(row.status.health()).to_owned(),
+                        load: row.status.load(),
+                        capacity: row.status.capacity(),
+                        target: directive_name(d.target).to_owned(),
+                        current: directive_name(d.current).to_owned(),
+                        handshake: if d.target == d.current {
+                            "complete"
+                        } else {
+                            "pending"
+                        }
+                        .to_owned(),
+                        tokens: tokens.get(&key).copied().unwrap_or(0),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
     Ok(Json(HostsResponse {
         unit: state.unit.clone(),
         hosts,
     }))
+}
+
+/// The tokens of one fresh [`DISPLAY_TOKENS`]-token allotment per service, by service,
+/// host and endpoint: what the cache would issue now (the same endpoints in the same
+/// order: alive hosts by id, rows in table order), not counted as an allotment.
+fn display_tokens(
+    hosts: &[HostCopy],
+    policy: &AllotmentPolicy,
+) -> HashMap<(ServiceKey, HostId, SocketAddr), u32> {
+    let mut by_service: BTreeMap<ServiceKey, Vec<(HostId, &Row)>> = BTreeMap::new();
+    for host in hosts.iter().filter(|h| h.alive) {
+        for row in &host.rows {
+            by_service
+                .entry(ServiceKey::of_app(&row.app))
+                .or_default()
+                .push((host.id, row));
+        }
+    }
+    let mut tokens = HashMap::new();
+    for (service, endpoints) in by_service {
+        let request = AllotmentRequest {
+            request_id: 0,
+            vip: service.vip,
+            protocol: service.protocol,
+            info: service.info.clone(),
+            scheme: AllotmentScheme::Tokens,
+            wanted_tokens: DISPLAY_TOKENS,
+        };
+        let response = compute_allotment(&request, endpoints, policy);
+        if let Allotment::Tokens { entries, .. } = response.allotment {
+            for g in entries {
+                tokens.insert((service.clone(), g.host, g.endpoint), g.tokens);
+            }
+        }
+    }
+    tokens
 }
 
 async fn services(State(state): State<AdminState>) -> Result<Json<ServicesResponse>, ApiError> {
@@ -289,7 +334,8 @@ async fn allotments(
     })?;
     let parsed = parse_allotment_query(query)?;
     let health = health_role(&state)?;
-    let response = health.allot_service(&parsed.service, parsed.scheme, parsed.tokens);
+    // A display: what the cache would issue now, not counted as an allotment.
+    let response = health.preview(&parsed.service, parsed.scheme, parsed.tokens);
     let names = health.configured_host_names();
     let host_name = |host: switchyard_wire::HostId| {
         health.host_name(host).or_else(|| names.get(&host).cloned())

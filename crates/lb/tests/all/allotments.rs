@@ -66,6 +66,14 @@ async fn token_and_percentage_allotments_follow_spare_capacity() {
     let unit = fixture.start().await;
     let agents = three_loads_and_a_drain(&unit).await;
 
+    // The admin API shows previews: GET counts no allotment.
+    let issued = unit
+        .health()
+        .expect("health role")
+        .counters()
+        .cache
+        .allotments;
+
     // The admin API: 10 000 tokens.
     let view: AllotmentView = get_json(
         &unit,
@@ -102,6 +110,15 @@ async fn token_and_percentage_allotments_follow_spare_capacity() {
     let doc = hosts(&unit).await;
     let tokens: Vec<u32> = doc.hosts.iter().map(|h| h.rows[0].tokens).collect();
     assert_eq!(tokens, [54, 33, 13, 0]);
+    assert_eq!(
+        unit.health()
+            .expect("health role")
+            .counters()
+            .cache
+            .allotments,
+        issued,
+        "GET /v1/allotments and /v1/hosts must not count allotments"
+    );
 
     // The in-process API a classifier uses: 10 000 draws.
     let health = unit.health().expect("health role").clone();

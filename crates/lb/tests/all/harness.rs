@@ -27,7 +27,8 @@ pub const VIP: &str = "198.51.100.10:80";
 pub const HEALTH_ROLES: &str = r#""forwarder", "classifier", "health-cache""#;
 pub const TIMEOUT: Duration = Duration::from_secs(3);
 
-/// A configuration with unit `lb-1` (id 1) with `roles` and hosts 101–104.
+/// A configuration with unit `lb-1` (id 1) with `roles`, unit `lb-2` (id 2, not
+/// started), hosts 101–104 and a host group of 101 and 102.
 pub struct Fixture {
     _dir: tempfile::TempDir,
     pub config: switchyard_config::Config,
@@ -48,6 +49,13 @@ name = "lb-1"
 id = 1
 address = "127.0.0.1"
 roles = [{roles}]
+
+# Asks lb-1 for allotments over UDP in tests; runs nothing here.
+[[cluster.units]]
+name = "lb-2"
+id = 2
+address = "127.0.0.2"
+roles = ["forwarder", "classifier"]
 
 [health]
 heartbeat_interval = "100ms"
@@ -87,6 +95,11 @@ id = 104
 name = "web-4"
 address = "127.0.0.1:8084"
 app = "shop"
+
+[[host_groups]]
+name = "pair"
+hosts = ["web-1", "web-2"]
+gossip_port = 7946
 "#
         );
         std::fs::write(&path, text).expect("config");

@@ -80,18 +80,21 @@ async fn hostile_datagrams_are_counted_by_reason_and_ignored() {
     ] {
         attacker.send_to(datagram, control).await.expect("send");
     }
-    // Authentic but impersonating: sender 999 reports host 101's rows.
-    let impersonation = good.seal(SenderId(999), 1, &poison()).expect("seal");
+    // Authentic but impersonating: configured host 102 reports host 101's rows, and
+    // sender 999, which the configuration does not have, does too.
+    let impersonation = good.seal(SenderId(102), 1, &poison()).expect("seal");
     attacker
         .send_to(&impersonation, control)
         .await
         .expect("send");
+    let stranger = good.seal(SenderId(999), 1, &poison()).expect("seal");
+    attacker.send_to(&stranger, control).await.expect("send");
     // Authentic, then replayed.
     let snapshot_request = Message::from(GetTableSnapshot {
-        requester: UnitId(999),
+        requester: UnitId(102),
     });
     let once = good
-        .seal(SenderId(999), 2, &snapshot_request)
+        .seal(SenderId(102), 2, &snapshot_request)
         .expect("seal");
     attacker.send_to(&once, control).await.expect("send");
     attacker.send_to(&once, control).await.expect("send");
@@ -103,6 +106,12 @@ async fn hostile_datagrams_are_counted_by_reason_and_ignored() {
             && c.service
                 .ignored
                 .get("sender-mismatch")
+                .copied()
+                .unwrap_or(0)
+                >= 1
+            && c.service
+                .ignored
+                .get("unknown-sender")
                 .copied()
                 .unwrap_or(0)
                 >= 1
@@ -121,6 +130,7 @@ async fn hostile_datagrams_are_counted_by_reason_and_ignored() {
     assert_eq!(rejected["replayed"], 1, "{rejected:?}");
     assert_eq!(counters.transport.rejected_total, 7);
     assert_eq!(counters.service.ignored["sender-mismatch"], 1);
+    assert_eq!(counters.service.ignored["unknown-sender"], 1);
     assert_eq!(counters.service.ignored["not-for-this-machine"], 1);
 
     // The cache is unchanged, and the host is still served.

@@ -9,3 +9,4 @@ mod admin_api;
 mod allotments;
 mod hostile_input;
 mod hosts;
+mod trust;
