@@ -42,7 +42,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use switchyard_health::allotment::allot as compute_allotment;
 use switchyard_health::{
     AllotmentSource, CacheCounters, CacheSettings, ConsolidatedCache, HealthError, Ignored,
     ServiceKey,
@@ -237,7 +236,7 @@ impl HealthCacheHandle {
             scheme,
             wanted_tokens,
         };
-        self.read(|cache, now| preview_in(cache, &request, now))
+        self.read(|cache, now| cache.preview(&request, now))
     }
 
     fn request(
@@ -284,21 +283,6 @@ impl HealthCacheHandle {
             services: cache.services().count() as u64,
         }
     }
-}
-
-/// The allotment `request` would get now, without counting it.
-fn preview_in(
-    cache: &ConsolidatedCache,
-    request: &AllotmentRequest,
-    now: Instant,
-) -> AllotmentResponse {
-    let service = ServiceKey::of_request(request);
-    let endpoints = cache
-        .endpoints(&service)
-        .into_iter()
-        .filter(|e| cache.is_alive(e.host, now))
-        .map(|e| (e.host, e.row));
-    compute_allotment(request, endpoints, &cache.settings().allotment)
 }
 
 impl AllotmentSource for HealthCacheHandle {

@@ -80,7 +80,7 @@ pub(crate) fn hosts_of(message: &Message) -> Vec<HostId> {
 
 /// `vip/protocol -> endpoint [info]` for log lines.
 pub(crate) fn describe_app(app: &AppId) -> String {
-    let protocol = crate::admin::api::protocol_name(app.protocol);
+    let protocol = app.protocol.as_str();
     if app.info.is_empty() {
         format!("{}/{protocol} -> {}", app.vip, app.endpoint)
     } else {

@@ -475,7 +475,7 @@ impl HostDriver {
         {
             tracing::error!(host = %self.name, row = %name, %error, "cannot restore the target");
         }
-        tracing::info!(host = %self.name, row = %name, vip = %app.vip, endpoint = %app.endpoint, health = health_name(status.health()), capacity = status.capacity(), "row added ({why})");
+        tracing::info!(host = %self.name, row = %name, vip = %app.vip, endpoint = %app.endpoint, health = status.health().as_str(), capacity = status.capacity(), "row added ({why})");
     }
 
     /// Takes row `index` out of the table (remembering its load).
@@ -512,7 +512,7 @@ impl HostDriver {
             return;
         };
         if e.health != health {
-            tracing::info!(host = %self.name, row = %e.name, "health {} -> {} ({why})", health_name(e.health), health_name(health));
+            tracing::info!(host = %self.name, row = %e.name, "health {} -> {} ({why})", e.health.as_str(), health.as_str());
         }
         if e.capacity != capacity {
             tracing::info!(host = %self.name, row = %e.name, "capacity {} -> {capacity} ({why})", e.capacity);
@@ -772,7 +772,7 @@ impl HostDriver {
                 continue;
             };
             if e.target != target {
-                tracing::info!(host = %self.name, row = %e.name, units = self.units.len(), "target {} -> {} (local API); current follows when every unit holds it", directive_name(e.target), directive_name(target));
+                tracing::info!(host = %self.name, row = %e.name, units = self.units.len(), "target {} -> {} (local API); current follows when every unit holds it", e.target.as_str(), target.as_str());
             }
             e.target = target;
             if present && let Err(error) = self.protocol.set_target(now, &e.app, target) {
@@ -789,7 +789,7 @@ impl HostDriver {
             let current = self.protocol.row(&e.app).map(|v| v.row.directive.current);
             if current != e.logged_current {
                 if let (Some(state), Some(_)) = (current, e.logged_current) {
-                    tracing::info!(host = %self.name, row = %e.name, "handshake complete: current is now {}", directive_name(state));
+                    tracing::info!(host = %self.name, row = %e.name, "handshake complete: current is now {}", state.as_str());
                 }
                 if let Some(e) = self.rows.get_mut(i) {
                     e.logged_current = current;
@@ -913,22 +913,6 @@ impl HostDriver {
             rows: self.rows.iter().map(|e| self.row_json(e)).collect(),
             group: self.group.as_ref().map(GroupDriver::json),
         }
-    }
-}
-
-fn health_name(h: Health) -> &'static str {
-    match h {
-        Health::Healthy => "healthy",
-        Health::Failing => "failing",
-        Health::Unknown => "unknown",
-    }
-}
-
-fn directive_name(d: DirectiveState) -> &'static str {
-    match d {
-        DirectiveState::Active => "active",
-        DirectiveState::Draining => "draining",
-        DirectiveState::Inactive => "inactive",
     }
 }
 

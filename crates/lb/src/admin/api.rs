@@ -7,8 +7,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
-use switchyard_wire::Protocol;
-use switchyard_wire::health::{DirectiveState, Health};
 
 /// The unit that answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,30 +260,4 @@ pub struct StateView {
 pub struct ErrorBody {
     /// What went wrong, for people.
     pub error: String,
-}
-
-/// `tcp` or `udp`.
-pub fn protocol_name(protocol: Protocol) -> &'static str {
-    match protocol {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-    }
-}
-
-/// `healthy`, `failing` or `unknown`.
-pub fn health_name(health: Health) -> &'static str {
-    match health {
-        Health::Healthy => "healthy",
-        Health::Failing => "failing",
-        Health::Unknown => "unknown",
-    }
-}
-
-/// `active`, `draining` or `inactive`.
-pub fn directive_name(state: DirectiveState) -> &'static str {
-    match state {
-        DirectiveState::Active => "active",
-        DirectiveState::Draining => "draining",
-        DirectiveState::Inactive => "inactive",
-    }
 }

@@ -24,7 +24,7 @@ use super::AdminState;
 use super::api::{
     AllotmentEntry, AllotmentView, CacheCountersView, CountersResponse, ErrorBody, HostEntry,
     HostRow, HostsResponse, ServiceCountersView, ServiceEndpoint, ServiceEntry, ServicesResponse,
-    StateView, TransportCountersView, directive_name, health_name, protocol_name,
+    StateView, TransportCountersView,
 };
 use crate::HealthCacheHandle;
 use crate::health_service::HealthCounters;
@@ -143,14 +143,14 @@ async fn hosts(State(state): State<AdminState>) -> Result<Json<HostsResponse>, A
                     let key = (ServiceKey::of_app(&row.app), h.id, row.app.endpoint);
                     HostRow {
                         vip: row.app.vip,
-                        protocol: protocol_name(row.app.protocol).to_owned(),
+                        protocol: row.app.protocol.as_str().to_owned(),
                         endpoint: row.app.endpoint,
                         info: row.app.info.clone(),
-                        health: health_name(row.status.health()).to_owned(),
+                        health: row.status.health().as_str().to_owned(),
                         load: row.status.load(),
                         capacity: row.status.capacity(),
-                        target: directive_name(d.target).to_owned(),
-                        current: directive_name(d.current).to_owned(),
+                        target: d.target.as_str().to_owned(),
+                        current: d.current.as_str().to_owned(),
                         handshake: if d.target == d.current {
                             "complete"
                         } else {
@@ -223,18 +223,18 @@ async fn services(State(state): State<AdminState>) -> Result<Json<ServicesRespon
                             .or_else(|| names.get(&e.host).cloned()),
                         endpoint: e.row.app.endpoint,
                         alive: cache.is_alive(e.host, now),
-                        health: health_name(e.row.status.health()).to_owned(),
+                        health: e.row.status.health().as_str().to_owned(),
                         load: e.row.status.load(),
                         capacity: e.row.status.capacity(),
-                        target: directive_name(e.row.directive.target).to_owned(),
-                        current: directive_name(e.row.directive.current).to_owned(),
+                        target: e.row.directive.target.as_str().to_owned(),
+                        current: e.row.directive.current.as_str().to_owned(),
                         spare_capacity: spare_capacity(e.row),
                     })
                     .collect();
                 ServiceEntry {
                     name: service_name(&state, service.vip, service.protocol),
                     vip: service.vip,
-                    protocol: protocol_name(service.protocol).to_owned(),
+                    protocol: service.protocol.as_str().to_owned(),
                     info: service.info.clone(),
                     endpoints,
                 }
@@ -381,7 +381,7 @@ async fn allotments(
     Ok(Json(AllotmentView {
         request_id: response.request_id,
         vip: response.vip,
-        protocol: protocol_name(response.protocol).to_owned(),
+        protocol: response.protocol.as_str().to_owned(),
         info: response.info.clone(),
         scheme: scheme.to_owned(),
         valid_for_ms,
