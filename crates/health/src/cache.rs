@@ -23,7 +23,10 @@
 //!   does not follow the cached generation directly, or the host has no
 //!   baseline, a snapshot is requested too.
 //! - A complete snapshot at least as new as the cache replaces the host's
-//!   rows and generation.
+//!   rows and generation. Parts are collected across repeated requests
+//!   (same generation and part count), so a snapshot of many parts
+//!   completes on a lossy network; an incomplete one is dropped after
+//!   `partial_snapshot_timeout` without a new part.
 //! - A goodbye clears the host at once; its late heartbeats (same or older
 //!   generation) are ignored for `host_dead_after`. A host without a
 //!   heartbeat for `host_dead_after` ages out. A host whose heartbeats stay
@@ -105,7 +108,8 @@ struct Partial {
     generation: u64,
     parts: u16,
     received: BTreeMap<u16, Vec<Row>>,
-    started: Instant,
+    /// When a part not received before last arrived.
+    progress: Instant,
 }
 
 #[derive(Debug, Clone)]
@@ -501,10 +505,12 @@ impl ConsolidatedCache {
                 generation: s.generation,
                 parts: s.parts,
                 received: BTreeMap::new(),
-                started: now,
+                progress: now,
             }),
         };
-        partial.received.insert(s.part, s.rows.clone());
+        if partial.received.insert(s.part, s.rows.clone()).is_none() {
+            partial.progress = now;
+        }
         if partial.received.len() < usize::from(partial.parts) {
             return Ok(());
         }
@@ -603,7 +609,7 @@ impl ConsolidatedCache {
                     e.last_current_heartbeat.checked_add(dead),
                     e.partial
                         .as_ref()
-                        .and_then(|p| p.started.checked_add(partial)),
+                        .and_then(|p| p.progress.checked_add(partial)),
                 ]
             })
             .flatten()
@@ -641,7 +647,7 @@ impl ConsolidatedCache {
             }
             if e.partial
                 .as_ref()
-                .is_some_and(|p| now.saturating_duration_since(p.started) >= partial_timeout)
+                .is_some_and(|p| now.saturating_duration_since(p.progress) >= partial_timeout)
             {
                 e.partial = None;
                 self.counters.partial_snapshots_dropped += 1;

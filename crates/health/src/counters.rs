@@ -45,7 +45,8 @@ pub struct HostCounters {
     pub snapshots_served: u64,
     /// Row changes published (each to every unit).
     pub row_changes_published: u64,
-    /// Rows resent to a unit that objected to a postulate.
+    /// Rows units objected to in postulate answers (each objecting unit is
+    /// sent a snapshot, at most one per postulate interval).
     pub rows_resent: u64,
     /// Postulate rounds sent.
     pub postulate_rounds: u64,
@@ -53,6 +54,9 @@ pub struct HostCounters {
     pub handshakes_completed: u64,
     /// Units given up on during a handshake.
     pub units_given_up: u64,
+    /// Times a handshake became blocked: no unit agreed and every unit was
+    /// silent for `unit_give_up_after` (the host is likely cut off).
+    pub handshakes_blocked: u64,
 }
 
 /// Counters of a [`crate::ConsolidatedCache`].

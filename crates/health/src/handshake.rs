@@ -1,45 +1,71 @@
 //! The postulate (drain) handshake of FIG. 15, host side: which rows wait
 //! for their directive's *current* state to catch up with the *target*,
-//! the round schedule, which units agreed, and which were given up.
+//! the round schedule, which units agreed, which were given up, and
+//! whether the handshake is blocked.
 //!
 //! # Protocol
 //!
 //! When a row's target changes, the host publishes the row change at once.
-//! After `postulate_delay` it sends `PostulateTableState { round, postulates }`
-//! listing every row whose target differs from its current state, and
-//! resends it every `postulate_interval` with a new round number.
+//! After `postulate_delay` it sends a *round*: the postulates of every row
+//! whose target differs from its current state, and resends a round every
+//! `postulate_interval`. A round is one or more `PostulateTableState`
+//! messages, split to fit a datagram (see [`crate::datagram`]); each message
+//! carries its own round number (the wire's `round` field numbers messages,
+//! not rounds), so an answer names exactly the postulates it answers.
 //!
-//! Units answer **every** postulate round with `PostulateWrong`; an **empty**
-//! `wrong` list means "I hold every postulated state". The spec lets an
-//! agreeing unit stay silent, but then a host cannot tell an agreeing unit
-//! from an unreachable one, and a drain would complete while a cut-off unit
-//! still sends new connections to the draining endpoint. Answering always
-//! makes agreement positive evidence.
+//! Units answer **every** postulate message with `PostulateWrong`; an
+//! **empty** `wrong` list means "I hold every state postulated in that
+//! message". The spec lets an agreeing unit stay silent, but then a host
+//! cannot tell an agreeing unit from an unreachable one, and a drain would
+//! complete while a cut-off unit still sends new connections to the
+//! draining endpoint. Answering always makes agreement positive evidence.
 //!
-//! A unit agrees with a row when it answered a round that started after the
-//! row's target change (the row's *first round* or later) without listing
-//! the row. A unit that objects gets the row resent at once (by
-//! [`crate::HostProtocol`]). Answers are tracked per unit by round, so a
-//! late answer to an older round never overrides a newer one.
+//! The host merges answers per row: a unit agrees with a row when it
+//! answered a message that carried the row, sent after the row's target
+//! change, without listing it. Answers are ordered by the message they
+//! answer, so a late answer to an older message never overrides a newer
+//! one; answers to messages of long-past rounds are ignored. A unit that
+//! objects is sent a snapshot (by [`crate::HostProtocol`]).
 //!
-//! When every unit agreed, the handshake completes: current := target. A
-//! unit that has not been heard from for `unit_give_up_after` since the
-//! handshake began (or since it was last heard, whichever is later) is
-//! *given up* for that handshake so a dead unit cannot block drains forever;
-//! it stops being given up as soon as it is heard from again. A unit cut off
-//! for less than that blocks completion until it answers. A new target
-//! change restarts the row's handshake.
+//! # Completion, give-up and the blocked state
 //!
-//! Round numbers are `u32` and start at 1; at two rounds a second they
-//! would wrap after 68 years of continuous handshakes.
+//! When every unit agreed, the handshake completes: current := target.
+//!
+//! A unit *silent* for `unit_give_up_after` since the handshake began (or
+//! since it was last heard, whichever is later) is **given up** for that
+//! handshake, so a dead unit cannot block drains forever — but only while
+//! at least one *other* unit is answering (it agreed with the row, or it
+//! was heard within `unit_give_up_after`). A given-up unit stops being
+//! given up as soon as it is heard from again. A handshake completes when
+//! every unit agreed or was given up **and at least one unit agreed**: a
+//! drain never completes on nobody's word.
+//!
+//! When no unit agreed and every unit is silent, the host itself is most
+//! likely cut off: the handshake is **blocked** (no unit reachable).
+//! Nothing is given up, current stays, rounds continue, and the handshake
+//! resumes as soon as units answer again. [`HandshakeView::blocked`] shows
+//! it and [`crate::HostCounters::handshakes_blocked`] counts each time a
+//! handshake becomes blocked.
+//!
+//! A unit cut off for less than `unit_give_up_after` blocks completion
+//! until it answers. A new target change restarts the row's handshake.
+//!
+//! Round numbers are `u32`, start at 1 and skip 0 when they wrap; answers
+//! are matched against the messages of the last few rounds only, so
+//! wrapping is harmless.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use switchyard_wire::health::{DirectiveState, Postulate, PostulateTableState, WrongPostulate};
 use switchyard_wire::{AppId, HostId, UnitId};
 
+use crate::datagram;
 use crate::table::AppKey;
+
+/// Answers to messages of this many most recent rounds are matched; older
+/// ones are ignored.
+const TRACKED_ROUNDS: usize = 4;
 
 /// Progress of one row's handshake, for the local API and `ctl`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,21 +77,28 @@ pub struct HandshakeView {
     pub target: DirectiveState,
     /// When the target change was published.
     pub started_at: Instant,
-    /// The first round that counts for this handshake (`None` until sent).
+    /// Round number of the first message that postulated this row since
+    /// the target change (`None` until sent).
     pub first_round: Option<u32>,
-    /// The latest round that postulated this row (`None` until sent).
+    /// Round number of the latest message that postulated this row (`None`
+    /// until sent).
     pub round: Option<u32>,
     /// Units that hold the target state.
     pub agreed: Vec<UnitId>,
     /// Units the handshake waits for.
     pub waiting: Vec<UnitId>,
-    /// Units given up on (silent for `unit_give_up_after`).
+    /// Units given up on (silent for `unit_give_up_after` while another
+    /// unit answers).
     pub given_up: Vec<UnitId>,
+    /// No unit reachable: none agreed and every unit has been silent for
+    /// `unit_give_up_after`. Current stays until units answer again.
+    pub blocked: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Answer {
-    round: u32,
+    /// Sequence number of the message answered.
+    seq: u64,
     agreed: bool,
 }
 
@@ -74,15 +107,27 @@ struct Handshake {
     app: AppId,
     target: DirectiveState,
     started_at: Instant,
+    /// Sequence number of the first message that carried the row.
+    first_seq: Option<u64>,
     first_round: Option<u32>,
+    last_round: Option<u32>,
     answers: BTreeMap<UnitId, Answer>,
     given_up: BTreeSet<UnitId>,
+    blocked: bool,
 }
 
 impl Handshake {
     fn agreed(&self, unit: UnitId) -> bool {
         self.answers.get(&unit).is_some_and(|a| a.agreed)
     }
+}
+
+/// One postulate message sent, for matching answers.
+#[derive(Debug, Clone)]
+struct Sent {
+    round: u32,
+    seq: u64,
+    keys: Vec<AppKey>,
 }
 
 /// Outcome of [`Handshakes::evaluate`].
@@ -92,15 +137,23 @@ pub(crate) struct Evaluation {
     pub completed: Vec<(AppKey, DirectiveState)>,
     /// Units newly given up on (summed over rows).
     pub newly_given_up: u64,
+    /// Handshakes that became blocked (no unit reachable).
+    pub newly_blocked: u64,
 }
 
 /// Every pending handshake of one host, and the round schedule.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Handshakes {
+    /// Last round number used on the wire.
     round: u32,
+    /// Messages sent so far (orders answers; never wraps in practice).
+    seq: u64,
     next_round_at: Option<Instant>,
     pending: BTreeMap<AppKey, Handshake>,
     last_heard: BTreeMap<UnitId, Instant>,
+    /// The messages of the last [`TRACKED_ROUNDS`] rounds, one group per
+    /// round.
+    sent: VecDeque<Vec<Sent>>,
 }
 
 impl Handshakes {
@@ -121,9 +174,12 @@ impl Handshakes {
                 app,
                 target,
                 started_at: now,
+                first_seq: None,
                 first_round: None,
+                last_round: None,
                 answers: BTreeMap::new(),
                 given_up: BTreeSet::new(),
+                blocked: false,
             },
         );
         let at = now.checked_add(delay).unwrap_or(now);
@@ -162,41 +218,78 @@ impl Handshakes {
         }
     }
 
-    /// Starts the next round: the message to send to every unit, or `None`
-    /// when nothing is pending.
+    fn next_round_number(&mut self) -> u32 {
+        self.round = match self.round.wrapping_add(1) {
+            0 => 1,
+            r => r,
+        };
+        self.round
+    }
+
+    /// Starts the next round: the messages to send to every unit (none when
+    /// nothing is pending), each within `max_payload` bytes.
     pub fn next_round(
         &mut self,
         host: HostId,
         now: Instant,
         interval: Duration,
-    ) -> Option<PostulateTableState> {
+        max_payload: usize,
+    ) -> Vec<PostulateTableState> {
         if self.pending.is_empty() {
             self.next_round_at = None;
-            return None;
+            return Vec::new();
         }
-        self.round = match self.round.wrapping_add(1) {
-            0 => 1,
-            r => r,
-        };
-        let round = self.round;
-        let mut postulates = Vec::with_capacity(self.pending.len());
-        for h in self.pending.values_mut() {
-            h.first_round.get_or_insert(round);
-            postulates.push(Postulate {
-                app: h.app.clone(),
-                state: h.target,
+        let entries: Vec<(AppKey, Postulate)> = self
+            .pending
+            .iter()
+            .map(|(key, h)| {
+                let postulate = Postulate {
+                    app: h.app.clone(),
+                    state: h.target,
+                };
+                (key.clone(), postulate)
+            })
+            .collect();
+        let chunks = datagram::chunk_by_size(
+            entries,
+            datagram::postulate_base(),
+            max_payload,
+            |(_, p)| datagram::postulate_len(p),
+        );
+        let mut messages = Vec::with_capacity(chunks.len());
+        let mut group = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            let round = self.next_round_number();
+            self.seq += 1;
+            let seq = self.seq;
+            let mut keys = Vec::with_capacity(chunk.len());
+            let mut postulates = Vec::with_capacity(chunk.len());
+            for (key, postulate) in chunk {
+                if let Some(h) = self.pending.get_mut(&key) {
+                    h.first_seq.get_or_insert(seq);
+                    h.first_round.get_or_insert(round);
+                    h.last_round = Some(round);
+                }
+                keys.push(key);
+                postulates.push(postulate);
+            }
+            group.push(Sent { round, seq, keys });
+            messages.push(PostulateTableState {
+                host,
+                round,
+                postulates,
             });
         }
+        self.sent.push_back(group);
+        while self.sent.len() > TRACKED_ROUNDS {
+            self.sent.pop_front();
+        }
         self.next_round_at = Some(now.checked_add(interval).unwrap_or(now));
-        Some(PostulateTableState {
-            host,
-            round,
-            postulates,
-        })
+        messages
     }
 
-    /// Records `unit`'s answer to `round`; returns the keys of pending rows
-    /// it objected to (to be resent to it).
+    /// Records `unit`'s answer to the message numbered `round`; returns the
+    /// keys of pending rows it objected to.
     pub fn answer(
         &mut self,
         unit: UnitId,
@@ -205,23 +298,26 @@ impl Handshakes {
         now: Instant,
     ) -> Vec<AppKey> {
         self.heard(unit, now);
+        let Some(sent) = self.sent.iter().flatten().rev().find(|m| m.round == round) else {
+            return Vec::new(); // an answer to a long-past round, or forged
+        };
         let mut objections = Vec::new();
-        for (key, h) in &mut self.pending {
-            let Some(first) = h.first_round else {
+        for key in &sent.keys {
+            let Some(h) = self.pending.get_mut(key) else {
                 continue;
             };
-            // Rounds before the row's first round predate its target change.
-            if round < first {
+            // Messages before the row's first one predate its target change.
+            if h.first_seq.is_none_or(|first| sent.seq < first) {
                 continue;
             }
-            if h.answers.get(&unit).is_some_and(|a| a.round > round) {
-                continue; // a late answer to an older round
+            if h.answers.get(&unit).is_some_and(|a| a.seq > sent.seq) {
+                continue; // a late answer to an older message
             }
             let objected = wrong.iter().any(|w| w.app == h.app);
             h.answers.insert(
                 unit,
                 Answer {
-                    round,
+                    seq: sent.seq,
                     agreed: !objected,
                 },
             );
@@ -232,8 +328,9 @@ impl Handshakes {
         objections
     }
 
-    /// Gives up on silent units and completes handshakes every remaining
-    /// unit agreed with.
+    /// Gives up on silent units (while another unit answers), marks
+    /// handshakes no unit can be reached for as blocked, and completes
+    /// handshakes every remaining unit agreed with (at least one).
     pub fn evaluate(
         &mut self,
         units: &[UnitId],
@@ -243,26 +340,35 @@ impl Handshakes {
         let mut out = Evaluation::default();
         let mut done = Vec::new();
         for (key, h) in &mut self.pending {
-            if h.first_round.is_none() {
+            if h.first_seq.is_none() {
                 continue;
             }
-            let mut complete = true;
-            for &unit in units {
-                if h.agreed(unit) {
-                    continue;
-                }
+            let silent = |unit: &UnitId| {
                 let since = self
                     .last_heard
-                    .get(&unit)
+                    .get(unit)
                     .map_or(h.started_at, |t| (*t).max(h.started_at));
-                if now.saturating_duration_since(since) >= give_up_after {
-                    if h.given_up.insert(unit) {
-                        out.newly_given_up += 1;
-                    }
-                } else {
-                    complete = false;
-                }
+                !h.agreed(*unit) && now.saturating_duration_since(since) >= give_up_after
+            };
+            let silent_units: BTreeSet<UnitId> = units.iter().copied().filter(silent).collect();
+            let answering = units.len() - silent_units.len();
+            let any_agreed = units.iter().any(|u| h.agreed(*u));
+            // A silent unit is given up only while another unit answers
+            // (silent units never answer, so any answering unit is another).
+            let given_up = if answering > 0 {
+                silent_units
+            } else {
+                BTreeSet::new()
+            };
+            out.newly_given_up += given_up.difference(&h.given_up).count() as u64;
+            h.given_up = given_up;
+            let blocked = !units.is_empty() && answering == 0;
+            if blocked && !h.blocked {
+                out.newly_blocked += 1;
             }
+            h.blocked = blocked;
+            let complete = (units.is_empty() || any_agreed)
+                && units.iter().all(|u| h.agreed(*u) || h.given_up.contains(u));
             if complete {
                 done.push((key.clone(), h.target));
             }
@@ -291,10 +397,11 @@ impl Handshakes {
             target: h.target,
             started_at: h.started_at,
             first_round: h.first_round,
-            round: h.first_round.map(|_| self.round),
+            round: h.last_round,
             agreed,
             waiting,
             given_up: h.given_up.iter().copied().collect(),
+            blocked: h.blocked,
         })
     }
 
@@ -323,6 +430,13 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
     const UNITS: [UnitId; 2] = [UnitId(100), UnitId(101)];
+    const MAX: usize = crate::datagram::DEFAULT_MAX_DATAGRAM_PAYLOAD;
+    const GIVE_UP: Duration = Duration::from_secs(30);
+
+    fn one(mut round: Vec<PostulateTableState>) -> PostulateTableState {
+        assert_eq!(round.len(), 1, "one message per round");
+        round.pop().expect("one")
+    }
 
     fn started(t0: Instant) -> (Handshakes, AppKey) {
         let mut hs = Handshakes::default();
@@ -338,9 +452,7 @@ mod tests {
         assert_eq!(hs.next_round_at(), Some(t0 + 200 * MS));
         // An answer to a round before the change does not count.
         hs.answer(UNITS[0], 0, &[], t0);
-        let m = hs
-            .next_round(HostId(1), t0 + 200 * MS, 500 * MS)
-            .expect("round");
+        let m = one(hs.next_round(HostId(1), t0 + 200 * MS, 500 * MS, MAX));
         assert_eq!(m.round, 1);
         assert_eq!(m.postulates.len(), 1);
         let e = hs.evaluate(&UNITS, t0 + 200 * MS, 30_000 * MS);
@@ -362,8 +474,7 @@ mod tests {
         let v = hs.view(&key, &UNITS).expect("pending");
         assert_eq!(v.agreed, vec![UNITS[0]]);
         assert_eq!(v.waiting, vec![UNITS[1]]);
-        hs.next_round(HostId(1), t0 + 700 * MS, 500 * MS)
-            .expect("round 2");
+        one(hs.next_round(HostId(1), t0 + 700 * MS, 500 * MS, MAX));
         hs.answer(UNITS[1], 2, &[], t0 + 710 * MS);
         // A late duplicate of the round-1 objection does not undo agreement.
         hs.answer(UNITS[1], 1, &objection, t0 + 720 * MS);
@@ -377,7 +488,7 @@ mod tests {
     fn silent_unit_is_given_up_after_the_deadline_and_back_when_heard() {
         let t0 = Instant::now();
         let (mut hs, key) = started(t0);
-        hs.next_round(HostId(1), t0 + 200 * MS, 500 * MS);
+        one(hs.next_round(HostId(1), t0 + 200 * MS, 500 * MS, MAX));
         hs.answer(UNITS[0], 1, &[], t0 + 210 * MS);
         let e = hs.evaluate(&UNITS, t0 + 29_000 * MS, 30_000 * MS);
         assert!(e.completed.is_empty());
@@ -394,7 +505,7 @@ mod tests {
     fn restart_resets_agreement() {
         let t0 = Instant::now();
         let (mut hs, key) = started(t0);
-        hs.next_round(HostId(1), t0 + 200 * MS, 500 * MS);
+        one(hs.next_round(HostId(1), t0 + 200 * MS, 500 * MS, MAX));
         hs.answer(UNITS[0], 1, &[], t0 + 210 * MS);
         hs.start(
             key.clone(),
@@ -407,8 +518,107 @@ mod tests {
         // answer to round 1 does not count for the new handshake.
         let v = hs.view(&key, &UNITS).expect("pending");
         assert!(v.agreed.is_empty());
-        hs.next_round(HostId(1), t0 + 700 * MS, 500 * MS);
+        one(hs.next_round(HostId(1), t0 + 700 * MS, 500 * MS, MAX));
         hs.answer(UNITS[0], 1, &[], t0 + 710 * MS);
         assert!(hs.view(&key, &UNITS).expect("pending").agreed.is_empty());
+    }
+
+    #[test]
+    fn no_unit_answering_blocks_the_handshake_instead_of_completing_it() {
+        let t0 = Instant::now();
+        let (mut hs, key) = started(t0);
+        one(hs.next_round(HostId(1), t0 + 200 * MS, 500 * MS, MAX));
+        let e = hs.evaluate(&UNITS, t0 + 29_000 * MS, GIVE_UP);
+        assert_eq!((e.newly_blocked, e.newly_given_up), (0, 0));
+        assert!(!hs.view(&key, &UNITS).expect("pending").blocked);
+        // Every unit silent past the deadline, none agreed: blocked, and
+        // nobody is given up (that would complete on nobody's word).
+        let e = hs.evaluate(&UNITS, t0 + 31_000 * MS, GIVE_UP);
+        assert!(e.completed.is_empty());
+        assert_eq!((e.newly_blocked, e.newly_given_up), (1, 0));
+        let v = hs.view(&key, &UNITS).expect("pending");
+        assert!(v.blocked);
+        assert!(v.given_up.is_empty());
+        assert_eq!(v.waiting, UNITS.to_vec());
+        // Still blocked later: counted once.
+        let e = hs.evaluate(&UNITS, t0 + 300_000 * MS, GIVE_UP);
+        assert!(e.completed.is_empty());
+        assert_eq!(e.newly_blocked, 0);
+        // One unit answers (objecting): no longer blocked; the other, still
+        // silent, is given up, but nothing completes without an agreement.
+        let m = one(hs.next_round(HostId(1), t0 + 300_000 * MS, 500 * MS, MAX));
+        let objection = [WrongPostulate {
+            app: app(1),
+            actual: None,
+        }];
+        hs.answer(UNITS[0], m.round, &objection, t0 + 300_010 * MS);
+        let e = hs.evaluate(&UNITS, t0 + 300_010 * MS, GIVE_UP);
+        assert!(e.completed.is_empty());
+        assert_eq!(e.newly_given_up, 1);
+        let v = hs.view(&key, &UNITS).expect("pending");
+        assert!(!v.blocked);
+        assert_eq!(v.given_up, vec![UNITS[1]]);
+        // It agrees: complete.
+        let m = one(hs.next_round(HostId(1), t0 + 300_500 * MS, 500 * MS, MAX));
+        hs.answer(UNITS[0], m.round, &[], t0 + 300_510 * MS);
+        let e = hs.evaluate(&UNITS, t0 + 300_510 * MS, GIVE_UP);
+        assert_eq!(e.completed, vec![(key, DirectiveState::Draining)]);
+    }
+
+    #[test]
+    fn a_round_too_large_for_a_datagram_is_split_and_answers_merge() {
+        let t0 = Instant::now();
+        let mut hs = Handshakes::default();
+        let apps: Vec<AppId> = (1..=40)
+            .map(|port| AppId {
+                info: "x".repeat(200),
+                ..app(port)
+            })
+            .collect();
+        let keys: Vec<AppKey> = apps
+            .iter()
+            .map(|a| AppKey::new(a).expect("valid"))
+            .collect();
+        for (key, a) in keys.iter().zip(&apps) {
+            hs.start(
+                key.clone(),
+                a.clone(),
+                DirectiveState::Draining,
+                t0,
+                Duration::ZERO,
+            );
+        }
+        let round = hs.next_round(HostId(1), t0, 500 * MS, MAX);
+        assert!(round.len() > 1, "split");
+        let mut carried = 0;
+        for m in &round {
+            let len = switchyard_wire::Message::from(m.clone())
+                .encode_payload()
+                .expect("encodes")
+                .len();
+            assert!(len <= MAX, "{len} bytes");
+            carried += m.postulates.len();
+        }
+        assert_eq!(carried, apps.len());
+        // Unit 0 agrees with every message; unit 1 with all but the last.
+        for m in &round {
+            hs.answer(UNITS[0], m.round, &[], t0 + MS);
+        }
+        let (last, rest) = round.split_last().expect("messages");
+        for m in rest {
+            hs.answer(UNITS[1], m.round, &[], t0 + MS);
+        }
+        let e = hs.evaluate(&UNITS, t0 + MS, GIVE_UP);
+        // An answer covers only the rows its message carried.
+        assert_eq!(e.completed.len(), apps.len() - last.postulates.len());
+        let pending: Vec<AppKey> = hs.keys().cloned().collect();
+        assert_eq!(pending.len(), last.postulates.len());
+        let next = hs.next_round(HostId(1), t0 + 500 * MS, 500 * MS, MAX);
+        for m in &next {
+            hs.answer(UNITS[1], m.round, &[], t0 + 501 * MS);
+        }
+        let e = hs.evaluate(&UNITS, t0 + 501 * MS, GIVE_UP);
+        assert_eq!(e.completed.len(), last.postulates.len());
+        assert_eq!(hs.next_round_at(), None);
     }
 }

@@ -11,7 +11,12 @@
 //! - Adding or removing a row, and changes of health, capacity, target or
 //!   current state, are published immediately: all pending changes are
 //!   coalesced into one `RowChange` (generation + 1) on the next
-//!   [`HostProtocol::poll_transmit`].
+//!   [`HostProtocol::poll_transmit`] — or, when they do not fit one
+//!   datagram, into several with consecutive generations (see
+//!   [`crate::datagram`]).
+//! - A unit that objects to a postulate missed a change: it is sent a
+//!   snapshot (a complete copy), at most once per postulate interval.
+//! - Snapshot parts and postulate rounds are split to fit a datagram too.
 //! - Load-only changes are published at most once per `load_interval`, but
 //!   ride along with any immediate change of the same row.
 //! - Heartbeats carry the digest of the *published* table, so a pending load
@@ -28,6 +33,7 @@ use switchyard_wire::{AppId, HostId, Message, UnitId};
 
 use crate::Transmit;
 use crate::counters::HostCounters;
+use crate::datagram;
 use crate::error::{HealthError, Ignored};
 use crate::handshake::{HandshakeView, Handshakes};
 use crate::load::LoadSmoother;
@@ -63,6 +69,8 @@ pub struct HostProtocol {
     last_load_flush: Option<Instant>,
     smoothers: BTreeMap<AppKey, LoadSmoother>,
     handshakes: Handshakes,
+    /// The generation and time of the last snapshot sent to each unit.
+    last_snapshot_to: BTreeMap<UnitId, (u64, Instant)>,
     next_heartbeat: Option<Instant>,
     heartbeats_sent: u64,
     queue: VecDeque<Transmit<UnitId>>,
@@ -85,6 +93,7 @@ impl HostProtocol {
             last_load_flush: None,
             smoothers: BTreeMap::new(),
             handshakes: Handshakes::default(),
+            last_snapshot_to: BTreeMap::new(),
             next_heartbeat: Some(now),
             heartbeats_sent: 0,
             queue: VecDeque::new(),
@@ -339,19 +348,24 @@ impl HostProtocol {
                 let objections = self
                     .handshakes
                     .answer(from, answer.round, &answer.wrong, now);
-                let ops: Vec<RowOp> = objections
-                    .iter()
-                    .filter_map(|k| self.published.get_by_key(k))
-                    .map(|row| RowOp::Update(row.clone()))
-                    .collect();
-                if !ops.is_empty() {
-                    self.counters.rows_resent += ops.len() as u64;
-                    let message = Message::from(RowChange {
-                        host,
-                        generation: self.published.generation(),
-                        ops,
+                if !objections.is_empty() {
+                    // The unit missed a change. Resending only the objected
+                    // rows stamped with the current generation would let a
+                    // unit one generation behind take them for the whole
+                    // change and believe it holds a complete copy; a
+                    // snapshot is always a complete copy. Not again while a
+                    // snapshot of this generation to this unit is at most a
+                    // postulate interval old (a round may be several
+                    // messages, each answered).
+                    self.counters.rows_resent += objections.len() as u64;
+                    let generation = self.published.generation();
+                    let recent = self.last_snapshot_to.get(&from).is_some_and(|(g, t)| {
+                        *g == generation
+                            && now.saturating_duration_since(*t) < self.settings.postulate_interval
                     });
-                    self.send(from, message);
+                    if !recent {
+                        self.serve_snapshot(from);
+                    }
                 }
                 self.evaluate(now);
                 Ok(())
@@ -396,12 +410,17 @@ impl HostProtocol {
         if self.handshakes.due(now) {
             self.evaluate(now);
             let host = self.settings.host;
-            if let Some(round) =
-                self.handshakes
-                    .next_round(host, now, self.settings.postulate_interval)
-            {
+            let round = self.handshakes.next_round(
+                host,
+                now,
+                self.settings.postulate_interval,
+                self.settings.max_datagram_payload,
+            );
+            if !round.is_empty() {
                 self.counters.postulate_rounds += 1;
-                self.broadcast(&Message::from(round));
+            }
+            for message in round {
+                self.broadcast(&Message::from(message));
             }
         }
         if self.next_heartbeat.is_some_and(|t| t <= now) {
@@ -448,6 +467,10 @@ impl HostProtocol {
             self.handshakes
                 .evaluate(&self.settings.units, now, self.settings.unit_give_up_after);
         self.counters.units_given_up += e.newly_given_up;
+        self.counters.handshakes_blocked += e.newly_blocked;
+        if e.newly_blocked > 0 {
+            tracing::warn!(host = %self.settings.host, "directive handshake blocked: no unit reachable");
+        }
         for (key, state) in e.completed {
             self.counters.handshakes_completed += 1;
             if let Some(row) = self.actual.get_mut(&key)
@@ -497,18 +520,25 @@ impl HostProtocol {
             self.publish_op(key, &op, now);
             ops.push(op);
         }
-        if ops.is_empty() {
-            return;
-        }
-        let generation = self.published.generation().wrapping_add(1);
-        self.published.set_generation(generation);
-        self.counters.row_changes_published += 1;
-        let change = Message::from(RowChange {
-            host: self.settings.host,
-            generation,
+        // One row change per datagram-sized chunk, each its own generation
+        // step, so units apply the chunks in order and detect a lost one.
+        let chunks = datagram::chunk_by_size(
             ops,
-        });
-        self.broadcast(&change);
+            datagram::row_change_base(),
+            self.settings.max_datagram_payload,
+            datagram::op_len,
+        );
+        for ops in chunks {
+            let generation = self.published.generation().wrapping_add(1);
+            self.published.set_generation(generation);
+            self.counters.row_changes_published += 1;
+            let change = Message::from(RowChange {
+                host: self.settings.host,
+                generation,
+                ops,
+            });
+            self.broadcast(&change);
+        }
     }
 
     /// Applies one op to the published table and starts, restarts or
@@ -540,24 +570,29 @@ impl HostProtocol {
         }
     }
 
+    /// Sends the published table to `to`, in parts that each fit a
+    /// datagram (see [`crate::datagram`]).
     fn serve_snapshot(&mut self, to: UnitId) {
-        let rows: Vec<&Row> = self.published.rows().collect();
-        let max_parts = usize::from(u16::MAX);
-        let per_part = self
-            .settings
-            .rows_per_snapshot_part
-            .max(rows.len().div_ceil(max_parts))
-            .max(1);
-        let chunks: Vec<&[&Row]> = if rows.is_empty() {
-            vec![&[]]
-        } else {
-            rows.chunks(per_part).collect()
-        };
-        // At most u16::MAX chunks by the choice of `per_part`.
+        let sized: Vec<(&Row, usize)> = self
+            .published
+            .rows()
+            .map(|row| (row, datagram::row_len(row)))
+            .collect();
+        let base = datagram::snapshot_base();
+        let mut target = self.settings.max_datagram_payload;
+        let mut chunks = datagram::chunk_by_size(sized.clone(), base, target, |(_, n)| *n);
+        // A part number is a u16. Only a table of tens of megabytes needs
+        // more parts at the target size; then parts grow past it instead.
+        while chunks.len() > usize::from(u16::MAX) {
+            target = target.saturating_mul(2);
+            chunks = datagram::chunk_by_size(sized.clone(), base, target, |(_, n)| *n);
+        }
+        if chunks.is_empty() {
+            chunks.push(Vec::new()); // an empty table is one empty part
+        }
         let parts = u16::try_from(chunks.len()).unwrap_or(u16::MAX);
         let messages: Vec<Message> = chunks
             .into_iter()
-            .take(usize::from(parts))
             .enumerate()
             .map(|(i, chunk)| {
                 Message::from(SendTableSnapshot {
@@ -565,11 +600,13 @@ impl HostProtocol {
                     generation: self.published.generation(),
                     part: u16::try_from(i).unwrap_or(u16::MAX),
                     parts,
-                    rows: chunk.iter().map(|r| (*r).clone()).collect(),
+                    rows: chunk.into_iter().map(|(r, _)| r.clone()).collect(),
                 })
             })
             .collect();
         self.counters.snapshots_served += 1;
+        self.last_snapshot_to
+            .insert(to, (self.published.generation(), self.now));
         for m in messages {
             self.send(to, m);
         }

@@ -20,6 +20,7 @@
 //!   [`handshake`] for the drain handshake;
 //! - [`cache`]: [`ConsolidatedCache`], one per LB unit;
 //! - [`allotment`]: allotments and their consumers;
+//! - [`datagram`]: splitting messages to fit one datagram;
 //! - [`settings`], [`counters`], [`error`].
 //!
 //! # Driving the machines
@@ -90,6 +91,7 @@
 pub mod allotment;
 pub mod cache;
 pub mod counters;
+pub mod datagram;
 pub mod digest;
 pub mod error;
 pub mod handshake;

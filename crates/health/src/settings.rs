@@ -38,8 +38,12 @@ pub struct HostSettings {
     pub postulate_interval: Duration,
     /// A unit silent for this long since a handshake began no longer blocks it.
     pub unit_give_up_after: Duration,
-    /// Rows per snapshot part (keeps each part within one datagram).
-    pub rows_per_snapshot_part: usize,
+    /// Target size of a message's encoded payload, in bytes: snapshot
+    /// parts, row changes and postulate rounds are split to stay within it
+    /// (see [`crate::datagram`]). At least
+    /// [`crate::datagram::MIN_DATAGRAM_PAYLOAD`], at most
+    /// `switchyard_wire::frame::MAX_UDP_PAYLOAD`.
+    pub max_datagram_payload: usize,
     /// Load smoothing for [`crate::HostProtocol::report_load`].
     pub smoothing: SmootherSettings,
 }
@@ -59,7 +63,7 @@ impl HostSettings {
             postulate_delay: Duration::from_millis(200),
             postulate_interval: Duration::from_millis(500),
             unit_give_up_after: Duration::from_secs(30),
-            rows_per_snapshot_part: 200,
+            max_datagram_payload: crate::datagram::DEFAULT_MAX_DATAGRAM_PAYLOAD,
             smoothing: SmootherSettings::default(),
         }
     }
@@ -67,8 +71,17 @@ impl HostSettings {
     pub(crate) fn validate(&self) -> Result<(), HealthError> {
         nonzero("heartbeat_interval", self.heartbeat_interval)?;
         nonzero("postulate_interval", self.postulate_interval)?;
-        if self.rows_per_snapshot_part == 0 {
-            return Err(invalid("rows_per_snapshot_part", "must be at least 1"));
+        if self.max_datagram_payload < crate::datagram::MIN_DATAGRAM_PAYLOAD {
+            return Err(invalid(
+                "max_datagram_payload",
+                "must be at least 256 bytes",
+            ));
+        }
+        if self.max_datagram_payload > switchyard_wire::frame::MAX_UDP_PAYLOAD {
+            return Err(invalid(
+                "max_datagram_payload",
+                "must fit a UDP datagram (65000 bytes)",
+            ));
         }
         if let Some(name) = &self.name
             && name.len() > switchyard_wire::health::MAX_DNS_NAME_LEN
@@ -88,7 +101,8 @@ pub struct CacheSettings {
     pub host_dead_after: Duration,
     /// Minimum time between two snapshot requests to one host.
     pub snapshot_retry: Duration,
-    /// An incomplete snapshot is dropped after this long.
+    /// An incomplete snapshot is dropped after this long without a new
+    /// part.
     pub partial_snapshot_timeout: Duration,
     /// How allotments are computed.
     pub allotment: AllotmentPolicy,

@@ -3,11 +3,13 @@
 use std::time::{Duration, Instant};
 
 use switchyard_health::host::GOODBYE_REPEAT;
-use switchyard_health::{HealthError, HostProtocol, HostSettings, Ignored, Transmit};
+use switchyard_health::{
+    CacheSettings, ConsolidatedCache, HealthError, HostProtocol, HostSettings, Ignored, Transmit,
+};
 use switchyard_wire::health::{
     ContentCheck, DirectiveState, GetTableSnapshot, Health, PostulateWrong, RowOp, WrongPostulate,
 };
-use switchyard_wire::{AppId, HostId, Message, MessageKind, UnitId};
+use switchyard_wire::{AppId, HostId, Message, MessageKind, SenderId, UnitId};
 
 use crate::sim::{MS, SEC, app, host_settings, status, unit_id};
 
@@ -161,8 +163,8 @@ fn reported_load_is_smoothed() {
 #[test]
 fn snapshots_are_served_in_parts() {
     let t0 = Instant::now();
-    let mut s = host_settings(0, 2);
-    s.rows_per_snapshot_part = 200;
+    let s = host_settings(0, 2);
+    let max = s.max_datagram_payload;
     let mut h = HostProtocol::new(s, t0).expect("valid");
     for k in 0..450 {
         h.set_app(t0, app(0, k), status(Health::Healthy, 1, 1))
@@ -183,12 +185,19 @@ fn snapshots_are_served_in_parts() {
             }
         })
         .collect();
-    assert_eq!(parts.len(), 3);
-    assert!(
-        parts
-            .iter()
-            .all(|p| p.parts == 3 && p.generation == h.published().generation())
-    );
+    // Split by encoded size: every part fits the datagram target.
+    assert!(parts.len() > 1);
+    let n = u16::try_from(parts.len()).expect("few parts");
+    for (i, p) in parts.iter().enumerate() {
+        assert_eq!(usize::from(p.part), i);
+        assert_eq!(p.parts, n);
+        assert_eq!(p.generation, h.published().generation());
+        let len = Message::from(p.clone())
+            .encode_payload()
+            .expect("encodes")
+            .len();
+        assert!(len <= max, "part {i}: {len} bytes");
+    }
     assert_eq!(parts.iter().map(|p| p.rows.len()).sum::<usize>(), 450);
     assert_eq!(h.counters().snapshots_served, 1);
     // A unit may only ask for itself.
@@ -271,7 +280,7 @@ fn postulate_round(h: &mut HostProtocol, now: Instant) -> u32 {
 }
 
 #[test]
-fn postulates_start_after_the_delay_and_objections_resend_the_row() {
+fn postulates_start_after_the_delay_and_objections_get_a_snapshot() {
     let (mut h, t0, a) = start_drain(2);
     assert_eq!(h.poll_timeout(), Some(t0 + 200 * MS));
     let round = postulate_round(&mut h, t0 + 200 * MS);
@@ -286,10 +295,23 @@ fn postulates_start_after_the_delay_and_objections_resend_the_row() {
     });
     h.handle(t0 + 210 * MS, unit_id(1), &objection)
         .expect("handled");
-    let resent = row_changes(&drain(&mut h));
-    assert_eq!(resent.len(), 1);
-    assert_eq!(resent[0].0, unit_id(1));
-    assert_eq!(resent[0].1, h.published().generation());
+    // The objecting unit gets a complete copy, not the row alone.
+    let out = drain(&mut h);
+    assert!(row_changes(&out).is_empty());
+    assert!(!out.is_empty());
+    for t in &out {
+        assert_eq!(t.to, unit_id(1));
+        let Message::SendTableSnapshot(s) = &t.message else {
+            panic!("snapshot expected: {:?}", t.message)
+        };
+        assert_eq!(s.generation, h.published().generation());
+    }
+    assert_eq!(h.counters().snapshots_served, 1);
+    // Within the postulate interval, objections do not repeat it.
+    h.handle(t0 + 220 * MS, unit_id(1), &objection)
+        .expect("handled");
+    assert!(drain(&mut h).is_empty());
+    assert_eq!(h.counters().rows_resent, 2);
     let agree = |unit, round| {
         Message::from(PostulateWrong {
             host: HostId(1),
@@ -474,4 +496,73 @@ fn a_silent_unit_is_given_up_visibly_while_an_objecting_one_blocks() {
     assert_eq!(hs.agreed, vec![unit_id(2)]);
     assert_eq!(h.counters().units_given_up, 1);
     assert!(h.counters().rows_resent > 50);
+}
+
+/// Delivers every message both ways until quiet, except host messages
+/// `lose` rejects.
+fn exchange(
+    h: &mut HostProtocol,
+    c: &mut ConsolidatedCache,
+    now: Instant,
+    lose: impl Fn(&Message) -> bool,
+) {
+    loop {
+        let mut quiet = true;
+        while let Some(t) = h.poll_transmit() {
+            quiet = false;
+            if !lose(&t.message) {
+                let _ = c.handle(now, SenderId::from(h.host()), &t.message);
+            }
+        }
+        while let Some(t) = c.poll_transmit() {
+            quiet = false;
+            let _ = h.handle(now, c.unit(), &t.message);
+        }
+        if quiet {
+            break;
+        }
+    }
+}
+
+#[test]
+fn an_objecting_unit_one_generation_behind_ends_with_a_complete_copy() {
+    let t0 = Instant::now();
+    let mut h = HostProtocol::new(host_settings(0, 1), t0).expect("valid");
+    let mut c = ConsolidatedCache::new(CacheSettings::new(unit_id(0)), t0).expect("valid");
+    h.handle_timeout(t0);
+    for k in 0..2 {
+        h.set_app(t0, app(0, k), status(Health::Healthy, 10, 50))
+            .expect("valid");
+    }
+    exchange(&mut h, &mut c, t0, |_| false);
+    let cached = c.host(h.host()).expect("cached");
+    assert!(cached.baseline && cached.table.same_rows(h.published()));
+    // One change (one generation) covers two rows; the unit misses it.
+    let t1 = t0 + 10 * MS;
+    h.set_target(t1, &app(0, 0), DirectiveState::Draining)
+        .expect("known");
+    h.set_app(t1, app(0, 1), status(Health::Failing, 10, 50))
+        .expect("known");
+    exchange(&mut h, &mut c, t1, |m| matches!(m, Message::RowChange(_)));
+    assert_eq!(
+        c.host(h.host()).expect("cached").generation + 1,
+        h.published().generation()
+    );
+    // The postulate round: the unit objects to the drained row, and the
+    // host's answer must leave it with the whole change, not half of it
+    // under the new generation.
+    let t2 = t0 + 300 * MS;
+    h.handle_timeout(t2);
+    exchange(&mut h, &mut c, t2, |m| matches!(m, Message::Heartbeat(_)));
+    let cached = c.host(h.host()).expect("cached");
+    assert_eq!(cached.generation, h.published().generation());
+    assert!(cached.baseline);
+    assert!(
+        cached.table.same_rows(h.published()),
+        "a unit claiming a baseline holds every row of it"
+    );
+    assert_eq!(
+        cached.table.get(&app(0, 1)).map(|r| r.status.health()),
+        Some(Health::Failing)
+    );
 }
