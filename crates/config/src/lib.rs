@@ -36,9 +36,10 @@ use toml::de::DeTable;
 pub use diagnostics::{Diagnostic, Diagnostics, codes};
 pub use duration::{format_duration, parse_duration};
 pub use model::{
-    Affinity, AgentApp, AgentSettings, Certificate, Cluster, Config, Delivery, HealthCheck,
-    HealthSettings, Host, HostGroup, HostId, Listener, ListenerProtocol, Pool, Probe, Protocol,
-    Role, Service, ServiceManager, ServiceMode, Unit, UnitId,
+    Affinity, AgentApp, AgentSettings, AttachPoint, Certificate, ClassifierSettings, Cluster,
+    Config, Delivery, Firewall, ForwarderSettings, HealthCheck, HealthSettings, Host, HostGroup,
+    HostId, Listener, ListenerProtocol, Pool, PortSpan, Prefix, Probe, Protocol, Role, Service,
+    ServiceManager, ServiceMode, Unit, UnitId,
 };
 pub use secret::{ClusterSecret, MIN_SECRET_BYTES, SecretError};
 pub use validate::{

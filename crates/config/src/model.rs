@@ -2,6 +2,7 @@
 //! ([`Config`] and its parts) and its lookups. Values here are already checked: names are
 //! unique, references resolve, ranges hold. Building it is `validate`'s job, not this module's.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,6 +33,11 @@ pub struct Config {
     /// Host groups that elect a leader to consolidate heartbeats, in file order; usually
     /// none.
     pub host_groups: Vec<HostGroup>,
+    /// Route lifetimes of the classifier role (`[classifier]`, all defaults when absent).
+    pub classifier: ClassifierSettings,
+    /// Per-service firewalls (`services[].firewall`), by service name; services without one
+    /// are absent.
+    pub firewalls: BTreeMap<String, Firewall>,
 }
 
 impl Config {
@@ -95,6 +101,25 @@ impl Config {
     /// Settings of the `switchyard agent` process.
     pub fn agent_settings(&self) -> &AgentSettings {
         &self.agent
+    }
+
+    /// Route lifetimes of the classifier role.
+    pub fn classifier_settings(&self) -> &ClassifierSettings {
+        &self.classifier
+    }
+
+    /// The firewall of `service`, if it has one.
+    pub fn firewall(&self, service: &Service) -> Option<&Firewall> {
+        self.firewalls.get(&service.name)
+    }
+
+    /// The unit that classifies the new connections `forwarder` sees: itself when it has
+    /// the classifier role, else the unit its `classifier` names.
+    pub fn classifier_of<'c>(&'c self, forwarder: &'c Unit) -> Option<&'c Unit> {
+        if forwarder.has_role(Role::Classifier) {
+            return Some(forwarder);
+        }
+        forwarder.classifier.as_deref().and_then(|n| self.unit(n))
     }
 
     /// The host called `name`, with the pool it belongs to.
@@ -232,6 +257,141 @@ pub struct Unit {
     pub control_port: u16,
     /// Address of the unit's admin HTTP API (default `127.0.0.1:9180`).
     pub admin: SocketAddr,
+    /// Its packet path: interfaces, attach point, table size, NAT sources, plumbing port
+    /// (`[cluster.units.forwarder]`; defaults with no interfaces when absent).
+    pub forwarder: ForwarderSettings,
+}
+
+/// Where the forwarder's BPF program is attached on each interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttachPoint {
+    /// XDP (native, generic as a logged fallback): fastest per packet, but on veth it turns
+    /// GRO/TSO off on the peer, which costs bulk TCP about two thirds of its throughput.
+    Xdp,
+    /// tc ingress: sees GRO/GSO packets and keeps offloads; the default.
+    Tc,
+    /// XDP as the fast path with tc behind it.
+    XdpAndTc,
+}
+
+/// An inclusive port range, `first` ≤ `last`, never including 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortSpan {
+    /// First port.
+    pub first: u16,
+    /// Last port (inclusive).
+    pub last: u16,
+}
+
+impl PortSpan {
+    /// Whether `port` is in the range.
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+}
+
+impl std::fmt::Display for PortSpan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+/// A unit's packet path (`[cluster.units.forwarder]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwarderSettings {
+    /// Interfaces the forwarder attaches to (VIP traffic in, host traffic out and back);
+    /// empty when the table is absent, and then the forwarder role does not start.
+    pub interfaces: Vec<String>,
+    /// Where to attach (default tc).
+    pub attach: AttachPoint,
+    /// Capacity of the routing table (default 1,000,000 flows).
+    pub max_flows: u32,
+    /// Full-NAT source addresses, on the unit that classifies; they must route to the
+    /// forwarder(s) it classifies for.
+    pub nat_sources: Vec<IpAddr>,
+    /// Full-NAT source ports (default 20000-32767); keep it outside the unit's ephemeral
+    /// range.
+    pub nat_ports: PortSpan,
+    /// UDP port of route plumbing (misses, final packets, add/delete route) between
+    /// forwarder and classifier units (default 9173).
+    pub plumbing_port: u16,
+}
+
+impl Default for ForwarderSettings {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            attach: AttachPoint::Tc,
+            max_flows: 1_000_000,
+            nat_sources: Vec::new(),
+            nat_ports: PortSpan {
+                first: 20_000,
+                last: 32_767,
+            },
+            plumbing_port: 9173,
+        }
+    }
+}
+
+impl Unit {
+    /// Where route plumbing reaches this unit (UDP).
+    pub fn plumbing_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.forwarder.plumbing_port)
+    }
+}
+
+/// Route lifetimes of the classifier role (`[classifier]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClassifierSettings {
+    /// Routes of TCP flows idle this long are deleted (default 15 min).
+    pub tcp_idle_timeout: Duration,
+    /// Routes of UDP flows idle this long are deleted (default 30 s).
+    pub udp_idle_timeout: Duration,
+    /// How long a route stays after a FIN (default 10 s).
+    pub fin_linger: Duration,
+    /// How long a route stays after an RST (default 2 s).
+    pub rst_linger: Duration,
+}
+
+impl Default for ClassifierSettings {
+    fn default() -> Self {
+        Self {
+            tcp_idle_timeout: Duration::from_secs(15 * 60),
+            udp_idle_timeout: Duration::from_secs(30),
+            fin_linger: Duration::from_secs(10),
+            rst_linger: Duration::from_secs(2),
+        }
+    }
+}
+
+/// An address prefix, e.g. `198.18.0.0/15`; host bits are zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Prefix {
+    /// The network address.
+    pub addr: IpAddr,
+    /// Prefix length (0–32 for IPv4, 0–128 for IPv6).
+    pub len: u8,
+}
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// A packet service's firewall, enforced by the forwarder: sources in `deny` are dropped;
+/// when `allow` is not empty only sources in it pass; each source may open at most
+/// `new_connections_per_second` new connections (a token bucket of `burst`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Firewall {
+    /// Source prefixes allowed (empty: all).
+    pub allow: Vec<Prefix>,
+    /// Source prefixes denied (checked first).
+    pub deny: Vec<Prefix>,
+    /// New connections per second per source address, if limited.
+    pub new_connections_per_second: Option<u32>,
+    /// Bucket size of the limit (default: the rate).
+    pub burst: Option<u32>,
 }
 
 impl Unit {

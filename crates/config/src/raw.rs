@@ -10,7 +10,7 @@ use toml::de::DeTable;
 
 use crate::decode::{Field, Keyword, Kw, Node, Span};
 use crate::diagnostics::{Sink, codes};
-use crate::model::{Delivery, Protocol, Role};
+use crate::model::{AttachPoint, Delivery, Protocol, Role};
 
 impl Keyword for Role {
     const WHAT: &'static str = "role";
@@ -26,6 +26,15 @@ impl Keyword for Role {
 impl Keyword for Protocol {
     const WHAT: &'static str = "protocol";
     const ALL: &'static [(&'static str, Self)] = &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp)];
+}
+
+impl Keyword for AttachPoint {
+    const WHAT: &'static str = "attach point";
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("xdp", AttachPoint::Xdp),
+        ("tc", AttachPoint::Tc),
+        ("xdp+tc", AttachPoint::XdpAndTc),
+    ];
 }
 
 impl Keyword for Delivery {
@@ -146,6 +155,7 @@ pub(crate) struct RawConfig {
     pub(crate) health: Option<RawHealth>,
     pub(crate) agent: Option<RawAgent>,
     pub(crate) host_groups: Vec<RawHostGroup>,
+    pub(crate) classifier: Option<RawClassifier>,
 }
 
 #[derive(Debug)]
@@ -168,6 +178,39 @@ pub(crate) struct RawUnit {
     pub(crate) classifier: Field<String>,
     pub(crate) control_port: Field<u16>,
     pub(crate) admin: Field<SocketAddr>,
+    pub(crate) forwarder: Option<RawForwarder>,
+}
+
+/// `[cluster.units.forwarder]`: the unit's packet path (forwarder and classifier side).
+#[derive(Debug)]
+pub(crate) struct RawForwarder {
+    pub(crate) at: At,
+    pub(crate) interfaces: Field<Vec<Spanned<String>>>,
+    pub(crate) attach: Field<Kw<AttachPoint>>,
+    pub(crate) max_flows: Field<u32>,
+    pub(crate) nat_sources: Field<Vec<Spanned<IpAddr>>>,
+    pub(crate) nat_ports: Field<String>,
+    pub(crate) plumbing_port: Field<u16>,
+}
+
+/// `[classifier]`: route lifetimes.
+#[derive(Debug)]
+pub(crate) struct RawClassifier {
+    pub(crate) at: At,
+    pub(crate) tcp_idle_timeout: Field<Duration>,
+    pub(crate) udp_idle_timeout: Field<Duration>,
+    pub(crate) fin_linger: Field<Duration>,
+    pub(crate) rst_linger: Field<Duration>,
+}
+
+/// `services[].firewall`.
+#[derive(Debug)]
+pub(crate) struct RawFirewall {
+    pub(crate) at: At,
+    pub(crate) allow: Field<Vec<Spanned<String>>>,
+    pub(crate) deny: Field<Vec<Spanned<String>>>,
+    pub(crate) new_connections_per_second: Field<u32>,
+    pub(crate) burst: Field<u32>,
 }
 
 #[derive(Debug)]
@@ -181,6 +224,7 @@ pub(crate) struct RawService {
     pub(crate) pool: Field<String>,
     pub(crate) listener: Field<String>,
     pub(crate) affinity: Option<RawAffinity>,
+    pub(crate) firewall: Option<RawFirewall>,
 }
 
 #[derive(Debug)]
@@ -297,6 +341,7 @@ pub(crate) fn read(root: &DeTable<'_>, sink: &mut Sink) -> RawConfig {
             "health",
             "agent",
             "host_groups",
+            "classifier",
         ],
     );
     let cluster = match root.table(sink, "cluster") {
@@ -364,6 +409,9 @@ pub(crate) fn read(root: &DeTable<'_>, sink: &mut Sink) -> RawConfig {
             .iter()
             .map(|n| read_host_group(n, sink))
             .collect(),
+        classifier: root
+            .table(sink, "classifier")
+            .map(|n| read_classifier(&n, sink)),
     }
 }
 
@@ -400,6 +448,7 @@ fn read_unit(node: &Node<'_, '_>, sink: &mut Sink) -> RawUnit {
             "classifier",
             "control_port",
             "admin",
+            "forwarder",
         ],
     );
     let id = node.integer(sink, "id", 0, u32::MAX);
@@ -415,6 +464,53 @@ fn read_unit(node: &Node<'_, '_>, sink: &mut Sink) -> RawUnit {
         classifier: node.optional(sink, "classifier"),
         control_port: node.integer(sink, "control_port", 1, u16::MAX),
         admin: node.optional(sink, "admin"),
+        forwarder: node
+            .table(sink, "forwarder")
+            .map(|n| read_forwarder(&n, sink)),
+    }
+}
+
+fn read_forwarder(node: &Node<'_, '_>, sink: &mut Sink) -> RawForwarder {
+    node.check_fields(
+        sink,
+        "forwarder settings",
+        &[
+            "interfaces",
+            "attach",
+            "max_flows",
+            "nat_sources",
+            "nat_ports",
+            "plumbing_port",
+        ],
+    );
+    RawForwarder {
+        at: At::of(node),
+        interfaces: node.optional(sink, "interfaces"),
+        attach: node.optional(sink, "attach"),
+        max_flows: node.integer(sink, "max_flows", 1, u32::MAX),
+        nat_sources: node.optional(sink, "nat_sources"),
+        nat_ports: node.optional(sink, "nat_ports"),
+        plumbing_port: node.integer(sink, "plumbing_port", 1, u16::MAX),
+    }
+}
+
+fn read_classifier(node: &Node<'_, '_>, sink: &mut Sink) -> RawClassifier {
+    node.check_fields(
+        sink,
+        "[classifier]",
+        &[
+            "tcp_idle_timeout",
+            "udp_idle_timeout",
+            "fin_linger",
+            "rst_linger",
+        ],
+    );
+    RawClassifier {
+        at: At::of(node),
+        tcp_idle_timeout: node.optional(sink, "tcp_idle_timeout"),
+        udp_idle_timeout: node.optional(sink, "udp_idle_timeout"),
+        fin_linger: node.optional(sink, "fin_linger"),
+        rst_linger: node.optional(sink, "rst_linger"),
     }
 }
 
@@ -425,8 +521,23 @@ fn read_service(node: &Node<'_, '_>, sink: &mut Sink) -> RawService {
         WHAT,
         &[
             "name", "vip", "protocol", "mode", "delivery", "pool", "listener", "affinity",
+            "firewall",
         ],
     );
+    let firewall = node.table(sink, "firewall").map(|f| {
+        f.check_fields(
+            sink,
+            "firewall",
+            &["allow", "deny", "new_connections_per_second", "burst"],
+        );
+        RawFirewall {
+            at: At::of(&f),
+            allow: f.optional(sink, "allow"),
+            deny: f.optional(sink, "deny"),
+            new_connections_per_second: f.integer(sink, "new_connections_per_second", 1, u32::MAX),
+            burst: f.integer(sink, "burst", 1, u32::MAX),
+        }
+    });
     let affinity = node.table(sink, "affinity").map(|a| {
         const WHAT: &str = "affinity";
         a.check_fields(sink, WHAT, &["kind", "timeout", "cookie", "header"]);
@@ -448,6 +559,7 @@ fn read_service(node: &Node<'_, '_>, sink: &mut Sink) -> RawService {
         pool: node.required(sink, WHAT, "pool"),
         listener: node.optional(sink, "listener"),
         affinity,
+        firewall,
     }
 }
 

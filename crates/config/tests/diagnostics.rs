@@ -1336,6 +1336,209 @@ gossip_port = 9300
         16,
         "host_groups[0].gossip_port",
     ),
+    whole(
+        "interfaces on a unit without the forwarder role",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "cls"
+id = 1
+address = "192.0.2.1"
+roles = ["classifier", "health-cache"]
+forwarder = { interfaces = ["eth0"] }
+
+[[cluster.units]]
+name = "fwd"
+id = 2
+address = "192.0.2.2"
+roles = ["forwarder"]
+classifier = "cls"
+forwarder = { interfaces = ["eth0"] }
+"#,
+        "conflicting-settings",
+        "`interfaces` is set on a unit without the forwarder role",
+        10,
+        "cluster.units[0].forwarder.interfaces",
+    ),
+    whole(
+        "forwarder settings without interfaces",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "192.0.2.1"
+roles = ["forwarder", "classifier"]
+
+[cluster.units.forwarder]
+attach = "tc"
+"#,
+        "missing-field",
+        "forwarder settings have no `interfaces`",
+        11,
+        "cluster.units[0].forwarder.interfaces",
+    ),
+    whole(
+        "unknown attach point",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "192.0.2.1"
+roles = ["forwarder", "classifier"]
+forwarder = { interfaces = ["eth0"], attach = "xdp-native" }
+"#,
+        "bad-value",
+        "xdp-native",
+        10,
+        "cluster.units[0].forwarder.attach",
+    ),
+    whole(
+        "NAT port range upside down",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "192.0.2.1"
+roles = ["forwarder", "classifier"]
+forwarder = { interfaces = ["eth0"], nat_ports = "32767-20000" }
+"#,
+        "bad-value",
+        "nat_ports \"32767-20000\" is not a port range",
+        10,
+        "cluster.units[0].forwarder.nat_ports",
+    ),
+    whole(
+        "plumbing port equal to the control port",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "192.0.2.1"
+roles = ["forwarder", "classifier"]
+control_port = 9000
+forwarder = { interfaces = ["eth0"], plumbing_port = 9000 }
+"#,
+        "conflicting-settings",
+        "plumbing_port 9000 is the unit's control_port",
+        11,
+        "cluster.units[0].forwarder.plumbing_port",
+    ),
+    whole(
+        "NAT sources on a forwarder-only unit",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "cls"
+id = 1
+address = "192.0.2.1"
+roles = ["classifier"]
+
+[[cluster.units]]
+name = "fwd"
+id = 2
+address = "192.0.2.2"
+roles = ["forwarder"]
+classifier = "cls"
+forwarder = { interfaces = ["eth0"], nat_sources = ["192.0.2.2"] }
+"#,
+        "conflicting-settings",
+        "`nat_sources` is set on a unit without the classifier role",
+        17,
+        "cluster.units[1].forwarder.nat_sources",
+    ),
+    whole(
+        "full NAT service without NAT sources",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "192.0.2.1"
+roles = ["forwarder", "classifier"]
+forwarder = { interfaces = ["eth0"] }
+
+[[services]]
+name = "s"
+vip = "198.51.100.10:80"
+protocol = "tcp"
+mode = "packet"
+delivery = "nat"
+pool = "p"
+
+[[pools]]
+name = "p"
+
+[[pools.hosts]]
+id = 900
+name = "h900"
+address = "192.0.2.90:80"
+app = "a"
+"#,
+        "missing-field",
+        "unit \"lb\" classifies, and service \"s\" uses full NAT, but the unit has no `nat_sources`",
+        10,
+        "cluster.units[0].forwarder.nat_sources",
+    ),
+    case(
+        "firewall prefix with host bits",
+        r#"[[services]]
+name = "s"
+vip = "198.51.100.10:80"
+protocol = "tcp"
+mode = "packet"
+delivery = "half-nat"
+pool = "p"
+firewall = { allow = ["198.18.0.1/15"] }
+"#,
+        "bad-address",
+        "\"198.18.0.1/15\" has host bits set after the prefix length",
+        8,
+        "services[0].firewall.allow[0]",
+    ),
+    case(
+        "firewall burst without a rate",
+        r#"[[services]]
+name = "s"
+vip = "198.51.100.10:80"
+protocol = "tcp"
+mode = "packet"
+delivery = "half-nat"
+pool = "p"
+firewall = { deny = ["203.0.113.0/24"], burst = 10 }
+"#,
+        "conflicting-settings",
+        "`burst` without `new_connections_per_second`",
+        8,
+        "services[0].firewall.burst",
+    ),
+    case(
+        "zero idle timeout",
+        r#"[classifier]
+tcp_idle_timeout = "0s"
+"#,
+        "bad-duration",
+        "tcp_idle_timeout must be longer than zero",
+        2,
+        "classifier.tcp_idle_timeout",
+    ),
 ];
 
 /// A directory with the files the cases refer to.

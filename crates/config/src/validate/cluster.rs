@@ -124,6 +124,11 @@ impl Validator<'_> {
                         }
                         Field::Present(admin) => *admin.get_ref(),
                     };
+                    let Some(forwarder) = self.forwarder_settings(unit, &roles, control_port)
+                    else {
+                        ok = false;
+                        continue;
+                    };
                     out.push(Unit {
                         name: name.clone(),
                         id: UnitId(*id),
@@ -132,6 +137,7 @@ impl Validator<'_> {
                         classifier,
                         control_port,
                         admin,
+                        forwarder,
                     });
                 }
                 _ => ok = false,

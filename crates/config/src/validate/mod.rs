@@ -8,6 +8,7 @@ mod agent;
 mod checks;
 mod cluster;
 mod health;
+mod packet;
 mod pools;
 mod services;
 mod tls;
@@ -104,7 +105,12 @@ pub(crate) fn validate(raw: &RawConfig, source: &Path, sink: &mut Sink) -> Optio
     let services = v.services(&raw.services, &pools.names, &listeners.names);
     if let (Some(cluster), Some(services)) = (&cluster, &services) {
         v.roles_needed(&cluster.units, &raw.services, services);
+        if let Some(raw_cluster) = &raw.cluster {
+            v.nat_sources_needed(&raw_cluster.units, &cluster.units, services);
+        }
     }
+    let firewalls = v.firewalls(&raw.services, services.as_deref());
+    let classifier = v.classifier(raw.classifier.as_ref());
     let health = v.health(raw.health.as_ref());
     let agent = v.agent(raw.agent.as_ref());
     let host_groups = v.host_groups(&raw.host_groups, &host_names, agent.as_ref());
@@ -120,6 +126,7 @@ pub(crate) fn validate(raw: &RawConfig, source: &Path, sink: &mut Sink) -> Optio
         listeners.items,
         certificates.items,
         (health, agent, host_groups),
+        (classifier, firewalls),
     ) {
         (
             Some(cluster),
@@ -129,6 +136,7 @@ pub(crate) fn validate(raw: &RawConfig, source: &Path, sink: &mut Sink) -> Optio
             Some(listeners),
             Some(certificates),
             (Some(health), Some(agent), Some(host_groups)),
+            (Some(classifier), Some(firewalls)),
         ) => Some(Config {
             source: source.to_path_buf(),
             cluster,
@@ -140,6 +148,8 @@ pub(crate) fn validate(raw: &RawConfig, source: &Path, sink: &mut Sink) -> Optio
             health,
             agent,
             host_groups,
+            classifier,
+            firewalls,
         }),
         _ => {
             // Unreachable in practice: every part that failed to build reported why. Never
