@@ -7,13 +7,15 @@
 //! what the messages mean: the health, plumbing and session crates do.
 //!
 //! Also shared by the daemons: [`cluster_codec`] (the cluster key from the configuration)
-//! and [`Throttle`] (at most one log line per period about repeated network complaints).
+//! [`Throttle`] (at most one log line per period about repeated network complaints), and
+//! [`local_http`], the request rules of the daemons' loopback HTTP APIs.
 //!
 //! [`Message`]: switchyard_wire::Message
 //! [`Receiver`]: switchyard_wire::Receiver
 
 mod codec;
 mod counters;
+pub mod local_http;
 mod throttle;
 mod udp;
 

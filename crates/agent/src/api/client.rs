@@ -79,7 +79,8 @@ where
         .method(method)
         .uri(path)
         .header(hyper::header::HOST, "localhost");
-    if body.is_some() {
+    // The API wants the JSON type on every state change, body or not.
+    if body.is_some() || switchyard_transport::local_http::is_mutating(method) {
         builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
     }
     let request = builder

@@ -4,14 +4,17 @@
 //! rows; operators drain, undrain and disable rows or whole hosts.
 //!
 //! Routes (every path under `/v1` answers JSON; errors are `{"error": "..."}` with 400 for
-//! bad input, 404 for an unknown host or row, 409 for a conflict, 503 while shutting down):
+//! bad input, 403 for a request from a web page (an `Origin` header, or a `Host` that is
+//! not `localhost` or a loopback address), 404 for an unknown host or row, 409 for a
+//! conflict, 415 for a POST, PUT or DELETE without `Content-Type: application/json`, 503
+//! while shutting down; see [`switchyard_transport::local_http`]):
 //!
 //! | Method and path | What |
 //! |---|---|
 //! | `GET /v1/hosts` | every host with its rows |
 //! | `GET /v1/hosts/{host}` | one host |
 //! | `GET /v1/hosts/{host}/apps/{app}` | one row |
-//! | `POST /v1/hosts/{host}/apps` | add a row ([`model::NewRow`]) |
+//! | `POST /v1/hosts/{host}/apps` | add a row ([`model::NewRow`]; at most [`validate::MAX_API_ROWS_PER_HOST`] per host) |
 //! | `DELETE /v1/hosts/{host}/apps/{app}` | remove a row added through the API |
 //! | `PUT /v1/hosts/{host}/apps/{app}/status` | the application's report ([`model::StatusUpdate`]) |
 //! | `POST /v1/hosts/{host}/apps/{app}/{drain,undrain,disable}` | set one row's target |
@@ -27,6 +30,7 @@ pub mod client;
 mod metrics;
 pub mod model;
 mod serve;
+pub mod validate;
 
 use std::sync::Arc;
 
@@ -37,6 +41,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Serialize;
+use switchyard_transport::local_http::{self, RequestHeaders};
 use tokio::sync::oneshot;
 
 pub use serve::{bind_tcp, bind_unix, serve_tcp, serve_unix};
@@ -54,9 +59,16 @@ pub enum ApiError {
     /// 400: malformed JSON or a value out of range.
     #[error("{0}")]
     BadRequest(String),
-    /// 409: the request conflicts with the table (duplicate name, configured row).
+    /// 403: a request from a web page (cross-site or DNS rebinding).
+    #[error("{0}")]
+    Forbidden(String),
+    /// 409: the request conflicts with the table (duplicate name, configured row, row
+    /// limit).
     #[error("{0}")]
     Conflict(String),
+    /// 415: a state-changing request without `Content-Type: application/json`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// 503: the agent is shutting down.
     #[error("{0}")]
     Unavailable(String),
@@ -70,7 +82,9 @@ impl ApiError {
         match self {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -170,7 +184,26 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/v1/counters", get(counters))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(local_only))
         .with_state(state)
+}
+
+/// Refuses requests from web pages and state changes without the JSON content type
+/// ([`switchyard_transport::local_http`]) before any handler runs.
+async fn local_only(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let h = request.headers();
+    let headers = RequestHeaders {
+        host: h.get(header::HOST).map(|v| v.as_bytes()),
+        origin: h.get(header::ORIGIN).map(|v| v.as_bytes()),
+        content_type: h.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+    };
+    match local_http::check(request.method().as_str(), headers) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) if refusal.status == 415 => {
+            ApiError::UnsupportedMediaType(refusal.message).into_response()
+        }
+        Err(refusal) => ApiError::Forbidden(refusal.message).into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -207,7 +240,7 @@ async fn add_row(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let host = state.host(&host)?;
-    let row: NewRow = parse(&body)?;
+    let row = validate::new_row(parse::<NewRow>(&body)?)?;
     let json = ask(host, |tx| Command::Add(row, tx)).await??;
     Ok(json_response(StatusCode::CREATED, &json))
 }
@@ -226,7 +259,7 @@ async fn report_status(
     body: Bytes,
 ) -> Result<Json<RowJson>, ApiError> {
     let host = state.host(&host)?;
-    let update: StatusUpdate = parse(&body)?;
+    let update = validate::status_update(parse::<StatusUpdate>(&body)?)?;
     Ok(Json(
         ask(host, |tx| Command::Status(app, update, tx)).await??,
     ))

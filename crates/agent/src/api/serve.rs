@@ -1,5 +1,5 @@
 //! Binding and serving the local API: a loopback TCP listener and a Unix socket (parent
-//! directory created, a stale socket of a dead agent replaced, mode 0660).
+//! directory created, a stale socket of a dead agent replaced, mode 0660 from the start).
 
 use std::future::Future;
 use std::io;
@@ -57,11 +57,45 @@ pub fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", path.display())),
     }
-    let listener = UnixListener::bind(path)
-        .with_context(|| format!("cannot listen on {} for the local API", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
-    Ok(listener)
+    bind_private(path)
+}
+
+/// Binds the socket where nobody else can reach it yet, then moves it into place: bound
+/// inside a fresh directory of mode 0700 next to `path`, given mode 0660, renamed to
+/// `path`. The socket is never more open than 0660, whatever the process umask (a
+/// umask change would be process-wide, and the agent has other threads).
+fn bind_private(path: &Path) -> anyhow::Result<UnixListener> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    path.file_name()
+        .with_context(|| format!("{} does not name a file", path.display()))?;
+    // Short names: a socket path has at most 107 bytes.
+    let private = parent.join(format!(".sock-{}", std::process::id()));
+    // A directory left by a crash of an earlier process with the same pid.
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .with_context(|| format!("cannot create {}", private.display()))?;
+    let staged = private.join("s");
+    let result = (|| -> anyhow::Result<UnixListener> {
+        let listener = UnixListener::bind(&staged).with_context(|| {
+            format!(
+                "cannot listen on {} for the local API (bound first as {})",
+                path.display(),
+                staged.display()
+            )
+        })?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o660))
+            .with_context(|| format!("cannot set the mode of {}", staged.display()))?;
+        std::fs::rename(&staged, path)
+            .with_context(|| format!("cannot move the socket to {}", path.display()))?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_dir_all(&private);
+    result
 }
 
 /// Serves `router` on `listener` until `shutdown` completes.
@@ -84,4 +118,39 @@ pub async fn serve_unix(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_socket_is_bound_with_mode_0660_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("run").join("agent.sock");
+        let listener = bind_unix(&path).expect("bind");
+        let meta = std::fs::symlink_metadata(&path).expect("socket");
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.mode() & 0o777, 0o660);
+        // Only the socket is in its directory: the private staging directory is gone.
+        let entries: Vec<_> = std::fs::read_dir(path.parent().expect("parent"))
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(entries, [std::ffi::OsString::from("agent.sock")]);
+        // It still accepts connections after the move.
+        let (client, accepted) =
+            tokio::join!(tokio::net::UnixStream::connect(&path), listener.accept());
+        client.expect("connect");
+        accepted.expect("accept");
+        // A second agent is refused; a stale socket is replaced.
+        assert!(
+            bind_unix(&path).is_err(),
+            "socket in use must not be replaced"
+        );
+        drop(listener);
+        let _again = bind_unix(&path).expect("stale socket replaced");
+    }
 }

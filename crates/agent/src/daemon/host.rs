@@ -13,6 +13,9 @@
 //! created with. The driver remembers every row it owns even while the row is not in the
 //! table (its service is down), so the last known health, capacity and the operator's
 //! target come back with it.
+//!
+//! Submodules: `commands` carries out the local API's commands, `view` builds the JSON
+//! views of the rows and the host.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -24,71 +27,21 @@ use switchyard_health::{AppKey, HostProtocol};
 use switchyard_transport::{Received, Throttle, TransportCounters, UdpEndpoint};
 use switchyard_wire::health::{AppStatus, DirectiveState, Health};
 use switchyard_wire::{AppId, HostId, Message, MessageKind, UnitId};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
-use crate::api::ApiError;
-use crate::api::model::{
-    CheckJson, DirectiveJson, HandshakeJson, HostJson, NewRow, RowJson, ServiceJson, StatusUpdate,
-    UnitJson,
-};
+use crate::api::validate::MAX_API_ROWS_PER_HOST;
 use crate::group::{RelayTo, Relayed};
 use crate::status::{StatusEvent, StatusTasks};
 
-use super::group::{GroupCountersView, GroupDriver};
+use super::group::GroupDriver;
 
-/// Default capacity of a row added through the API without one.
-const DEFAULT_CAPACITY: u8 = switchyard_config::DEFAULT_CAPACITY;
+mod commands;
+mod view;
+
+pub(crate) use commands::{Command, DriverCounters, HostCounters};
 
 /// At most one log line per this interval for each kind of repeated network complaint.
 const LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// A reply channel.
-pub(crate) type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
-
-/// A request from the local API to a host driver.
-#[derive(Debug)]
-pub(crate) enum Command {
-    /// The host and all its rows.
-    View(oneshot::Sender<HostJson>),
-    /// One row.
-    Row(String, Reply<RowJson>),
-    /// Add a row.
-    Add(NewRow, Reply<RowJson>),
-    /// Remove an API row.
-    Remove(String, Reply<RowJson>),
-    /// The application's own report.
-    Status(String, StatusUpdate, Reply<RowJson>),
-    /// Set the target of one row (`Some`) or of every row (`None`).
-    Target(Option<String>, DirectiveState, Reply<Vec<RowJson>>),
-    /// Protocol and agent counters.
-    Counters(oneshot::Sender<HostCounters>),
-}
-
-/// Counters a host driver keeps beside the protocol's and the transport's.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct DriverCounters {
-    /// Authentic messages from a sender that is not one of the host's units.
-    pub unknown_sender: u64,
-    /// Messages the protocol ignored.
-    pub ignored: u64,
-    /// Messages that could not be sent.
-    pub send_errors: u64,
-}
-
-/// Everything countable about one host, for `/v1/counters` and `/metrics`.
-#[derive(Debug, Clone)]
-pub(crate) struct HostCounters {
-    /// The protocol machine's counters.
-    pub protocol: switchyard_health::HostCounters,
-    /// The driver's counters.
-    pub driver: DriverCounters,
-    /// Rows in the table.
-    pub rows: usize,
-    /// Pending handshakes.
-    pub handshakes_pending: usize,
-    /// The host group's counters, if the host is in one.
-    pub group: Option<GroupCountersView>,
-}
 
 /// Where a row came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +133,8 @@ pub(crate) struct HostDriver {
     recv_log: Throttle,
     given_up_logged: u64,
     group: Option<GroupDriver>,
+    /// Most rows the API may add ([`MAX_API_ROWS_PER_HOST`] unless a test says otherwise).
+    max_api_rows: usize,
 }
 
 impl HostDriver {
@@ -208,6 +163,7 @@ impl HostDriver {
             recv_log: Throttle::new(LOG_EVERY),
             given_up_logged: 0,
             group: None,
+            max_api_rows: MAX_API_ROWS_PER_HOST,
         };
         let now = Instant::now();
         for row in rows {
@@ -244,6 +200,12 @@ impl HostDriver {
     /// Makes the driver take part in the host's group.
     pub fn with_group(mut self, group: GroupDriver) -> Self {
         self.group = Some(group);
+        self
+    }
+
+    /// Limits the rows the API may add to `limit` instead of [`MAX_API_ROWS_PER_HOST`].
+    pub fn with_api_row_limit(mut self, limit: usize) -> Self {
+        self.max_api_rows = limit;
         self
     }
 
@@ -611,177 +573,6 @@ impl HostDriver {
         }
     }
 
-    async fn on_command(&mut self, command: Command) {
-        // Changes are published before the answer, so it shows the handshake started.
-        match command {
-            Command::View(reply) => {
-                let _ = reply.send(self.view());
-            }
-            Command::Row(name, reply) => {
-                let result = self.find(&name).and_then(|i| self.json_at(i));
-                let _ = reply.send(result);
-            }
-            Command::Add(row, reply) => {
-                let result = self.add(row);
-                self.transmit().await;
-                let _ = reply.send(result.and_then(|i| self.json_at(i)));
-            }
-            Command::Remove(name, reply) => {
-                let result = self.remove(&name);
-                self.transmit().await;
-                let _ = reply.send(result);
-            }
-            Command::Status(name, update, reply) => {
-                let result = self.status(&name, update);
-                self.transmit().await;
-                let _ = reply.send(result.and_then(|i| self.json_at(i)));
-            }
-            Command::Target(name, target, reply) => {
-                let result = self.target(name.as_deref(), target);
-                self.transmit().await;
-                let result = result
-                    .and_then(|indexes| indexes.into_iter().map(|i| self.json_at(i)).collect());
-                let _ = reply.send(result);
-            }
-            Command::Counters(reply) => {
-                let _ = reply.send(HostCounters {
-                    protocol: self.protocol.counters().clone(),
-                    driver: self.counters.clone(),
-                    rows: self.protocol.rows().len(),
-                    handshakes_pending: self.protocol.handshakes().len(),
-                    group: self.group.as_ref().map(GroupDriver::counters),
-                });
-            }
-        }
-    }
-
-    fn find(&self, name: &str) -> Result<usize, ApiError> {
-        self.index_of(name).ok_or_else(|| {
-            ApiError::NotFound(format!("host {} has no row named {name:?}", self.name))
-        })
-    }
-
-    /// Adds an API row; returns its index.
-    fn add(&mut self, row: NewRow) -> Result<usize, ApiError> {
-        let name = row.name.trim().to_owned();
-        if name.is_empty() || name.len() > 64 || name.contains('/') {
-            return Err(ApiError::BadRequest(
-                "name must be 1 to 64 characters without '/'".to_owned(),
-            ));
-        }
-        let capacity = capacity_value(row.capacity)?.unwrap_or(DEFAULT_CAPACITY);
-        let load = load_value(row.load)?.unwrap_or(0);
-        let health = row.health.map_or(Health::Unknown, Health::from);
-        let app = AppId {
-            vip: row.vip,
-            protocol: row.protocol.into(),
-            endpoint: row.endpoint,
-            info: row.info,
-        };
-        let key = AppKey::new(&app).map_err(|e| ApiError::BadRequest(format!("info: {e}")))?;
-        if self.index_of(&name).is_some() {
-            return Err(ApiError::Conflict(format!(
-                "host {} already has a row named {name:?}",
-                self.name
-            )));
-        }
-        if let Some(other) = self.rows.iter().find(|e| e.key == key) {
-            return Err(ApiError::Conflict(format!(
-                "row {:?} already has this vip, protocol, endpoint and info",
-                other.name
-            )));
-        }
-        self.rows.push(Entry {
-            name,
-            app,
-            key,
-            origin: Origin::Api,
-            service: Service::Unmanaged,
-            health,
-            load,
-            capacity,
-            target: DirectiveState::Active,
-            check: None,
-            logged_current: None,
-        });
-        let index = self.rows.len() - 1;
-        self.insert(Instant::now(), index, "local API");
-        if !self.present(index) {
-            self.rows.pop();
-            return Err(ApiError::Internal("the row could not be added".to_owned()));
-        }
-        Ok(index)
-    }
-
-    fn remove(&mut self, name: &str) -> Result<RowJson, ApiError> {
-        let index = self.find(name)?;
-        if self.rows.get(index).map(|e| e.origin) == Some(Origin::Config) {
-            return Err(ApiError::Conflict(format!(
-                "row {name:?} comes from the configuration and cannot be removed; drain or disable it instead"
-            )));
-        }
-        self.take_out(Instant::now(), index, "local API");
-        let mut json = self.json_at(index)?;
-        json.present = false;
-        json.directive.current = None;
-        self.rows.remove(index);
-        Ok(json)
-    }
-
-    /// Applies an application's report; returns the row's index.
-    fn status(&mut self, name: &str, update: StatusUpdate) -> Result<usize, ApiError> {
-        let index = self.find(name)?;
-        // Validate everything before changing anything.
-        let capacity = capacity_value(update.capacity)?;
-        let load = load_value(update.load)?;
-        let now = Instant::now();
-        if update.health.is_some() || capacity.is_some() {
-            let e = self
-                .rows
-                .get(index)
-                .ok_or_else(|| ApiError::Internal("row vanished".to_owned()))?;
-            let health = update.health.map_or(e.health, Health::from);
-            let capacity = capacity.unwrap_or(e.capacity);
-            self.update_status(
-                now,
-                index,
-                health,
-                capacity,
-                "reported through the local API",
-            );
-        }
-        if let Some(load) = load {
-            self.sample_load(now, index, load);
-        }
-        Ok(index)
-    }
-
-    fn target(
-        &mut self,
-        name: Option<&str>,
-        target: DirectiveState,
-    ) -> Result<Vec<usize>, ApiError> {
-        let indexes: Vec<usize> = match name {
-            Some(name) => vec![self.find(name)?],
-            None => (0..self.rows.len()).collect(),
-        };
-        let now = Instant::now();
-        for &index in &indexes {
-            let present = self.present(index);
-            let Some(e) = self.rows.get_mut(index) else {
-                continue;
-            };
-            if e.target != target {
-                tracing::info!(host = %self.name, row = %e.name, units = self.units.len(), "target {} -> {} (local API); current follows when every unit holds it", e.target.as_str(), target.as_str());
-            }
-            e.target = target;
-            if present && let Err(error) = self.protocol.set_target(now, &e.app, target) {
-                tracing::error!(host = %self.name, row = %e.name, %error, "target not set");
-            }
-        }
-        Ok(indexes)
-    }
-
     /// Logs handshakes that completed and units given up on since the last call.
     fn log_progress(&mut self) {
         for i in 0..self.rows.len() {
@@ -818,102 +609,6 @@ impl HostDriver {
             .map(|u| self.unit_name(*u).to_owned())
             .collect()
     }
-
-    /// The JSON of row `index`, or an internal error if there is none.
-    fn json_at(&self, index: usize) -> Result<RowJson, ApiError> {
-        self.rows
-            .get(index)
-            .map(|e| self.row_json(e))
-            .ok_or_else(|| ApiError::Internal("row vanished".to_owned()))
-    }
-
-    fn row_json(&self, e: &Entry) -> RowJson {
-        let now = Instant::now();
-        let view = self.protocol.row(&e.app);
-        let (health, load, capacity, current, published) = match &view {
-            Some(v) => (
-                v.row.status.health(),
-                v.row.status.load(),
-                v.row.status.capacity(),
-                Some(v.row.directive.current),
-                v.published == Some(v.row),
-            ),
-            None => (e.health, e.load, e.capacity, None, false),
-        };
-        let handshake = view.and_then(|v| v.handshake).map(|h| HandshakeJson {
-            target: h.target.into(),
-            round: h.round,
-            first_round: h.first_round,
-            agreed: self.unit_names(&h.agreed),
-            waiting: self.unit_names(&h.waiting),
-            given_up: self.unit_names(&h.given_up),
-            age_ms: millis(now.saturating_duration_since(h.started_at)),
-        });
-        RowJson {
-            name: e.name.clone(),
-            origin: match e.origin {
-                Origin::Config => "config",
-                Origin::Api => "api",
-            }
-            .to_owned(),
-            present: current.is_some(),
-            vip: e.app.vip,
-            protocol: e.app.protocol.into(),
-            endpoint: e.app.endpoint,
-            info: e.app.info.clone(),
-            health: health.into(),
-            load,
-            capacity,
-            directive: DirectiveJson {
-                target: e.target.into(),
-                current: current.map(Into::into),
-            },
-            published,
-            handshake,
-            check: e.check.as_ref().map(|c| CheckJson {
-                health: c.health.into(),
-                load: c.load,
-                detail: c.detail.clone(),
-                age_ms: millis(now.saturating_duration_since(c.at)),
-            }),
-            service: match &e.service {
-                Service::Unmanaged => None,
-                Service::Unknown => Some(ServiceJson {
-                    state: "unknown".to_owned(),
-                    reason: None,
-                }),
-                Service::Up => Some(ServiceJson {
-                    state: "up".to_owned(),
-                    reason: None,
-                }),
-                Service::Down(reason) => Some(ServiceJson {
-                    state: "down".to_owned(),
-                    reason: Some(reason.clone()),
-                }),
-            },
-        }
-    }
-
-    fn view(&self) -> HostJson {
-        HostJson {
-            name: self.name.clone(),
-            id: self.host().0,
-            listen: self.listen,
-            generation: self.protocol.published().generation(),
-            published_rows: self.protocol.published().len(),
-            units: self
-                .units
-                .iter()
-                .map(|(id, u)| UnitJson {
-                    name: u.name.clone(),
-                    id: id.0,
-                    address: u.address,
-                })
-                .collect(),
-            rows: self.rows.iter().map(|e| self.row_json(e)).collect(),
-            group: self.group.as_ref().map(GroupDriver::json),
-        }
-    }
 }
 
 /// Sleeps until `deadline`, or forever without one.
@@ -921,38 +616,6 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
-    }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn capacity_value(value: Option<i64>) -> Result<Option<u8>, ApiError> {
-    match value {
-        None => Ok(None),
-        Some(v) => u8::try_from(v)
-            .ok()
-            .filter(|c| *c <= switchyard_wire::health::MAX_CAPACITY)
-            .map(Some)
-            .ok_or_else(|| {
-                ApiError::BadRequest(format!("capacity {v} is out of range: expected 0 to 99"))
-            }),
-    }
-}
-
-fn load_value(value: Option<i64>) -> Result<Option<u8>, ApiError> {
-    match value {
-        None => Ok(None),
-        Some(v) => u8::try_from(v)
-            .ok()
-            .filter(|l| *l <= switchyard_wire::health::MAX_LOAD)
-            .map(Some)
-            .ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "load {v} is out of range: expected 0 to 100 (percent)"
-                ))
-            }),
     }
 }
 

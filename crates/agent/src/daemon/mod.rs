@@ -75,6 +75,21 @@ pub struct AgentOptions {
     pub status: StatusOptions,
 }
 
+/// Limits on what clients of the local API may make the agent hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentLimits {
+    /// Rows the API may add per host (configured rows do not count).
+    pub api_rows_per_host: usize,
+}
+
+impl Default for AgentLimits {
+    fn default() -> Self {
+        Self {
+            api_rows_per_host: crate::api::validate::MAX_API_ROWS_PER_HOST,
+        }
+    }
+}
+
 impl AgentOptions {
     /// Options for `hosts` with every setting from the configuration.
     pub fn for_hosts<I, S>(hosts: I) -> Self
@@ -120,6 +135,15 @@ impl Agent {
     /// Starts the agent for `options.hosts` of `config`: binds the UDP endpoints and the
     /// API, starts the status tasks and the host drivers. Must run inside a tokio runtime.
     pub async fn start(config: &Config, options: AgentOptions) -> anyhow::Result<Self> {
+        Self::start_with_limits(config, options, AgentLimits::default()).await
+    }
+
+    /// [`Self::start`] with other [`AgentLimits`] than the defaults (tests use small ones).
+    pub async fn start_with_limits(
+        config: &Config,
+        options: AgentOptions,
+        limits: AgentLimits,
+    ) -> anyhow::Result<Self> {
         if options.hosts.is_empty() {
             bail!("no host to report for: name at least one with --host");
         }
@@ -268,6 +292,7 @@ impl Agent {
             if let Some(group) = group {
                 driver = driver.with_group(group);
             }
+            let driver = driver.with_api_row_limit(limits.api_rows_per_host);
             let (command_tx, command_rx) = mpsc::channel(QUEUE);
             let (status_tx, status_rx) = mpsc::channel(QUEUE);
             let tasks = spawn_status_tasks(&apps, &status_tx, &options.status);

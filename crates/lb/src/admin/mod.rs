@@ -16,8 +16,10 @@
 //! - `GET /metrics`: the same counters in the Prometheus text format.
 //!
 //! Errors are JSON `{"error": "..."}` ([`api::ErrorBody`]): 400 for bad
-//! query parameters, 404 for unknown routes, 503 when the unit does not run
-//! the health-cache role. [`client`] is the matching HTTP client.
+//! query parameters, 403 for a request from a web page (an `Origin` header,
+//! or a `Host` that is not `localhost` or a loopback address: see
+//! [`switchyard_transport::local_http`]), 404 for unknown routes, 503 when
+//! the unit does not run the health-cache role. [`client`] is the matching HTTP client.
 
 pub mod api;
 pub mod client;

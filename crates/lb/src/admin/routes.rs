@@ -15,6 +15,7 @@ use axum::routing::get;
 use serde::Deserialize;
 use switchyard_health::allotment::{allot as compute_allotment, spare_capacity};
 use switchyard_health::{AllotmentPolicy, ServiceKey};
+use switchyard_transport::local_http::{self, RequestHeaders};
 use switchyard_wire::allotment::{Allotment, AllotmentRequest, AllotmentScheme};
 use switchyard_wire::health::Row;
 use switchyard_wire::types::MAX_APP_INFO_LEN;
@@ -40,7 +41,28 @@ pub(super) fn router(state: AdminState) -> Router {
         .route("/v1/counters", get(counters))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(local_only))
         .with_state(state)
+}
+
+/// Refuses requests from web pages (an `Origin` header, or a `Host` that is not
+/// `localhost` or a loopback address) before any handler runs
+/// ([`switchyard_transport::local_http`]).
+async fn local_only(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let h = request.headers();
+    let headers = RequestHeaders {
+        host: h.get(header::HOST).map(|v| v.as_bytes()),
+        origin: h.get(header::ORIGIN).map(|v| v.as_bytes()),
+        content_type: h.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+    };
+    match local_http::check(request.method().as_str(), headers) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => ApiError(
+            StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::FORBIDDEN),
+            refusal.message,
+        )
+        .into_response(),
+    }
 }
 
 /// An error answer.
