@@ -2,7 +2,7 @@
 //! none for draining endpoints; over the admin API, the in-process handle
 //! and from another unit over UDP.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use switchyard_health::{AllotmentSource, ServiceKey, TokenAllotment};
 use switchyard_lb::admin::api::AllotmentView;
@@ -33,7 +33,7 @@ async fn three_loads_and_a_drain(unit: &switchyard_lb::RunningUnit) -> Vec<TestH
     }
     wait_for_hosts(unit, &[101, 102, 103, 104], 1).await;
     // The drain reached the cache.
-    eventually(TIMEOUT, "draining target cached", || async {
+    eventually(WAIT, "draining target cached", || async {
         let doc = hosts(unit).await;
         (doc.hosts[3].rows[0].target == "draining").then_some(())
     })
@@ -179,7 +179,7 @@ async fn another_unit_gets_allotments_over_udp() {
     peer.send(control, &Message::from(request))
         .await
         .expect("send");
-    let received = tokio::time::timeout(Duration::from_secs(2), peer.recv())
+    let received = tokio::time::timeout(WAIT, peer.recv())
         .await
         .expect("answer in time")
         .expect("recv");

@@ -1,8 +1,6 @@
 //! Forged, corrupted, truncated, random, replayed and impersonating
 //! datagrams are counted by reason and change nothing.
 
-use std::time::Duration;
-
 use rand::RngCore;
 use switchyard_lb::admin::api::{CountersResponse, HostsResponse};
 use switchyard_wire::health::{AppStatus, Health, Row, RowChange, RowOp};
@@ -99,7 +97,7 @@ async fn hostile_datagrams_are_counted_by_reason_and_ignored() {
     attacker.send_to(&once, control).await.expect("send");
     attacker.send_to(&once, control).await.expect("send");
 
-    let counters: CountersResponse = eventually(Duration::from_secs(2), "all counted", || async {
+    let counters: CountersResponse = eventually(WAIT, "all counted", || async {
         let c: CountersResponse = get_json(&unit, "/v1/counters").await;
         let t = &c.transport;
         let done = t.rejected_total >= 7

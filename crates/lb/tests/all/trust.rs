@@ -67,7 +67,7 @@ async fn unconfigured_hosts_and_foreign_group_members_never_enter_the_cache() {
         wanted_tokens: 10,
     });
 
-    let counters = eventually(Duration::from_secs(10), "refusals counted", || {
+    let counters = eventually(WAIT, "refusals counted", || {
         let (lone, leader, unknown_unit) = (&lone, &leader, &unknown_unit);
         let (consolidated, grouped, request) = (&consolidated, &grouped, &request);
         let unit = &unit;
