@@ -68,7 +68,7 @@ fn leader_crash_keeps_members_alive_at_both_units() {
     // Both units list all three hosts alive; web-1 (lowest id) leads.
     let (_, took) = wait_until(
         "all three hosts are alive at both units and web-1 leads the group",
-        Duration::from_secs(8),
+        Duration::from_secs(20),
         || {
             let views: Vec<_> = (0..2).map(|j| alive_names(&c, j)).collect();
             let all_alive = views
@@ -92,28 +92,16 @@ fn leader_crash_keeps_members_alive_at_both_units() {
     c.wait_converged(Duration::from_secs(10));
 
     // The units hear the group through its leader only: consolidated heartbeats keep
-    // coming, plain ones stop. (Rates, measured over a fixed window.)
+    // coming, plain ones stop.
     std::thread::sleep(Duration::from_millis(300));
-    let (plain, consolidated) = (
+    let plain = received(&c, "Heartbeat");
+    let took = consolidated_keep_coming(&c, "while web-1 leads");
+    eprintln!("3 more consolidated heartbeats at both units within {took:.2?}");
+    assert_eq!(
+        plain,
         received(&c, "Heartbeat"),
-        received(&c, "ConsolidatedHeartbeat"),
+        "plain heartbeats still reach the units"
     );
-    std::thread::sleep(Duration::from_secs(1));
-    let (plain_after, consolidated_after) = (
-        received(&c, "Heartbeat"),
-        received(&c, "ConsolidatedHeartbeat"),
-    );
-    assert_eq!(plain, plain_after, "plain heartbeats still reach the units");
-    for j in 0..2 {
-        // 1 s at 200 ms: about 5 consolidated heartbeats per unit.
-        assert!(
-            consolidated_after[j] >= consolidated[j] + 3,
-            "lb-{}: consolidated heartbeats {} -> {}",
-            j + 1,
-            consolidated[j],
-            consolidated_after[j],
-        );
-    }
 
     // SIGKILL web-1's agent: the leader is gone without a word.
     c.kill_agent(0);
@@ -123,7 +111,7 @@ fn leader_crash_keeps_members_alive_at_both_units() {
     let mut gone = [None, None];
     wait_until(
         "web-1 ages out at both units and web-2 leads, the survivors alive throughout",
-        HOST_DEAD_AFTER + Duration::from_secs(4),
+        HOST_DEAD_AFTER + Duration::from_secs(10),
         || {
             for (j, seen) in gone.iter_mut().enumerate() {
                 let listed = c.try_unit_hosts(j)?;
@@ -161,21 +149,30 @@ fn leader_crash_keeps_members_alive_at_both_units() {
     }
     // web-2 consolidates now, and the survivors stay alive past host_dead_after at both
     // units.
-    let consolidated = received(&c, "ConsolidatedHeartbeat");
-    std::thread::sleep(Duration::from_secs(1));
-    let consolidated_after = received(&c, "ConsolidatedHeartbeat");
-    for j in 0..2 {
-        assert!(
-            consolidated_after[j] >= consolidated[j] + 3,
-            "lb-{}: consolidated heartbeats after the takeover {} -> {}",
-            j + 1,
-            consolidated[j],
-            consolidated_after[j],
-        );
-    }
+    let took = consolidated_keep_coming(&c, "after the takeover");
+    eprintln!("3 more consolidated heartbeats at both units within {took:.2?} after the takeover");
     for j in 0..2 {
         let alive = alive_names(&c, j).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(alive, ["web-2", "web-3"], "lb-{}", j + 1);
     }
     c.wait_converged(Duration::from_secs(10));
+}
+
+/// Waits (at most 10 s) until both units received 3 more consolidated heartbeats than
+/// now; returns how long that took.
+fn consolidated_keep_coming(c: &Cluster, when: &str) -> Duration {
+    let start = received(c, "ConsolidatedHeartbeat");
+    let (_, took) = wait_until(
+        &format!("3 more consolidated heartbeats at both units {when}"),
+        Duration::from_secs(10),
+        || {
+            let now = received(c, "ConsolidatedHeartbeat");
+            if (0..2).all(|j| now[j] >= start[j] + 3) {
+                Ok(())
+            } else {
+                Err(format!("consolidated heartbeats {start:?} -> {now:?}"))
+            }
+        },
+    );
+    took
 }
