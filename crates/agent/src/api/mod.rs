@@ -4,8 +4,8 @@
 //! rows; operators drain, undrain and disable rows or whole hosts.
 //!
 //! Routes (every path under `/v1` answers JSON; errors are `{"error": "..."}` with 400 for
-//! bad input, 403 for a request from a web page (an `Origin` header, or a `Host` that is
-//! not `localhost` or a loopback address), 404 for an unknown host or row, 409 for a
+//! bad input, 403 for a request from a web page (an `Origin` header, or, over TCP, a `Host`
+//! that is not `localhost` or a loopback address), 404 for an unknown host or row, 409 for a
 //! conflict, 415 for a POST, PUT or DELETE without `Content-Type: application/json`, 503
 //! while shutting down; see [`switchyard_transport::local_http`]):
 //!
@@ -168,8 +168,18 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
-/// The router of the local API over `state`.
-pub(crate) fn router(state: ApiState) -> Router {
+/// Which listener a router serves: the `Host` check applies to TCP only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listener {
+    /// The loopback TCP address, reachable by a browser's pages.
+    Tcp,
+    /// The Unix socket, which no browser can open: DNS rebinding cannot reach it, so any
+    /// `Host` is fine there (curl's `--unix-socket … http://agent/…` sends `Host: agent`).
+    Unix,
+}
+
+/// The router of the local API over `state`, for `listener`.
+pub(crate) fn router(state: ApiState, listener: Listener) -> Router {
     Router::new()
         .route("/v1/hosts", get(list_hosts))
         .route("/v1/hosts/{host}", get(show_host))
@@ -184,16 +194,23 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/v1/counters", get(counters))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn(local_only))
+        .layer(axum::middleware::from_fn_with_state(listener, local_only))
         .with_state(state)
 }
 
 /// Refuses requests from web pages and state changes without the JSON content type
 /// ([`switchyard_transport::local_http`]) before any handler runs.
-async fn local_only(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn local_only(
+    State(listener): State<Listener>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let h = request.headers();
     let headers = RequestHeaders {
-        host: h.get(header::HOST).map(|v| v.as_bytes()),
+        host: match listener {
+            Listener::Tcp => h.get(header::HOST).map(|v| v.as_bytes()),
+            Listener::Unix => None,
+        },
         origin: h.get(header::ORIGIN).map(|v| v.as_bytes()),
         content_type: h.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
     };

@@ -313,14 +313,16 @@ impl Agent {
             )));
         }
         let hosts: Arc<[HostHandle]> = handles.into();
-        let router = api::router(ApiState::new(Arc::clone(&hosts)));
+        let state = ApiState::new(Arc::clone(&hosts));
+        let tcp_router = api::router(state.clone(), api::Listener::Tcp);
+        let unix_router = api::router(state, api::Listener::Unix);
         let servers = vec![
             tokio::spawn(api::serve_tcp(
                 tcp,
-                router.clone(),
+                tcp_router,
                 signalled(shutdown_rx.clone()),
             )),
-            tokio::spawn(api::serve_unix(unix, router, signalled(shutdown_rx))),
+            tokio::spawn(api::serve_unix(unix, unix_router, signalled(shutdown_rx))),
         ];
         tracing::info!(api = %api_addr, socket = %socket.display(), hosts = ?options.hosts, "agent ready");
         Ok(Self {
