@@ -41,8 +41,12 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod classifier_role;
+pub mod forwarder_role;
 pub mod health_service;
 mod observe;
+pub mod packet_roles;
+pub mod plumbing;
 pub mod trust;
 pub mod unit;
 

@@ -2,12 +2,11 @@
 //! configuration, starts the roles it has that this build provides, and
 //! the admin API; stops them together.
 //!
-//! Roles come from `cluster.units[].roles`. Today only `health-cache` is
-//! built ([`crate::health_service`]); `forwarder`, `classifier`, `router`
-//! and `session-store` are logged as not built yet and skipped (they will
-//! be started here from their own crates, and get the
-//! [`HealthCacheHandle`] for allotments). A unit without the health-cache
-//! role runs only the admin API.
+//! Roles come from `cluster.units[].roles`. Built today: `health-cache`
+//! ([`crate::health_service`]), then `forwarder` and `classifier`
+//! ([`crate::packet_roles`], which get the [`HealthCacheHandle`] for
+//! allotments); `router` and `session-store` are logged as not built yet and
+//! skipped.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -22,6 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState, api::UnitInfo};
 use crate::health_service::{self, HealthCacheHandle, HealthServiceSettings, StartError};
+use crate::packet_roles::{self, PacketRoleError};
 use crate::trust::ClusterMembers;
 
 /// How long [`RunningUnit::shutdown`] waits for each task.
@@ -81,6 +81,9 @@ pub enum UnitError {
     /// The health-cache role did not start.
     #[error(transparent)]
     Health(#[from] StartError),
+    /// The forwarder or classifier role did not start.
+    #[error(transparent)]
+    Packet(#[from] PacketRoleError),
 }
 
 /// The name of a role as the configuration spells it.
@@ -190,6 +193,8 @@ impl RunningUnit {
                     tasks.push(("health-cache", task));
                     running.push(role_name(*role).to_owned());
                 }
+                // Started below, once the health cache they take allotments from runs.
+                Role::Forwarder | Role::Classifier => {}
                 other => {
                     tracing::warn!(
                         unit = %unit.name,
@@ -199,6 +204,8 @@ impl RunningUnit {
                 }
             }
         }
+        let packet = packet_roles::start(config, unit, health.clone(), stopped.clone()).await?;
+        running.extend(packet.running.iter().map(|r| (*r).to_owned()));
         if health.is_none() {
             tracing::info!(
                 unit = %unit.name,
@@ -218,7 +225,12 @@ impl RunningUnit {
             },
             health: health.clone(),
             services: Arc::new(service_names(config)),
+            packet: admin::PacketState {
+                forwarder: packet.forwarder.clone(),
+                classifier: packet.classifier.clone(),
+            },
         };
+        tasks.extend(packet.tasks);
         tasks.push(("admin", admin::serve(listener, state, stopped)));
         let control = health
             .as_ref()

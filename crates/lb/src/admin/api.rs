@@ -180,6 +180,12 @@ pub struct CountersResponse {
     pub service: ServiceCountersView,
     /// Current sizes.
     pub state: StateView,
+    /// The forwarder role, if the unit runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarder: Option<super::flows::ForwarderView>,
+    /// The classifier role, if the unit runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<super::flows::ClassifierView>,
 }
 
 /// Counters of the UDP control endpoint.

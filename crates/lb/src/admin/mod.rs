@@ -14,6 +14,10 @@
 //!   counted as an allotment; the classifier's in-process handle issues counted ones);
 //! - `GET /v1/counters`: transport, cache and service counters;
 //! - `GET /metrics`: the same counters in the Prometheus text format.
+//! - `GET /v1/flows?top=N`: the forwarder's flows per VIP and host, its
+//!   counters, the classifier's counters and the N most recently active
+//!   routes ([`flows`]); `/v1/counters` and `/metrics` carry the packet
+//!   roles' counters too.
 //!
 //! Errors are JSON `{"error": "..."}` ([`api::ErrorBody`]): 400 for bad
 //! query parameters, 403 for a request from a web page (an `Origin` header,
@@ -23,6 +27,7 @@
 
 pub mod api;
 pub mod client;
+pub mod flows;
 mod metrics;
 mod routes;
 
@@ -46,7 +51,11 @@ pub struct AdminState {
     pub health: Option<HealthCacheHandle>,
     /// Configured services: VIP, protocol and name.
     pub services: Arc<Vec<(SocketAddr, Protocol, String)>>,
+    /// The forwarder and classifier roles, if the unit runs them.
+    pub packet: PacketState,
 }
+
+pub use flows::PacketState;
 
 /// Refuses an admin address that is not loopback.
 pub fn check_loopback(addr: SocketAddr) -> Result<(), UnitError> {

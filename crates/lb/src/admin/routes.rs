@@ -40,6 +40,7 @@ pub(super) fn router(state: AdminState) -> Router {
         .route("/v1/allotments", get(allotments))
         .route("/v1/counters", get(counters))
         .route("/metrics", get(metrics))
+        .route("/v1/flows", get(super::flows::flows))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(local_only))
         .with_state(state)
@@ -480,18 +481,22 @@ pub(super) fn counters_view(
 async fn counters(State(state): State<AdminState>) -> Result<Json<CountersResponse>, ApiError> {
     let health = health_role(&state)?;
     let (transport, cache, service, sizes) = counters_view(&health.counters());
+    let (forwarder, classifier) = super::flows::counters(&state.packet);
     Ok(Json(CountersResponse {
         unit: state.unit.clone(),
         transport,
         cache,
         service,
         state: sizes,
+        forwarder,
+        classifier,
     }))
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
     let counters = state.health.as_ref().map(HealthCacheHandle::counters);
-    let body = super::metrics::render(&state.unit, counters.as_ref());
+    let mut body = super::metrics::render(&state.unit, counters.as_ref());
+    super::flows::render_metrics(&state.packet, &mut body);
     (
         [(
             header::CONTENT_TYPE,

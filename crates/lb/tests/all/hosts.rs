@@ -21,7 +21,12 @@ async fn hosts_appear_with_their_rows_and_a_health_change_shows_within_a_second(
     }
     let doc = wait_for_hosts(&unit, &[101, 102, 103], 1).await;
     assert_eq!(doc.unit.name, "lb-1");
-    assert_eq!(doc.unit.running, vec!["health-cache".to_owned()]);
+    // The forwarder has no interfaces configured here, so it does not start; the classifier
+    // does (it needs no privileges).
+    assert_eq!(
+        doc.unit.running,
+        vec!["health-cache".to_owned(), "classifier".to_owned()]
+    );
     let web1 = &doc.hosts[0];
     assert_eq!(web1.name.as_deref(), Some("host-101.test"));
     assert!(web1.address.is_some_and(|a| a.ip().is_loopback()));

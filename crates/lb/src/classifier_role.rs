@@ -1,0 +1,718 @@
+//! The classifier role: drives the sans-I/O [`Classifier`] with the forwarder's misses, final
+//! packets and idle flows, and executes its actions.
+//!
+//! The machine is single-threaded and not `Send`, so it runs on its own thread with a
+//! current-thread tokio runtime. Inputs arrive over a bounded channel (the unit's own
+//! forwarder) and as `Miss` / `FinalPacket` datagrams on the unit's plumbing port (forwarder
+//! units that name this unit as their `classifier`). Actions go back to the forwarder the
+//! flow came from:
+//!
+//! | action | local forwarder | remote forwarder |
+//! |---|---|---|
+//! | `PlumbRoute` | `add_route`; on failure `on_plumb_failed` before the next action | `AddRoute` datagram |
+//! | `Deliver` (forwarder path) | reinject the frame | nothing: the forwarder reinjects its pending frames on `AddRoute` |
+//! | `Deliver` (slow path) | dropped and counted (`slow_path_dropped`); the client retransmits | same |
+//! | `DeleteRoute` | `delete_route` | `DeleteRoute` datagram |
+//!
+//! Allotments come from the unit's health cache ([`HealthCacheHandle`]) when it runs that
+//! role, else from a health-cache unit over UDP through [`RemoteAllotments`]: the machine's
+//! calls are synchronous, so the adapter serves the latest `AllotmentResponse` per service
+//! and the loop refreshes every service's allotment in the background (every half token
+//! validity, and at once when a service asks for a key it has never seen); a response older
+//! than three validity periods is not served (no hosts: new connections are refused rather
+//! than sent on stale health).
+//!
+//! Directive and health changes: the loop watches the local cache's host generations (or the
+//! remote responses) every 200 ms and calls [`Classifier::refresh_allotments`] when they
+//! change, so a drained or failed host stops getting new connections within that time rather
+//! than at the end of a token validity period.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use switchyard_classifier::{
+    Action, Classifier, Counters, DeliveryPath, FinalReason, MissPacket, NatSpec, PortRange,
+    ServiceSpec, Settings,
+};
+use switchyard_config::{Config, Unit};
+use switchyard_health::AllotmentSource;
+use switchyard_transport::{Throttle, UdpEndpoint};
+use switchyard_wire::allotment::{Allotment, AllotmentRequest, AllotmentResponse, AllotmentScheme};
+use switchyard_wire::plumbing::{self, AddRoute, DeleteRoute};
+use switchyard_wire::{Codec, FlowTuple, Message, Protocol, SenderId, UnitId};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::HealthCacheHandle;
+use crate::forwarder_role::ForwarderHandle;
+use crate::plumbing::{ClassifierInput, Origin, parse_ip_packet};
+
+/// Capacity of the channel from the unit's forwarder.
+pub const INPUT_QUEUE: usize = 65_536;
+const WATCH_EVERY: Duration = Duration::from_millis(200);
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Why the classifier role did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClassifierError {
+    /// The configuration's services or settings cannot be served.
+    #[error("classifier configuration: {0}")]
+    Config(String),
+    /// A socket could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// What the admin API shows of the classifier.
+#[derive(Debug, Clone, Default)]
+pub struct ClassifierSnapshot {
+    /// The machine's counters.
+    pub counters: Counters,
+    /// Connections in the inventory.
+    pub connections: u64,
+    /// NAT ports in use.
+    pub nat_ports_in_use: u64,
+    /// Slow-path deliveries dropped (no user-space rewrite yet).
+    pub slow_path_dropped: u64,
+    /// Allotment refreshes after a health or directive change.
+    pub refreshes: u64,
+    /// Inputs refused (undecodable, unknown sender).
+    pub refused: u64,
+}
+
+/// The classifier's published state (cloneable).
+#[derive(Debug, Clone, Default)]
+pub struct ClassifierStats(Arc<Mutex<ClassifierSnapshot>>);
+
+impl ClassifierStats {
+    /// The latest snapshot (at most 200 ms old).
+    pub fn snapshot(&self) -> ClassifierSnapshot {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Where allotments come from.
+#[derive(Debug, Clone)]
+pub enum Allotments {
+    /// This unit's health cache.
+    Local(HealthCacheHandle),
+    /// Health-cache units, by control address, asked over UDP.
+    Remote {
+        /// Their control addresses (the first that answers is used).
+        units: Vec<SocketAddr>,
+        /// Token validity (`[health] token_validity`).
+        token_validity: Duration,
+    },
+}
+
+/// The classifier machine's settings and services from the configuration. Services that
+/// cannot be served (tunnel delivery, affinity kinds other than client-ip) are skipped with a
+/// warning.
+pub fn build(config: &Config, unit: &Unit) -> Result<Classifier, ClassifierError> {
+    let c = config.classifier_settings();
+    let settings = Settings {
+        fin_linger: c.fin_linger,
+        rst_linger: c.rst_linger,
+        tcp_idle_timeout: c.tcp_idle_timeout,
+        udp_idle_timeout: c.udp_idle_timeout,
+        ..Settings::default()
+    };
+    let mut classifier =
+        Classifier::new(settings).map_err(|e| ClassifierError::Config(e.to_string()))?;
+    let f = &unit.forwarder;
+    let ports = PortRange::new(f.nat_ports.first, f.nat_ports.last)
+        .map_err(|e| ClassifierError::Config(e.to_string()))?;
+    let nat = (!f.nat_sources.is_empty()).then(|| NatSpec {
+        sources: f.nat_sources.clone(),
+        ports,
+    });
+    for service in &config.services {
+        match ServiceSpec::from_config(service, nat.clone()) {
+            Ok(Some(spec)) => classifier
+                .set_service(spec)
+                .map_err(|e| ClassifierError::Config(format!("service {}: {e}", service.name)))?,
+            Ok(None) => {}
+            Err(error) => tracing::warn!(
+                service = %service.name,
+                %error,
+                "service not classified by this unit"
+            ),
+        }
+    }
+    if nat.is_some() {
+        warn_ephemeral_overlap(f.nat_ports.first, f.nat_ports.last);
+    }
+    Ok(classifier)
+}
+
+/// NAT ports inside the unit's ephemeral range would collide with local sockets.
+fn warn_ephemeral_overlap(first: u16, last: u16) {
+    let Ok(text) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range") else {
+        return;
+    };
+    let mut it = text
+        .split_whitespace()
+        .filter_map(|s| s.parse::<u16>().ok());
+    if let (Some(lo), Some(hi)) = (it.next(), it.next())
+        && first <= hi
+        && lo <= last
+    {
+        tracing::warn!(
+            nat_ports = %format!("{first}-{last}"),
+            ephemeral = %format!("{lo}-{hi}"),
+            "the NAT port range overlaps the unit's ephemeral port range: replies to local sockets and NAT flows can collide; move one (sysctl net.ipv4.ip_local_port_range or forwarder.nat_ports)"
+        );
+    }
+}
+
+/// Starts the classifier thread. `inputs` is the receiving end of the unit's forwarder
+/// channel (when it has one); `forwarder` its data plane. The plumbing port is bound when
+/// some forwarder unit names this unit as its classifier.
+pub fn start(
+    config: &Config,
+    unit: &Unit,
+    inputs: mpsc::Receiver<ClassifierInput>,
+    forwarder: Option<ForwarderHandle>,
+    allotments: Allotments,
+    codec: Codec,
+    stop: watch::Receiver<bool>,
+) -> (ClassifierStats, JoinHandle<()>) {
+    let forwarders: HashMap<UnitId, SocketAddr> = config
+        .cluster
+        .units
+        .iter()
+        .filter(|u| u.classifier.as_deref() == Some(unit.name.as_str()))
+        .map(|u| (u.id, u.plumbing_addr()))
+        .collect();
+    let plumbing = (!forwarders.is_empty()).then(|| unit.plumbing_addr());
+    let stats = ClassifierStats::default();
+    let service_keys = config
+        .services
+        .iter()
+        .filter(|s| matches!(s.mode, switchyard_config::ServiceMode::Packet { .. }))
+        .map(|s| (s.vip, s.protocol))
+        .collect();
+    let driver = DriverParts {
+        service_keys,
+        forwarder,
+        forwarders,
+        owners: HashMap::new(),
+        out: Vec::new(),
+        stats: stats.clone(),
+        slow_path_dropped: 0,
+        refreshes: 0,
+        refused: 0,
+        throttle: Throttle::new(LOG_EVERY),
+    };
+    let own = unit.id;
+    let address = unit.address;
+    let (config, unit) = (config.clone(), unit.clone());
+    let task = tokio::task::spawn_blocking(move || {
+        // The machine is not Send: it is built on, and never leaves, this thread. `start`'s
+        // caller built it once already, so this cannot fail but for a changed configuration.
+        let classifier = match build(&config, &unit) {
+            Ok(c) => c,
+            Err(error) => {
+                tracing::error!(%error, "classifier");
+                return;
+            }
+        };
+        let driver = driver.into_driver(classifier);
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(r) => r,
+            Err(error) => {
+                tracing::error!(%error, "classifier runtime");
+                return;
+            }
+        };
+        runtime.block_on(driver.run(inputs, plumbing, allotments, address, own, codec, stop));
+    });
+    (stats, task)
+}
+
+/// Serves the latest allotment response per service to the synchronous machine.
+#[derive(Debug, Default)]
+pub struct RemoteAllotments {
+    latest: HashMap<(SocketAddr, Protocol, String), (AllotmentResponse, Instant)>,
+    wanted: HashSet<(SocketAddr, Protocol, String)>,
+    max_age: Duration,
+    /// A key was asked for that has no response yet.
+    pub missing: bool,
+}
+
+impl RemoteAllotments {
+    fn store(&mut self, response: AllotmentResponse, now: Instant) -> bool {
+        let key = (response.vip, response.protocol, response.info.clone());
+        let changed = self
+            .latest
+            .get(&key)
+            .is_none_or(|(old, _)| old.allotment != response.allotment);
+        self.latest.insert(key, (response, now));
+        changed
+    }
+}
+
+impl AllotmentSource for RemoteAllotments {
+    fn allot(&mut self, request: &AllotmentRequest, now: Instant) -> AllotmentResponse {
+        let key = (request.vip, request.protocol, request.info.clone());
+        let fresh = self
+            .latest
+            .get(&key)
+            .filter(|(_, at)| now.saturating_duration_since(*at) <= self.max_age);
+        let allotment = match fresh {
+            Some((r, _)) => r.allotment.clone(),
+            None => {
+                self.missing = true;
+                Allotment::Tokens {
+                    entries: Vec::new(),
+                    valid_for_ms: 1,
+                }
+            }
+        };
+        self.wanted.insert(key);
+        AllotmentResponse {
+            request_id: request.request_id,
+            vip: request.vip,
+            protocol: request.protocol,
+            info: request.info.clone(),
+            allotment,
+        }
+    }
+}
+
+enum Source {
+    Local(HealthCacheHandle),
+    Remote(RemoteAllotments),
+}
+
+impl AllotmentSource for Source {
+    fn allot(&mut self, request: &AllotmentRequest, now: Instant) -> AllotmentResponse {
+        match self {
+            Source::Local(h) => AllotmentSource::allot(h, request, now),
+            Source::Remote(r) => r.allot(request, now),
+        }
+    }
+}
+
+/// The driver's `Send` parts, moved into the classifier thread.
+struct DriverParts {
+    service_keys: Vec<(SocketAddr, Protocol)>,
+    forwarder: Option<ForwarderHandle>,
+    forwarders: HashMap<UnitId, SocketAddr>,
+    owners: HashMap<FlowTuple, Origin>,
+    out: Vec<(SocketAddr, Message)>,
+    stats: ClassifierStats,
+    slow_path_dropped: u64,
+    refreshes: u64,
+    refused: u64,
+    throttle: Throttle,
+}
+
+impl DriverParts {
+    fn into_driver(self, classifier: Classifier) -> Driver {
+        Driver {
+            service_keys: self.service_keys,
+            classifier,
+            forwarder: self.forwarder,
+            forwarders: self.forwarders,
+            owners: self.owners,
+            out: self.out,
+            stats: self.stats,
+            slow_path_dropped: self.slow_path_dropped,
+            refreshes: self.refreshes,
+            refused: self.refused,
+            throttle: self.throttle,
+        }
+    }
+}
+
+struct Driver {
+    service_keys: Vec<(SocketAddr, Protocol)>,
+    classifier: Classifier,
+    forwarder: Option<ForwarderHandle>,
+    forwarders: HashMap<UnitId, SocketAddr>,
+    owners: HashMap<FlowTuple, Origin>,
+    out: Vec<(SocketAddr, Message)>,
+    stats: ClassifierStats,
+    slow_path_dropped: u64,
+    refreshes: u64,
+    refused: u64,
+    throttle: Throttle,
+}
+
+async fn recv_on(ep: &mut Option<UdpEndpoint>) -> std::io::Result<switchyard_transport::Received> {
+    match ep {
+        Some(e) => e.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What the local cache looks like, to notice changes cheaply.
+fn fingerprint(h: &HealthCacheHandle) -> Vec<(u32, u64, bool)> {
+    h.read(|cache, _| {
+        let mut v: Vec<(u32, u64, bool)> = cache
+            .hosts()
+            .map(|v| (v.host.0, v.generation, v.baseline))
+            .collect();
+        v.sort_unstable();
+        v
+    })
+}
+
+impl Driver {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the loop's inputs, moved in once"
+    )]
+    async fn run(
+        mut self,
+        mut inputs: mpsc::Receiver<ClassifierInput>,
+        plumbing: Option<SocketAddr>,
+        allotments: Allotments,
+        address: IpAddr,
+        own: UnitId,
+        codec: Codec,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut plumbing_ep = match plumbing {
+            Some(addr) => match UdpEndpoint::bind(addr, codec.clone(), SenderId::from(own)).await {
+                Ok(ep) => {
+                    tracing::info!(%addr, forwarders = self.forwarders.len(), "classifier listening for route plumbing (UDP)");
+                    Some(ep)
+                }
+                Err(error) => {
+                    tracing::error!(%addr, %error, "cannot bind the route plumbing port; remote forwarders are not served");
+                    None
+                }
+            },
+            None => None,
+        };
+        let (mut source, health_units, validity) = match allotments {
+            Allotments::Local(h) => (Source::Local(h), Vec::new(), Duration::from_secs(2)),
+            Allotments::Remote {
+                units,
+                token_validity,
+            } => (
+                Source::Remote(RemoteAllotments {
+                    max_age: token_validity.saturating_mul(3),
+                    ..RemoteAllotments::default()
+                }),
+                units,
+                token_validity,
+            ),
+        };
+        let mut allot_ep = if health_units.is_empty() {
+            None
+        } else {
+            let addr = SocketAddr::new(address, 0);
+            match UdpEndpoint::bind(addr, codec, SenderId::from(own)).await {
+                Ok(ep) => Some(ep),
+                Err(error) => {
+                    tracing::error!(%addr, %error, "cannot bind the allotment socket; no allotments");
+                    None
+                }
+            }
+        };
+        if let Source::Remote(r) = &mut source {
+            // Ask for every service at once, so the first connection finds an allotment.
+            for (vip, protocol) in self.service_keys.clone() {
+                r.wanted.insert((vip, protocol, String::new()));
+            }
+        }
+        let mut watch = tokio::time::interval(WATCH_EVERY);
+        let refresh_every = (validity / 2).max(Duration::from_millis(100));
+        let mut refresh = tokio::time::interval(refresh_every);
+        let mut last_seen = Vec::new();
+        let mut health_index = 0usize;
+        let mut answered = true;
+        let mut next_id = 1u64;
+        let mut inputs_open = true;
+        loop {
+            let deadline = self
+                .classifier
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            if *stop.borrow() {
+                break;
+            }
+            let local_inputs = async {
+                if inputs_open {
+                    inputs.recv().await
+                } else {
+                    std::future::pending().await
+                }
+            };
+            tokio::select! {
+                changed = stop.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+                input = local_inputs => {
+                    let Some(input) = input else {
+                        // No local forwarder (or it stopped): serve remote ones only.
+                        inputs_open = false;
+                        continue;
+                    };
+                    self.input(&mut source, input);
+                    for _ in 0..256 {
+                        match inputs.try_recv() {
+                            Ok(input) => self.input(&mut source, input),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                received = recv_on(&mut plumbing_ep) => match received {
+                    Ok(r) => self.datagram(&mut source, r),
+                    Err(error) => {
+                        tracing::warn!(%error, "route plumbing receive error");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+                received = recv_on(&mut allot_ep) => {
+                    if let (Ok(r), Source::Remote(remote)) = (received, &mut source)
+                        && let Ok(envelope) = r.result
+                        && let Message::AllotmentResponse(response) = envelope.message
+                    {
+                        answered = true;
+                        if remote.store(response, Instant::now()) {
+                            self.classifier.refresh_allotments();
+                            self.refreshes += 1;
+                        }
+                    }
+                }
+                _ = sleep => self.classifier.handle_timeout(Instant::now()),
+                _ = watch.tick() => {
+                    if let Source::Local(h) = &source {
+                        let now = fingerprint(h);
+                        if now != last_seen {
+                            if !last_seen.is_empty() {
+                                self.classifier.refresh_allotments();
+                                self.refreshes += 1;
+                            }
+                            last_seen = now;
+                        }
+                    }
+                    self.publish();
+                }
+                _ = refresh.tick() => {
+                    if let (Source::Remote(remote), Some(ep)) = (&mut source, &allot_ep)
+                        && !health_units.is_empty()
+                    {
+                        if !answered {
+                            health_index = (health_index + 1) % health_units.len();
+                        }
+                        answered = false;
+                        remote.missing = false;
+                        let to = health_units[health_index % health_units.len()];
+                        for (vip, protocol, info) in remote.wanted.clone() {
+                            let request = AllotmentRequest {
+                                request_id: next_id,
+                                vip,
+                                protocol,
+                                info,
+                                scheme: AllotmentScheme::Tokens,
+                                wanted_tokens: 0,
+                            };
+                            next_id += 1;
+                            if let Err(error) = ep.send(to, &Message::AllotmentRequest(request)).await
+                                && let Some(suppressed) = self.throttle.event(Instant::now())
+                            {
+                                tracing::warn!(%to, %error, suppressed, "cannot ask for an allotment");
+                            }
+                        }
+                    }
+                }
+            }
+            self.execute(Instant::now());
+            if let Some(ep) = &plumbing_ep {
+                for (to, message) in std::mem::take(&mut self.out) {
+                    if let Err(error) = ep.send(to, &message).await
+                        && let Some(suppressed) = self.throttle.event(Instant::now())
+                    {
+                        tracing::warn!(%to, %error, suppressed, "cannot send route plumbing");
+                    }
+                }
+            } else {
+                self.out.clear();
+            }
+        }
+        self.publish();
+        tracing::debug!("classifier stopped");
+    }
+
+    fn publish(&self) {
+        let snapshot = ClassifierSnapshot {
+            counters: self.classifier.counters().clone(),
+            connections: self.classifier.inventory().len() as u64,
+            nat_ports_in_use: self.classifier.nat_ports_in_use(),
+            slow_path_dropped: self.slow_path_dropped,
+            refreshes: self.refreshes,
+            refused: self.refused,
+        };
+        *self
+            .stats
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = snapshot;
+    }
+
+    fn input(&mut self, source: &mut Source, input: ClassifierInput) {
+        let now = Instant::now();
+        match input {
+            ClassifierInput::Miss { origin, packet } => {
+                let flow = packet.flow;
+                self.classifier.on_miss(now, source, packet);
+                self.execute_for(now, Some((flow, origin)));
+            }
+            ClassifierInput::Final { flow, reason, .. } => {
+                self.classifier.on_final(now, &flow, reason);
+            }
+            ClassifierInput::Idle {
+                idle_for, flows, ..
+            } => self.classifier.on_idle(now, idle_for, &flows),
+        }
+    }
+
+    fn datagram(&mut self, source: &mut Source, received: switchyard_transport::Received) {
+        let envelope = match received.result {
+            Ok(e) => e,
+            Err(error) => {
+                self.refused += 1;
+                if let Some(suppressed) = self.throttle.event(Instant::now()) {
+                    tracing::warn!(from = %received.from, %error, suppressed, "route plumbing datagram rejected");
+                }
+                return;
+            }
+        };
+        let unit = UnitId(envelope.sender.0);
+        let Some(addr) = self.forwarders.get(&unit).copied() else {
+            self.refused += 1;
+            if let Some(suppressed) = self.throttle.event(Instant::now()) {
+                tracing::warn!(from = %received.from, sender = %envelope.sender, suppressed, "route plumbing from a unit this classifier does not serve ignored");
+            }
+            return;
+        };
+        let origin = Origin::Remote { unit, addr };
+        match envelope.message {
+            Message::Miss(miss) => {
+                let Some((flow, transport)) = parse_ip_packet(&miss.packet) else {
+                    self.refused += 1;
+                    return;
+                };
+                let packet = MissPacket {
+                    flow,
+                    transport,
+                    ingress_ifindex: miss.ingress.ifindex,
+                    frame: Vec::new(),
+                };
+                self.input(source, ClassifierInput::Miss { origin, packet });
+            }
+            Message::FinalPacket(f) => {
+                let now = Instant::now();
+                match f.reason {
+                    plumbing::FinalReason::Fin => {
+                        self.classifier.on_final(now, &f.flow, FinalReason::Fin);
+                    }
+                    plumbing::FinalReason::Rst => {
+                        self.classifier.on_final(now, &f.flow, FinalReason::Rst);
+                    }
+                    plumbing::FinalReason::IdleTimeout => {
+                        let idle_for = self.classifier.settings().idle_timeout(f.flow.protocol());
+                        self.classifier.on_idle(now, idle_for, &[f.flow]);
+                    }
+                }
+            }
+            _ => self.refused += 1,
+        }
+    }
+
+    fn execute(&mut self, now: Instant) {
+        self.execute_for(now, None);
+    }
+
+    /// Executes queued actions; `current` is the flow and origin of the input that caused
+    /// them (for routes of new flows).
+    fn execute_for(&mut self, now: Instant, current: Option<(FlowTuple, Origin)>) {
+        while let Some(action) = self.classifier.poll_action() {
+            match action {
+                Action::PlumbRoute(route) => {
+                    let origin = match current {
+                        Some((flow, origin)) if flow == route.flow => origin,
+                        _ => self
+                            .owners
+                            .get(&route.flow)
+                            .copied()
+                            .unwrap_or(Origin::Local),
+                    };
+                    self.owners.insert(route.flow, origin);
+                    match origin {
+                        Origin::Local => {
+                            let result = match &self.forwarder {
+                                Some(f) => f.add_route(&route),
+                                None => Err(switchyard_classifier::PlumbFailure::Other),
+                            };
+                            if let Err(failure) = result {
+                                self.classifier.on_plumb_failed(now, &route.flow, failure);
+                            }
+                        }
+                        Origin::Remote { addr, .. } => self.out.push((
+                            addr,
+                            Message::AddRoute(AddRoute {
+                                routes: vec![route],
+                            }),
+                        )),
+                    }
+                }
+                Action::Deliver(d) => match (d.path, self.owners.get(&d.route.flow)) {
+                    (DeliveryPath::Forwarder, Some(Origin::Local)) => {
+                        if let Some(f) = &self.forwarder {
+                            f.reinject(d.frame, d.ingress_ifindex);
+                        }
+                    }
+                    (DeliveryPath::Forwarder, _) => {}
+                    (DeliveryPath::SlowPath, _) => {
+                        self.slow_path_dropped += 1;
+                        if let Some(suppressed) = self.throttle.event(now) {
+                            tracing::warn!(flow = ?d.route.flow, suppressed, "forwarder table full: packet of an unplumbed flow dropped (no user-space slow path yet)");
+                        }
+                    }
+                },
+                Action::DeleteRoute(flow) => {
+                    let origin = self.owners.remove(&flow).or(current.map(|(_, o)| o));
+                    match origin {
+                        Some(Origin::Remote { addr, .. }) => self.out.push((
+                            addr,
+                            Message::DeleteRoute(DeleteRoute { flows: vec![flow] }),
+                        )),
+                        _ => {
+                            if let Some(f) = &self.forwarder {
+                                f.delete_route(&flow);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

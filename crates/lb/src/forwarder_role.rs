@@ -1,0 +1,816 @@
+//! The forwarder role: loads the data plane ([`switchyard_forwarder::Dataplane`]), attaches it
+//! to the unit's `forwarder.interfaces`, adds every packet service's VIP, and runs the
+//! forwarder agent around it:
+//!
+//! - reads the data plane's ring buffer (tokio `AsyncFd` on its descriptor) and hands each
+//!   miss and final packet to the classifier — in-process over a bounded channel, or to the
+//!   classifier unit as authenticated `Miss` / `FinalPacket` datagrams on its plumbing port;
+//! - for a remote classifier keeps the missed frames of each flow for about a second
+//!   (bounded: [`PENDING_FRAMES_PER_FLOW`] frames, [`PENDING_FLOWS`] flows) and reinjects them
+//!   when the classifier's `AddRoute` for the flow arrives, so the first packet is delivered
+//!   without a client retransmission;
+//! - serves `AddRoute` / `DeleteRoute` from its classifier unit only (authenticated, sender id
+//!   checked);
+//! - scans the routing table for idle flows and reports them (local: to the classifier;
+//!   remote: `FinalPacket` with reason `IdleTimeout`);
+//! - keeps a mirror of the routes it installed (flow → route, reply key → flow) to map
+//!   reply-direction final packets to their flow and to count flows per VIP and host.
+//!
+//! [`ForwarderHandle`] is the synchronous API the in-process classifier and the admin API
+//! use. Map operations are short syscalls under one mutex; the event loop never holds it
+//! across an `.await`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use switchyard_classifier::{FinalReason, MissPacket, PlumbFailure};
+use switchyard_config::{AttachPoint, ClassifierSettings, Config, ServiceMode, Unit};
+use switchyard_forwarder::{
+    self as fwd, AttachMode, Counters, Dataplane, Event, EventReader, Hook, VipStats,
+};
+use switchyard_transport::{Throttle, UdpEndpoint};
+use switchyard_wire::plumbing::{self, Ingress, Route};
+use switchyard_wire::{Codec, FlowTuple, Message, Protocol, SenderId, UnitId};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::plumbing::{
+    ClassifierInput, Origin, complete_transport_checksum, dataplane_flow, dataplane_route,
+    flow_tuple, reply_key, transport,
+};
+
+/// How long missed frames wait for their route from a remote classifier.
+pub const PENDING_FOR: Duration = Duration::from_secs(1);
+/// Frames kept per flow while its route is pending (a SYN and its retransmissions).
+pub const PENDING_FRAMES_PER_FLOW: usize = 4;
+/// Flows whose frames are kept at once; misses beyond are still reported, not kept.
+pub const PENDING_FLOWS: usize = 8192;
+/// Ethernet header length (a `Miss` carries the packet from the IP header on).
+const ETH_LEN: usize = 14;
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Why the forwarder role did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ForwarderError {
+    /// Loading, attaching or configuring the data plane failed.
+    #[error("forwarder data plane: {0}")]
+    Dataplane(#[from] fwd::Error),
+    /// The plumbing socket could not be bound.
+    #[error("cannot bind the route plumbing socket {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The event ring buffer cannot be registered with the runtime.
+    #[error("cannot watch the forwarder's event ring buffer: {0}")]
+    Events(std::io::Error),
+}
+
+/// Where the forwarder's misses go.
+#[derive(Debug)]
+pub enum ClassifierLink {
+    /// The classifier role of this unit.
+    Local(mpsc::Sender<ClassifierInput>),
+    /// Another unit, by id and plumbing address.
+    Remote {
+        /// Its id (the only sender whose routes are accepted).
+        unit: UnitId,
+        /// Its plumbing address.
+        addr: SocketAddr,
+    },
+}
+
+/// Counters of the forwarder agent (user space; the data plane's own are in [`Counters`]).
+#[derive(Debug, Default)]
+pub struct AgentCounters {
+    /// Misses read from the ring buffer.
+    pub misses: AtomicU64,
+    /// Misses whose frame was captured only in part (not reinjectable).
+    pub truncated_misses: AtomicU64,
+    /// Misses and finals not handed on (local channel full, send error).
+    pub dropped_events: AtomicU64,
+    /// Final packets reported.
+    pub finals: AtomicU64,
+    /// Final packets of flows this forwarder did not plumb.
+    pub finals_unknown: AtomicU64,
+    /// Idle flows reported.
+    pub idle_reported: AtomicU64,
+    /// Routes installed.
+    pub routes_added: AtomicU64,
+    /// Routes deleted.
+    pub routes_deleted: AtomicU64,
+    /// Routes refused because the table was full.
+    pub table_full: AtomicU64,
+    /// Routes refused for another reason.
+    pub route_errors: AtomicU64,
+    /// Frames reinjected after plumbing.
+    pub reinjected: AtomicU64,
+    /// Reinjections that failed.
+    pub reinject_errors: AtomicU64,
+    /// Pending frames that expired before their route came.
+    pub pending_expired: AtomicU64,
+    /// Frames not kept because the pending buffer was full.
+    pub pending_overflow: AtomicU64,
+    /// Plumbing messages refused (wrong sender, unexpected kind).
+    pub plumbing_refused: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+fn load(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+/// A VIP the data plane serves.
+#[derive(Debug, Clone)]
+pub struct VipInfo {
+    /// Its id in the data plane (counter index).
+    pub id: u16,
+    /// The service's name.
+    pub service: String,
+    /// Address and port.
+    pub vip: SocketAddr,
+    /// Protocol.
+    pub protocol: Protocol,
+}
+
+struct State {
+    dp: Dataplane,
+    routes: HashMap<FlowTuple, Route>,
+    replies: HashMap<(Protocol, SocketAddr, SocketAddr), FlowTuple>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    counters: AgentCounters,
+    vips: Vec<VipInfo>,
+    interfaces: Vec<String>,
+    attach: AttachPoint,
+    max_flows: u32,
+}
+
+/// The forwarder's synchronous API (cloneable).
+#[derive(Clone)]
+pub struct ForwarderHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ForwarderHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForwarderHandle")
+            .field("interfaces", &self.shared.interfaces)
+            .field("vips", &self.shared.vips.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One VIP's counters and flows.
+#[derive(Debug, Clone)]
+pub struct VipSnapshot {
+    /// The VIP.
+    pub info: VipInfo,
+    /// Data-plane counters.
+    pub stats: VipStats,
+    /// Routes installed now.
+    pub flows: u64,
+}
+
+/// Everything the admin API shows of the forwarder.
+#[derive(Debug, Clone)]
+pub struct ForwarderSnapshot {
+    /// Attached interfaces.
+    pub interfaces: Vec<String>,
+    /// Attach point.
+    pub attach: AttachPoint,
+    /// Routing table capacity.
+    pub max_flows: u32,
+    /// Data-plane counters per hook.
+    pub xdp: Counters,
+    /// tc program counters.
+    pub tc: Counters,
+    /// Per VIP.
+    pub vips: Vec<VipSnapshot>,
+    /// Routes per host endpoint.
+    pub hosts: BTreeMap<SocketAddr, u64>,
+    /// Routes installed.
+    pub flows: u64,
+    /// Agent counters, by name.
+    pub agent: Vec<(&'static str, u64)>,
+}
+
+/// One installed route, for `/v1/flows`.
+#[derive(Debug, Clone)]
+pub struct RouteView {
+    /// The route.
+    pub route: Route,
+    /// Time since its last packet.
+    pub idle: Duration,
+}
+
+impl ForwarderHandle {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the maps consistent (every operation is one
+        // syscall or a mirror update after it), so keep going.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The agent's counters.
+    pub fn counters(&self) -> &AgentCounters {
+        &self.shared.counters
+    }
+
+    /// Installs `route` (replacing the flow's route).
+    pub fn add_route(&self, route: &Route) -> Result<(), PlumbFailure> {
+        let flow = dataplane_flow(&route.flow);
+        let mut state = self.lock();
+        match state.dp.add_route(&flow, &dataplane_route(route)) {
+            Ok(()) => {
+                if let Some(old) = state.routes.insert(route.flow, *route) {
+                    state.replies.remove(&reply_key(&old));
+                }
+                state.replies.insert(reply_key(route), route.flow);
+                bump(&self.shared.counters.routes_added);
+                Ok(())
+            }
+            Err(fwd::Error::TableFull { .. }) => {
+                bump(&self.shared.counters.table_full);
+                Err(PlumbFailure::TableFull)
+            }
+            Err(error) => {
+                bump(&self.shared.counters.route_errors);
+                tracing::warn!(flow = ?route.flow, %error, "route not installed");
+                Err(PlumbFailure::Other)
+            }
+        }
+    }
+
+    /// Removes the flow's route (absent is fine).
+    pub fn delete_route(&self, flow: &FlowTuple) {
+        let mut state = self.lock();
+        if let Err(error) = state.dp.delete_route(&dataplane_flow(flow)) {
+            tracing::warn!(?flow, %error, "route not deleted");
+        }
+        if let Some(old) = state.routes.remove(flow) {
+            let key = reply_key(&old);
+            if state.replies.get(&key) == Some(flow) {
+                state.replies.remove(&key);
+            }
+            bump(&self.shared.counters.routes_deleted);
+        }
+    }
+
+    /// Sends a classified frame through the data plane again (its route is installed now).
+    /// Completes the transport checksum first. Empty frames (not captured whole) are skipped.
+    pub fn reinject(&self, mut frame: Vec<u8>, ifindex: u32) {
+        if frame.is_empty() {
+            return;
+        }
+        complete_transport_checksum(&mut frame);
+        let state = self.lock();
+        match state.dp.reinject(&frame, ifindex) {
+            Ok(()) => bump(&self.shared.counters.reinjected),
+            Err(error) => {
+                bump(&self.shared.counters.reinject_errors);
+                tracing::debug!(%error, ifindex, "reinjection failed");
+            }
+        }
+    }
+
+    /// The flow a packet seen in either direction belongs to.
+    fn flow_of(&self, w: &fwd::WireFlow) -> Option<FlowTuple> {
+        let state = self.lock();
+        if let Some(flow) = flow_tuple(w)
+            && state.routes.contains_key(&flow)
+        {
+            return Some(flow);
+        }
+        let key = (crate::plumbing::wire_protocol(w.proto), w.src, w.dst);
+        state.replies.get(&key).copied()
+    }
+
+    /// Installed flows idle for at least their protocol's timeout, per protocol.
+    fn idle_flows(&self, settings: &ClassifierSettings) -> Vec<(Duration, Vec<FlowTuple>)> {
+        let routes = match self.lock().dp.routes() {
+            Ok(r) => r,
+            Err(error) => {
+                tracing::warn!(%error, "idle scan: cannot walk the routing table");
+                return Vec::new();
+            }
+        };
+        let now = fwd::monotonic_now_ns().unwrap_or(0);
+        let mut tcp = Vec::new();
+        let mut udp = Vec::new();
+        for r in routes {
+            let idle = Duration::from_nanos(now.saturating_sub(r.last_seen_ns));
+            let Ok(flow) = FlowTuple::new(
+                crate::plumbing::wire_protocol(r.flow.proto),
+                r.flow.client,
+                r.flow.vip,
+            ) else {
+                continue;
+            };
+            match flow.protocol() {
+                Protocol::Tcp if idle >= settings.tcp_idle_timeout => tcp.push(flow),
+                Protocol::Udp if idle >= settings.udp_idle_timeout => udp.push(flow),
+                _ => {}
+            }
+        }
+        vec![
+            (settings.tcp_idle_timeout, tcp),
+            (settings.udp_idle_timeout, udp),
+        ]
+    }
+
+    /// Counters and flow counts.
+    pub fn snapshot(&self) -> ForwarderSnapshot {
+        let state = self.lock();
+        let read = |hook| state.dp.counters(hook).unwrap_or_default();
+        let (xdp, tc) = (read(Hook::Xdp), read(Hook::Tc));
+        let mut per_vip: HashMap<SocketAddr, u64> = HashMap::new();
+        let mut hosts: BTreeMap<SocketAddr, u64> = BTreeMap::new();
+        for route in state.routes.values() {
+            *per_vip.entry(route.flow.vip()).or_default() += 1;
+            *hosts.entry(route.target).or_default() += 1;
+        }
+        let vips = self
+            .shared
+            .vips
+            .iter()
+            .map(|info| {
+                let vip = fwd::Vip {
+                    proto: crate::plumbing::dataplane_protocol(info.protocol),
+                    addr: info.vip,
+                };
+                VipSnapshot {
+                    info: info.clone(),
+                    stats: state.dp.vip_stats(&vip).ok().flatten().unwrap_or_default(),
+                    flows: per_vip.get(&info.vip).copied().unwrap_or(0),
+                }
+            })
+            .collect();
+        let c = &self.shared.counters;
+        let agent = vec![
+            ("misses", load(&c.misses)),
+            ("truncated_misses", load(&c.truncated_misses)),
+            ("dropped_events", load(&c.dropped_events)),
+            ("finals", load(&c.finals)),
+            ("finals_unknown", load(&c.finals_unknown)),
+            ("idle_reported", load(&c.idle_reported)),
+            ("routes_added", load(&c.routes_added)),
+            ("routes_deleted", load(&c.routes_deleted)),
+            ("table_full", load(&c.table_full)),
+            ("route_errors", load(&c.route_errors)),
+            ("reinjected", load(&c.reinjected)),
+            ("reinject_errors", load(&c.reinject_errors)),
+            ("pending_expired", load(&c.pending_expired)),
+            ("pending_overflow", load(&c.pending_overflow)),
+            ("plumbing_refused", load(&c.plumbing_refused)),
+        ];
+        ForwarderSnapshot {
+            interfaces: self.shared.interfaces.clone(),
+            attach: self.shared.attach,
+            max_flows: self.shared.max_flows,
+            xdp,
+            tc,
+            vips,
+            hosts,
+            flows: state.routes.len() as u64,
+            agent,
+        }
+    }
+
+    /// The `n` most recently active routes (walks the routing table: O(flows)).
+    pub fn top_routes(&self, n: usize) -> Vec<RouteView> {
+        let state = self.lock();
+        let Ok(mut infos) = state.dp.routes() else {
+            return Vec::new();
+        };
+        infos.sort_by_key(|r| std::cmp::Reverse(r.last_seen_ns));
+        let now = fwd::monotonic_now_ns().unwrap_or(0);
+        infos
+            .iter()
+            .filter_map(|r| {
+                let flow = FlowTuple::new(
+                    crate::plumbing::wire_protocol(r.flow.proto),
+                    r.flow.client,
+                    r.flow.vip,
+                )
+                .ok()?;
+                let route = state.routes.get(&flow)?;
+                Some(RouteView {
+                    route: *route,
+                    idle: Duration::from_nanos(now.saturating_sub(r.last_seen_ns)),
+                })
+            })
+            .take(n)
+            .collect()
+    }
+}
+
+/// The ring buffer's descriptor for tokio.
+struct Ring(EventReader);
+
+impl AsRawFd for Ring {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+/// Registers the ring buffer with the runtime. tokio's safe constructor is deprecated for
+/// lacking I/O safety (a registered descriptor closed behind the reactor's back); here the
+/// `AsyncFd` owns the reader that owns the descriptor, and deregisters before dropping it, so
+/// that cannot happen — and the replacement is `unsafe`, which this crate forbids.
+#[expect(
+    deprecated,
+    reason = "sound here: the AsyncFd owns the descriptor; see above"
+)]
+fn register(ring: Ring) -> std::io::Result<AsyncFd<Ring>> {
+    AsyncFd::with_interest(ring, tokio::io::Interest::READABLE)
+}
+
+fn attach_mode(a: AttachPoint) -> AttachMode {
+    match a {
+        AttachPoint::Xdp => AttachMode::Xdp,
+        AttachPoint::Tc => AttachMode::Tc,
+        AttachPoint::XdpAndTc => AttachMode::XdpAndTc,
+    }
+}
+
+/// Loads and attaches the data plane of `unit` and starts the forwarder agent. Needs root
+/// (CAP_BPF, CAP_NET_ADMIN) and the unit's namespace (interfaces and reinjection resolve in
+/// the calling thread's network namespace).
+pub async fn start(
+    config: &Config,
+    unit: &Unit,
+    link: ClassifierLink,
+    codec: Codec,
+    stop: watch::Receiver<bool>,
+) -> Result<(ForwarderHandle, JoinHandle<()>), ForwarderError> {
+    let settings = &unit.forwarder;
+    let mut dp = Dataplane::load(fwd::Settings {
+        max_routes: settings.max_flows,
+        ..fwd::Settings::default()
+    })?;
+    let mut vips = Vec::new();
+    for service in &config.services {
+        let ServiceMode::Packet { .. } = service.mode else {
+            continue;
+        };
+        let vip = fwd::Vip {
+            proto: crate::plumbing::dataplane_protocol(service.protocol),
+            addr: service.vip,
+        };
+        let id = dp.add_vip(vip)?;
+        vips.push(VipInfo {
+            id,
+            service: service.name.clone(),
+            vip: service.vip,
+            protocol: service.protocol,
+        });
+        if config.firewall(service).is_some() {
+            tracing::warn!(
+                service = %service.name,
+                "service has a firewall, but this data plane does not enforce firewalls yet; traffic is not filtered"
+            );
+        }
+    }
+    for ifname in &settings.interfaces {
+        dp.attach(ifname, attach_mode(settings.attach))?;
+    }
+    let events = register(Ring(dp.take_events()?)).map_err(ForwarderError::Events)?;
+    let endpoint = match &link {
+        ClassifierLink::Remote { .. } => {
+            let addr = unit.plumbing_addr();
+            let ep = UdpEndpoint::bind(addr, codec, SenderId::from(unit.id))
+                .await
+                .map_err(|source| ForwarderError::Bind { addr, source })?;
+            Some(ep)
+        }
+        ClassifierLink::Local(_) => None,
+    };
+    let handle = ForwarderHandle {
+        shared: Arc::new(Shared {
+            state: Mutex::new(State {
+                dp,
+                routes: HashMap::new(),
+                replies: HashMap::new(),
+            }),
+            counters: AgentCounters::default(),
+            vips,
+            interfaces: settings.interfaces.clone(),
+            attach: settings.attach,
+            max_flows: settings.max_flows,
+        }),
+    };
+    let timeouts = *config.classifier_settings();
+    let shortest = timeouts.tcp_idle_timeout.min(timeouts.udp_idle_timeout);
+    let agent = Agent {
+        handle: handle.clone(),
+        link,
+        endpoint,
+        pending: HashMap::new(),
+        timeouts,
+        idle_every: (shortest / 4).clamp(Duration::from_secs(1), Duration::from_secs(10)),
+        throttle: Throttle::new(LOG_EVERY),
+    };
+    let task = tokio::spawn(agent.run(events, stop));
+    Ok((handle, task))
+}
+
+struct Pending {
+    since: Instant,
+    frames: Vec<(Vec<u8>, u32)>,
+}
+
+struct Agent {
+    handle: ForwarderHandle,
+    link: ClassifierLink,
+    endpoint: Option<UdpEndpoint>,
+    pending: HashMap<FlowTuple, Pending>,
+    timeouts: ClassifierSettings,
+    idle_every: Duration,
+    throttle: Throttle,
+}
+
+async fn recv_from(
+    endpoint: &mut Option<UdpEndpoint>,
+) -> std::io::Result<switchyard_transport::Received> {
+    match endpoint {
+        Some(e) => e.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Agent {
+    async fn run(mut self, mut events: AsyncFd<Ring>, mut stop: watch::Receiver<bool>) {
+        let mut idle = tokio::time::interval(self.idle_every);
+        idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A safety net under the readiness notifications, and the pending buffer's clock.
+        let mut sweep = tokio::time::interval(Duration::from_millis(100));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let out = tokio::select! {
+                changed = stop.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                ready = events.readable_mut() => match ready {
+                    Ok(mut guard) => {
+                        let out = self.drain(&mut guard.get_inner_mut().0);
+                        guard.clear_ready();
+                        out
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "forwarder event ring buffer failed");
+                        break;
+                    }
+                },
+                _ = sweep.tick() => {
+                    self.expire_pending();
+                    self.drain(&mut events.get_mut().0)
+                }
+                _ = idle.tick() => self.idle_scan(),
+                received = recv_from(&mut self.endpoint) => {
+                    match received {
+                        Ok(r) => self.on_plumbing(r),
+                        Err(error) => {
+                            tracing::warn!(%error, "route plumbing socket receive error");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                    Vec::new()
+                }
+            };
+            self.send(out).await;
+        }
+        tracing::debug!("forwarder agent stopped");
+    }
+
+    fn counters(&self) -> &AgentCounters {
+        self.handle.counters()
+    }
+
+    fn give(&self, input: ClassifierInput) {
+        if let ClassifierLink::Local(tx) = &self.link
+            && tx.try_send(input).is_err()
+        {
+            bump(&self.counters().dropped_events);
+        }
+    }
+
+    /// Handles every queued event; returns datagrams for a remote classifier.
+    fn drain(&mut self, reader: &mut EventReader) -> Vec<Message> {
+        let mut out = Vec::new();
+        while let Some(event) = reader.try_next() {
+            match event {
+                Event::Miss(miss) => self.on_miss(miss, &mut out),
+                Event::Final(f) => self.on_final(&f, &mut out),
+            }
+        }
+        out
+    }
+
+    fn on_miss(&mut self, miss: fwd::Miss, out: &mut Vec<Message>) {
+        bump(&self.counters().misses);
+        let Some(flow) = flow_tuple(&miss.flow) else {
+            return;
+        };
+        let whole = u32::try_from(miss.frame.len()).unwrap_or(u32::MAX) >= miss.len;
+        if !whole {
+            bump(&self.counters().truncated_misses);
+        }
+        let t = transport(flow.protocol(), miss.tcp_flags);
+        match &self.link {
+            ClassifierLink::Local(_) => self.give(ClassifierInput::Miss {
+                origin: Origin::Local,
+                packet: MissPacket {
+                    flow,
+                    transport: t,
+                    ingress_ifindex: miss.ifindex,
+                    frame: if whole { miss.frame } else { Vec::new() },
+                },
+            }),
+            ClassifierLink::Remote { .. } => {
+                let packet = miss.frame.get(ETH_LEN..).unwrap_or_default().to_vec();
+                if whole {
+                    self.keep(flow, miss.frame, miss.ifindex);
+                }
+                out.push(Message::Miss(plumbing::Miss {
+                    ingress: Ingress {
+                        ifindex: miss.ifindex,
+                        queue: 0,
+                    },
+                    packet,
+                }));
+            }
+        }
+    }
+
+    fn keep(&mut self, flow: FlowTuple, frame: Vec<u8>, ifindex: u32) {
+        let full = self.pending.len() >= PENDING_FLOWS;
+        match self.pending.get_mut(&flow) {
+            Some(p) if p.frames.len() < PENDING_FRAMES_PER_FLOW => p.frames.push((frame, ifindex)),
+            Some(_) => bump(&self.counters().pending_overflow),
+            None if full => bump(&self.counters().pending_overflow),
+            None => {
+                self.pending.insert(
+                    flow,
+                    Pending {
+                        since: Instant::now(),
+                        frames: vec![(frame, ifindex)],
+                    },
+                );
+            }
+        }
+    }
+
+    fn expire_pending(&mut self) {
+        let now = Instant::now();
+        let before = self.pending.len();
+        let mut expired = 0u64;
+        self.pending.retain(|_, p| {
+            let keep = now.duration_since(p.since) < PENDING_FOR;
+            if !keep {
+                expired += p.frames.len() as u64;
+            }
+            keep
+        });
+        if before != self.pending.len() {
+            self.counters()
+                .pending_expired
+                .fetch_add(expired, Ordering::Relaxed);
+        }
+    }
+
+    fn on_final(&mut self, f: &fwd::Final, out: &mut Vec<Message>) {
+        bump(&self.counters().finals);
+        let Some(flow) = self.handle.flow_of(&f.flow) else {
+            bump(&self.counters().finals_unknown);
+            return;
+        };
+        let reason = if f.tcp_flags & 0x04 != 0 {
+            FinalReason::Rst
+        } else {
+            FinalReason::Fin
+        };
+        match &self.link {
+            ClassifierLink::Local(_) => self.give(ClassifierInput::Final {
+                origin: Origin::Local,
+                flow,
+                reason,
+            }),
+            ClassifierLink::Remote { .. } => {
+                out.push(Message::FinalPacket(plumbing::FinalPacket {
+                    flow,
+                    reason: match reason {
+                        FinalReason::Rst => plumbing::FinalReason::Rst,
+                        FinalReason::Fin => plumbing::FinalReason::Fin,
+                    },
+                }))
+            }
+        }
+    }
+
+    fn idle_scan(&mut self) -> Vec<Message> {
+        let mut out = Vec::new();
+        for (idle_for, flows) in self.handle.idle_flows(&self.timeouts) {
+            if flows.is_empty() {
+                continue;
+            }
+            self.counters()
+                .idle_reported
+                .fetch_add(flows.len() as u64, Ordering::Relaxed);
+            match &self.link {
+                ClassifierLink::Local(_) => self.give(ClassifierInput::Idle {
+                    origin: Origin::Local,
+                    idle_for,
+                    flows,
+                }),
+                ClassifierLink::Remote { .. } => {
+                    out.extend(flows.into_iter().map(|flow| {
+                        Message::FinalPacket(plumbing::FinalPacket {
+                            flow,
+                            reason: plumbing::FinalReason::IdleTimeout,
+                        })
+                    }));
+                }
+            }
+        }
+        out
+    }
+
+    fn on_plumbing(&mut self, received: switchyard_transport::Received) {
+        let ClassifierLink::Remote { unit, .. } = &self.link else {
+            return;
+        };
+        let envelope = match received.result {
+            Ok(e) => e,
+            Err(error) => {
+                if let Some(suppressed) = self.throttle.event(Instant::now()) {
+                    tracing::warn!(from = %received.from, %error, suppressed, "route plumbing datagram rejected");
+                }
+                return;
+            }
+        };
+        if envelope.sender != SenderId::from(*unit) {
+            bump(&self.counters().plumbing_refused);
+            if let Some(suppressed) = self.throttle.event(Instant::now()) {
+                tracing::warn!(from = %received.from, sender = %envelope.sender, classifier = %unit, suppressed, "route plumbing from a unit that is not this forwarder's classifier ignored");
+            }
+            return;
+        }
+        match envelope.message {
+            Message::AddRoute(add) => {
+                for route in &add.routes {
+                    let ok = self.handle.add_route(route).is_ok();
+                    if let Some(p) = self.pending.remove(&route.flow)
+                        && ok
+                    {
+                        for (frame, ifindex) in p.frames {
+                            self.handle.reinject(frame, ifindex);
+                        }
+                    }
+                }
+            }
+            Message::DeleteRoute(del) => {
+                for flow in &del.flows {
+                    self.handle.delete_route(flow);
+                }
+            }
+            _ => bump(&self.counters().plumbing_refused),
+        }
+    }
+
+    async fn send(&mut self, out: Vec<Message>) {
+        let (Some(endpoint), ClassifierLink::Remote { addr, .. }) = (&self.endpoint, &self.link)
+        else {
+            return;
+        };
+        for message in out {
+            if let Err(error) = endpoint.send(*addr, &message).await {
+                bump(&self.handle.counters().dropped_events);
+                if let Some(suppressed) = self.throttle.event(Instant::now()) {
+                    tracing::warn!(%error, suppressed, "cannot send to the classifier unit");
+                }
+            }
+        }
+    }
+}
