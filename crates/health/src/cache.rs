@@ -10,9 +10,14 @@
 //! what [`ConsolidatedCache::poll_transmit`] returns.
 //!
 //! Rules:
-//! - Only a host may report its own table (row changes, snapshots,
-//!   goodbye, its heartbeat); a group leader may forward its members'
-//!   heartbeats in a `ConsolidatedHeartbeat`.
+//! - A host's table (row changes, snapshots, goodbye, its heartbeat) is
+//!   taken only from frames whose sender id is that host's; a group leader
+//!   may forward other hosts' heartbeats in a `ConsolidatedHeartbeat`. Sender
+//!   ids are self-declared by holders of the cluster secret (see "Trust
+//!   model" in docs/ARCHITECTURE.md): this check keeps honest members
+//!   apart, it does not authenticate hosts. The LB daemon also drops ids
+//!   the configuration does not have and group members outside the
+//!   leader's group before calling the cache.
 //! - A heartbeat keeps its host alive. If the host is new, has no complete
 //!   baseline, or the heartbeat's generation or digest differs from the
 //!   cache, the unit asks the host for a snapshot (at most once per
