@@ -7,12 +7,13 @@
  *   sy_tc   (SEC "classifier") - tc ingress (tcx / clsact); checksums via bpf_l3/l4_csum_replace, so
  *                          CHECKSUM_PARTIAL and GSO skbs (veth, GRO) stay correct.
  *
- * Per packet: parse; VIP packet -> look the flow up in `routes`:
- *   hit  -> rewrite per the route (full NAT / half NAT), TTL-1, bpf_fib_lookup, send;
- *   miss -> ring-buffer event with the frame (the "default route" to the classifier), drop.
- * Not a VIP -> look the flow up in `replies` (host -> client direction): hit -> reverse
- * translation and send; miss -> pass untouched. So any packet costs one VIP lookup and one
- * route lookup, nothing more.
+ * Per packet: parse; look the flow up in `routes` (both directions in one map):
+ *   hit  -> rewrite per the entry (forward: full NAT / half NAT; reply: reverse translation),
+ *           TTL-1, bpf_fib_lookup, send. One hash lookup: the fast path.
+ *   miss -> look the destination up in `vips`: not a VIP -> pass untouched; a VIP -> for a
+ *           new connection (TCP SYN, UDP) the VIP's firewall (prefix trie, per-source token
+ *           bucket) may drop it; else ring-buffer event with the frame (the "default route" to
+ *           the classifier), drop.
  *
  * Never mis-forward: anything the program does not fully understand (non-IP, VLAN tags, IPv4
  * fragments, IPv6 extension headers, truncated or inconsistent headers) is passed untouched and
@@ -53,24 +54,37 @@ struct {
 	__uint(max_entries, 1024);
 } vips SEC(".maps");
 
-/* The routing table, client -> VIP direction. A plain HASH (not LRU: an LRU would silently evict
- * established flows); allocated on demand so a 1M-entry table costs memory only when used. */
+/* The routing table, both directions in one map: forward entries (client -> VIP) and reply
+ * entries (host -> NAT source or client, SY_ROUTE_REPLY), so every routed packet costs exactly
+ * one lookup whichever way it goes. A plain HASH (not LRU: an LRU would silently evict
+ * established flows); allocated on demand so a 2M-entry table costs memory only when used.
+ * The loader sizes it to 2 x max_routes. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct sy_flow_key);
 	__type(value, struct sy_route);
-	__uint(max_entries, 1000000);
+	__uint(max_entries, 2000000);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } routes SEC(".maps");
 
-/* Reverse translations, host -> client direction; inserted together with `routes`. */
+/* Firewall prefixes of every VIP, allow and deny in one trie (value = action), keyed by
+ * (rule-set id, source prefix): the most specific prefix decides, in one lookup. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, struct sy_flow_key);
-	__type(value, struct sy_route);
-	__uint(max_entries, 1000000);
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct sy_fw_key);
+	__type(value, struct sy_fw_rule);
+	__uint(max_entries, 65536);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-} replies SEC(".maps");
+} fw_rules SEC(".maps");
+
+/* Per-(VIP, source) new-connection token buckets. An LRU: evicting a bucket only resets that
+ * source's limiter to a full bucket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct sy_bucket_key);
+	__type(value, struct sy_bucket);
+	__uint(max_entries, 65536);
+} fw_buckets SEC(".maps");
 
 /* One block of counters per hook (SY_HOOK_*), looked up once per packet. */
 struct sy_counters {
@@ -340,6 +354,89 @@ static __always_inline void report_miss(struct sy_counters *cs, void *ctx, int i
 	bpf_ringbuf_submit(e, 0);
 }
 
+/* ---- firewall ------------------------------------------------------------------------------ */
+
+enum sy_fw_verdict {
+	SY_FW_PASS = 0,
+	SY_FW_V_DENIED,
+	SY_FW_V_NOT_ALLOWED,
+	SY_FW_V_RATE_LIMITED,
+};
+
+/* A packet that would open a connection: TCP SYN without ACK, or any UDP datagram (a UDP
+ * "connection" is a route; this is only asked on a route miss). */
+static __always_inline int is_new_connection(const struct sy_pkt *p)
+{
+	if (p->key.proto == IPPROTO_UDP)
+		return 1;
+	return (p->tcp_flags & 0x12) == 0x02; /* SYN set, ACK clear */
+}
+
+/* Takes one token from the source's bucket (created full on first use). */
+static __always_inline int rate_limited(const struct sy_vip *vip, const struct sy_pkt *p)
+{
+	__u64 rate = vip->rate;
+	__u64 cap = (__u64)vip->burst * SY_TOKEN;
+	if (rate == 0 || cap == 0)
+		return 0;
+	struct sy_bucket_key bk = {};
+	bk.vip_id = vip->id;
+	__builtin_memcpy(bk.addr, p->key.saddr, 16);
+	__u64 now = bpf_ktime_get_ns();
+	struct sy_bucket *b = bpf_map_lookup_elem(&fw_buckets, &bk);
+	if (!b) {
+		struct sy_bucket nb = { .tokens = cap - SY_TOKEN, .last_ns = now };
+		/* A concurrent creation for the same source wins; either way this one passes. */
+		bpf_map_update_elem(&fw_buckets, &bk, &nb, BPF_NOEXIST);
+		return 0;
+	}
+	/* Unlocked read-modify-write: concurrent new connections of one source on several CPUs
+	 * may each take the same token (the limit is approximate under such races, never
+	 * stricter). Overflow-free: elapsed * rate is only formed when it is <= need <= cap. */
+	__u64 tokens = b->tokens;
+	if (tokens > cap)
+		tokens = cap; /* the burst was lowered */
+	__u64 last = b->last_ns;
+	__u64 elapsed = now > last ? now - last : 0;
+	__u64 need = cap - tokens;
+	if (elapsed > need / rate)
+		tokens = cap;
+	else
+		tokens += elapsed * rate;
+	b->last_ns = now;
+	if (tokens < SY_TOKEN) {
+		b->tokens = tokens;
+		return 1;
+	}
+	b->tokens = tokens - SY_TOKEN;
+	return 0;
+}
+
+/* The VIP's firewall for a new connection: the most specific matching prefix decides (deny
+ * drops; allow passes); no match drops only when the VIP has an allow list; then the
+ * per-source rate limit. */
+static __always_inline int firewall(const struct sy_vip *vip, const struct sy_pkt *p)
+{
+	__u32 flags = vip->flags;
+	if (flags & (SY_VIP_FW_RULES | SY_VIP_FW_ALLOWLIST)) {
+		struct sy_fw_key k = {};
+		k.prefixlen = 32 + (p->key.family == SY_FAMILY_V4 ? 32 : 128);
+		k.set = bpf_htonl(vip->fw_set);
+		__builtin_memcpy(k.addr, p->key.saddr, 16);
+		struct sy_fw_rule *r = (flags & SY_VIP_FW_RULES) ? bpf_map_lookup_elem(&fw_rules, &k)
+								 : 0;
+		if (r) {
+			if (r->action != SY_FW_ALLOW)
+				return SY_FW_V_DENIED;
+		} else if (flags & SY_VIP_FW_ALLOWLIST) {
+			return SY_FW_V_NOT_ALLOWED;
+		}
+	}
+	if ((flags & SY_VIP_FW_RATE) && rate_limited(vip, p))
+		return SY_FW_V_RATE_LIMITED;
+	return SY_FW_PASS;
+}
+
 /* ---- the core ------------------------------------------------------------------------------ */
 
 /* What the core decided. */
@@ -388,35 +485,49 @@ static __always_inline int classify(void *ctx, int is_xdp, void *data, void *dat
 		return SY_V_PASS;
 	}
 
-	struct sy_vip_key vk = {};
-	__builtin_memcpy(vk.addr, d->pkt.key.daddr, 16);
-	vk.port = d->pkt.key.dport;
-	vk.proto = d->pkt.key.proto;
-	vk.family = d->pkt.key.family;
-	struct sy_vip *vip = bpf_map_lookup_elem(&vips, &vk);
-
-	struct sy_route *r;
-	if (vip) {
-		d->vip_id = vip->id;
-		r = bpf_map_lookup_elem(&routes, &d->pkt.key);
-		if (!r) {
-			count(cs, SY_CNT_MISS, 1);
-			struct sy_vip_stats *vs = vip_stat(vip->id);
-			if (vs)
-				vs->misses++;
-			report_miss(cs, ctx, is_xdp, &d->pkt, ifindex, vip->id, hook, pkt_len);
-			return SY_V_DROP;
-		}
-		d->is_reply = 0;
-	} else {
-		r = bpf_map_lookup_elem(&replies, &d->pkt.key);
-		if (!r) {
+	/* One lookup finds forward and reply entries alike (the fast path). */
+	struct sy_route *r = bpf_map_lookup_elem(&routes, &d->pkt.key);
+	if (!r) {
+		struct sy_vip_key vk = {};
+		__builtin_memcpy(vk.addr, d->pkt.key.daddr, 16);
+		vk.port = d->pkt.key.dport;
+		vk.proto = d->pkt.key.proto;
+		vk.family = d->pkt.key.family;
+		struct sy_vip *vip = bpf_map_lookup_elem(&vips, &vk);
+		if (!vip) {
 			count(cs, SY_CNT_PASS, 1);
 			return SY_V_PASS;
 		}
-		d->vip_id = r->vip_id;
-		d->is_reply = 1;
+		struct sy_vip_stats *vs = vip_stat(vip->id);
+		if (vip->flags && is_new_connection(&d->pkt)) {
+			switch (firewall(vip, &d->pkt)) {
+			case SY_FW_PASS:
+				break;
+			case SY_FW_V_DENIED:
+				count(cs, SY_CNT_FW_DENIED, 1);
+				if (vs)
+					vs->fw_denied++;
+				return SY_V_DROP;
+			case SY_FW_V_NOT_ALLOWED:
+				count(cs, SY_CNT_FW_NOT_ALLOWED, 1);
+				if (vs)
+					vs->fw_not_allowed++;
+				return SY_V_DROP;
+			default:
+				count(cs, SY_CNT_FW_RATE_LIMITED, 1);
+				if (vs)
+					vs->fw_rate_limited++;
+				return SY_V_DROP;
+			}
+		}
+		count(cs, SY_CNT_MISS, 1);
+		if (vs)
+			vs->misses++;
+		report_miss(cs, ctx, is_xdp, &d->pkt, ifindex, vip->id, hook, pkt_len);
+		return SY_V_DROP;
 	}
+	d->vip_id = r->vip_id;
+	d->is_reply = (r->flags & SY_ROUTE_REPLY) != 0;
 	if (r->mode != SY_MODE_NAT && r->mode != SY_MODE_HALF_NAT) {
 		count(cs, SY_CNT_UNSUPPORTED, 1);
 		return SY_V_DROP;

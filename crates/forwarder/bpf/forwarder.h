@@ -16,8 +16,9 @@
 #define SY_FAMILY_V4 4
 #define SY_FAMILY_V6 6
 
-/* A flow as seen on the wire in one direction: the key of `routes` (client -> VIP) and of
- * `replies` (host -> NAT source or client). 40 bytes. */
+/* A flow as seen on the wire in one direction: the key of `routes`, which holds both
+ * directions: forward entries (client -> VIP) and reply entries (host -> NAT source or client,
+ * flag SY_ROUTE_REPLY). 40 bytes. */
 struct sy_flow_key {
 	__u8 saddr[16];
 	__u8 daddr[16];
@@ -36,9 +37,9 @@ struct sy_flow_key {
 /* sy_route.flags */
 #define SY_ROUTE_SET_SRC (1 << 0) /* rewrite the source to new_saddr:new_sport */
 #define SY_ROUTE_SET_DST (1 << 1) /* rewrite the destination to new_daddr:new_dport */
-#define SY_ROUTE_REPLY (1 << 2)   /* an entry of `replies` (host -> client direction) */
+#define SY_ROUTE_REPLY (1 << 2)   /* a reply entry (host -> client direction) */
 
-/* The value of `routes` and `replies`: how to rewrite a matching packet. 56 bytes.
+/* The value of `routes`: how to rewrite a matching packet. 56 bytes.
  * Forward entry: new_daddr:new_dport = host; new_saddr:new_sport = NAT source (full NAT only).
  * Reply entry: new_saddr:new_sport = VIP; new_daddr:new_dport = client (full NAT only). */
 struct sy_route {
@@ -62,13 +63,53 @@ struct sy_vip_key {
 	__u8 family;
 };
 
-/* Value of `vips`. 8 bytes. */
+/* sy_vip.flags: which firewall checks apply to the VIP's new connections. */
+#define SY_VIP_FW_RULES (1 << 0)     /* fw_rules holds prefixes of set fw_set: look them up */
+#define SY_VIP_FW_ALLOWLIST (1 << 1) /* the allow list is not empty: no match = not allowed */
+#define SY_VIP_FW_RATE (1 << 2)      /* per-source new-connection token bucket */
+
+/* Value of `vips`. 24 bytes. Replaced as a whole, so a packet sees one consistent firewall. */
 struct sy_vip {
-	__u32 id;    /* index into vip_stats; < max VIPs */
-	__u32 flags; /* reserved, zero */
+	__u32 id;       /* index into vip_stats; < max VIPs */
+	__u32 flags;    /* SY_VIP_FW_* */
+	__u32 fw_set;   /* rule-set id of this VIP's prefixes in fw_rules (2 * id + generation) */
+	__u32 rate;     /* new connections per second per source (SY_VIP_FW_RATE) */
+	__u32 burst;    /* bucket size in connections (SY_VIP_FW_RATE) */
+	__u32 pad;      /* zero */
 };
 
-/* Per-VIP counters (`vip_stats`, per CPU). 48 bytes. */
+/* Key of `fw_rules` (LPM trie): rule-set id, then the source address. prefixlen counts the 32
+ * bits of `set` plus the prefix length, so one lookup with prefixlen 32 + 32 (IPv4) or
+ * 32 + 128 (IPv6) finds the most specific prefix of the VIP's allow and deny lists. 24 bytes. */
+struct sy_fw_key {
+	__u32 prefixlen;
+	__u32 set;      /* sy_vip.fw_set, big endian (all 32 bits always match) */
+	__u8 addr[16];  /* IPv4 in the first 4 bytes */
+};
+
+/* Value of `fw_rules`. */
+#define SY_FW_ALLOW 1
+#define SY_FW_DENY 2
+struct sy_fw_rule {
+	__u32 action; /* SY_FW_ALLOW / SY_FW_DENY */
+};
+
+/* Key of `fw_buckets` (LRU hash): one token bucket per VIP and source address. 20 bytes. */
+struct sy_bucket_key {
+	__u32 vip_id;
+	__u8 addr[16];
+};
+
+/* Tokens are counted in units of 1/SY_TOKEN connection, so refill = elapsed ns * rate. */
+#define SY_TOKEN 1000000000ULL
+
+/* Value of `fw_buckets`. 16 bytes. */
+struct sy_bucket {
+	__u64 tokens;  /* in 1/SY_TOKEN connections, at most burst * SY_TOKEN */
+	__u64 last_ns; /* bpf_ktime_get_ns() of the last refill */
+};
+
+/* Per-VIP counters (`vip_stats`, per CPU). 72 bytes. */
 struct sy_vip_stats {
 	__u64 packets;       /* client -> host packets forwarded */
 	__u64 bytes;
@@ -76,6 +117,9 @@ struct sy_vip_stats {
 	__u64 reply_packets; /* host -> client packets reverse-translated */
 	__u64 reply_bytes;
 	__u64 finals;        /* FIN/RST seen on a routed flow, either direction */
+	__u64 fw_denied;       /* new connections dropped: source in the deny list */
+	__u64 fw_not_allowed;  /* new connections dropped: allow list set, source not in it */
+	__u64 fw_rate_limited; /* new connections dropped: the source's token bucket was empty */
 };
 
 /* Global counters: index into the per-CPU block `counters[hook].c[]` (hook = SY_HOOK_*). */
@@ -102,6 +146,9 @@ enum sy_counter {
 	SY_CNT_DROP_OTHER,     /* a helper failed mid-rewrite: dropped */
 	SY_CNT_TX,             /* XDP_TX (egress = ingress interface) */
 	SY_CNT_REDIRECT,       /* redirected to another interface */
+	SY_CNT_FW_DENIED,      /* new connection dropped by a deny prefix */
+	SY_CNT_FW_NOT_ALLOWED, /* new connection dropped: not in the VIP's allow list */
+	SY_CNT_FW_RATE_LIMITED,/* new connection dropped by the per-source rate limit */
 	SY_CNT_MAX
 };
 

@@ -5,7 +5,7 @@
 use crate::layout::VipStatsValue;
 
 /// Number of global counters per hook (`SY_CNT_MAX`).
-pub(crate) const COUNTER_COUNT: u32 = 22;
+pub(crate) const COUNTER_COUNT: u32 = 25;
 
 /// Which program a counter set or event belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -77,6 +77,12 @@ pub struct Counters {
     pub tx: u64,
     /// Redirected to another interface.
     pub redirected: u64,
+    /// New connections dropped by a VIP's deny prefix.
+    pub fw_denied: u64,
+    /// New connections dropped because the source is not in the VIP's allow list.
+    pub fw_not_allowed: u64,
+    /// New connections dropped by a VIP's per-source rate limit.
+    pub fw_rate_limited: u64,
 }
 
 impl Counters {
@@ -105,6 +111,9 @@ impl Counters {
             drop_other: g(19),
             tx: g(20),
             redirected: g(21),
+            fw_denied: g(22),
+            fw_not_allowed: g(23),
+            fw_rate_limited: g(24),
         }
     }
 }
@@ -124,6 +133,12 @@ pub struct VipStats {
     pub reply_bytes: u64,
     /// FIN/RST on routed flows.
     pub finals: u64,
+    /// New connections dropped by a deny prefix.
+    pub fw_denied: u64,
+    /// New connections dropped because the source is not in the allow list.
+    pub fw_not_allowed: u64,
+    /// New connections dropped by the per-source rate limit.
+    pub fw_rate_limited: u64,
 }
 
 impl VipStats {
@@ -134,5 +149,8 @@ impl VipStats {
         self.reply_packets += v.reply_packets;
         self.reply_bytes += v.reply_bytes;
         self.finals += v.finals;
+        self.fw_denied += v.fw_denied;
+        self.fw_not_allowed += v.fw_not_allowed;
+        self.fw_rate_limited += v.fw_rate_limited;
     }
 }

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf};
 use aya::programs::tc::{self, SchedClassifier, SchedClassifierLinkId, TcAttachType};
 use aya::programs::xdp::XdpLinkId;
@@ -20,8 +21,12 @@ use nix::time::{ClockId, clock_gettime};
 use crate::counters::{COUNTER_COUNT, Counters, Hook, VipStats};
 use crate::error::{Error, is_map_full, is_not_found};
 use crate::events::EventReader;
+use crate::firewall::{FirewallRules, compile};
 use crate::flow::{Flow, Route, Vip, reply_key_of, route_entries, route_from_value};
-use crate::layout::{FlowKey, RouteValue, VipKey, VipStatsValue, VipValue};
+use crate::layout::{
+    Bucket, BucketKey, FlowKey, FwKeyData, FwRule, ROUTE_REPLY, RouteValue, VipKey, VipStatsValue,
+    VipValue,
+};
 use crate::program;
 
 const XDP_PROG: &str = "sy_xdp";
@@ -30,14 +35,21 @@ const TC_PROG: &str = "sy_tc";
 /// Map sizes, chosen at load time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Settings {
-    /// Capacity of the routing table, and separately of the reply table (default 1,000,000).
-    /// Entries are allocated on demand, so an empty table costs little memory.
+    /// Capacity of the routing table in routes (default 1,000,000). Each route takes two
+    /// entries of the `routes` map (forward and reply), which is sized 2 × this. Entries are
+    /// allocated on demand, so an empty table costs little memory.
     pub max_routes: u32,
     /// Number of VIPs (default 1,024).
     pub max_vips: u32,
     /// Size of the event ring buffer in bytes: a power of two, at least one page (default
     /// 8 MiB, about 5,000 miss events of a full frame).
     pub event_ring_bytes: u32,
+    /// Firewall prefixes over all VIPs (default 65,536). While [`Dataplane::set_firewall`]
+    /// replaces a VIP's rules, its old and new prefixes are both installed for a moment.
+    pub max_firewall_rules: u32,
+    /// Token buckets of the per-source rate limit (default 65,536; an LRU: when full, the least
+    /// recently used source's bucket is reset, which only forgets that source's history).
+    pub max_rate_buckets: u32,
 }
 
 impl Default for Settings {
@@ -46,6 +58,8 @@ impl Default for Settings {
             max_routes: 1_000_000,
             max_vips: 1024,
             event_ring_bytes: 8 << 20,
+            max_firewall_rules: 65_536,
+            max_rate_buckets: 65_536,
         }
     }
 }
@@ -136,13 +150,17 @@ pub struct Dataplane {
     bpf: Ebpf,
     settings: Settings,
     vips: HashMap<MapData, VipKey, VipValue>,
+    /// Forward and reply entries (`ROUTE_REPLY`) in one map.
     routes: HashMap<MapData, FlowKey, RouteValue>,
-    replies: HashMap<MapData, FlowKey, RouteValue>,
+    fw_rules: LpmTrie<MapData, FwKeyData, FwRule>,
+    fw_buckets: HashMap<MapData, BucketKey, Bucket>,
     counters: PerCpuArray<MapData, [u64; COUNTER_COUNT as usize]>,
     vip_stats: PerCpuArray<MapData, VipStatsValue>,
     events: Option<RingBuf<MapData>>,
     /// VIP id -> VIP, for slot allocation.
     vip_slots: Vec<Option<Vip>>,
+    /// VIP id -> its installed firewall.
+    firewalls: Vec<Option<InstalledFirewall>>,
     xdp_links: Vec<(XdpLinkId, Attachment)>,
     tc_links: Vec<(SchedClassifierLinkId, Attachment)>,
 }
@@ -154,6 +172,20 @@ impl std::fmt::Debug for Dataplane {
             .field("attachments", &self.attachments())
             .finish_non_exhaustive()
     }
+}
+
+/// A VIP's firewall as installed: the rules, the generation of its rule-set id and the trie
+/// entries to delete when they are replaced.
+#[derive(Clone, Debug)]
+struct InstalledFirewall {
+    rules: FirewallRules,
+    generation: u32,
+    keys: Vec<(u32, FwKeyData)>,
+}
+
+/// The rule-set id of VIP `id`'s prefixes in generation `generation` (0 or 1).
+fn rule_set(id: u16, generation: u32) -> u32 {
+    u32::from(id) * 2 + (generation & 1)
 }
 
 fn take<T>(bpf: &mut Ebpf, name: &'static str) -> Result<T, Error>
@@ -169,8 +201,9 @@ impl Dataplane {
     /// attached yet. Needs CAP_BPF and CAP_NET_ADMIN (root).
     pub fn load(settings: Settings) -> Result<Dataplane, Error> {
         let mut bpf = EbpfLoader::new()
-            .map_max_entries("routes", settings.max_routes)
-            .map_max_entries("replies", settings.max_routes)
+            .map_max_entries("routes", settings.max_routes.saturating_mul(2))
+            .map_max_entries("fw_rules", settings.max_firewall_rules)
+            .map_max_entries("fw_buckets", settings.max_rate_buckets)
             .map_max_entries("vips", settings.max_vips)
             .map_max_entries("vip_stats", settings.max_vips)
             .map_max_entries("events", settings.event_ring_bytes)
@@ -196,7 +229,8 @@ impl Dataplane {
         }
         let vips = take(&mut bpf, "vips")?;
         let routes = take(&mut bpf, "routes")?;
-        let replies = take(&mut bpf, "replies")?;
+        let fw_rules = take(&mut bpf, "fw_rules")?;
+        let fw_buckets = take(&mut bpf, "fw_buckets")?;
         let counters = take(&mut bpf, "counters")?;
         let vip_stats = take(&mut bpf, "vip_stats")?;
         let events = take(&mut bpf, "events")?;
@@ -206,11 +240,13 @@ impl Dataplane {
             settings,
             vips,
             routes,
-            replies,
+            fw_rules,
+            fw_buckets,
             counters,
             vip_stats,
             events: Some(events),
             vip_slots: vec![None; slots],
+            firewalls: vec![None; slots],
             xdp_links: Vec::new(),
             tc_links: Vec::new(),
         })
@@ -381,7 +417,7 @@ impl Dataplane {
             .map_err(|e| Error::map("reset VIP counters", e))?;
         let value = VipValue {
             id: u32::from(id),
-            flags: 0,
+            ..VipValue::default()
         };
         self.vips
             .insert(vip.key(), value, 0)
@@ -390,7 +426,10 @@ impl Dataplane {
         Ok(id)
     }
 
-    /// Stops handling `vip` (its routes stay until deleted). Returns whether it was configured.
+    /// Stops handling `vip`: its new connections are no longer reported (they pass to the
+    /// stack untouched); its installed routes keep forwarding until deleted, so established
+    /// flows can drain. Its firewall rules and rate-limit buckets are removed. Returns whether
+    /// it was configured.
     pub fn remove_vip(&mut self, vip: Vip) -> Result<bool, Error> {
         let Some(id) = self.vip_id(&vip) else {
             return Ok(false);
@@ -401,6 +440,10 @@ impl Dataplane {
             Err(e) => return Err(Error::map("remove VIP", e)),
         }
         self.vip_slots[usize::from(id)] = None;
+        if let Some(old) = self.firewalls[usize::from(id)].take() {
+            self.delete_fw_keys(&old.keys)?;
+            self.purge_buckets(id)?;
+        }
         Ok(true)
     }
 
@@ -421,10 +464,130 @@ impl Dataplane {
             .collect()
     }
 
+    // ---- firewall ----------------------------------------------------------------------------
+
+    /// Installs `rules` as the firewall of `vip`, replacing its previous rules. Enforced only
+    /// for new connections (route misses that are a TCP SYN without ACK or a UDP datagram).
+    ///
+    /// The replacement is atomic for packets: the new prefixes go in under a fresh rule-set id,
+    /// then one update of the VIP's map value switches prefixes, allow-list flag and rate
+    /// together, then the old prefixes are deleted. The only window: a packet that read the
+    /// old VIP value just before the switch and looks the trie up after the old prefixes are
+    /// gone is judged as "no prefix matches" under the old flags (a few packets at most, within
+    /// microseconds of the call). Rate buckets are kept; a lower burst caps them.
+    ///
+    /// On error ([`Error::FirewallFull`], [`Error::InvalidFirewall`], …) the VIP keeps its
+    /// previous rules.
+    pub fn set_firewall(&mut self, vip: &Vip, rules: &FirewallRules) -> Result<(), Error> {
+        let id = self
+            .vip_id(vip)
+            .ok_or_else(|| Error::UnknownVip(vip.to_string()))?;
+        let slot = usize::from(id);
+        let generation = self.firewalls[slot]
+            .as_ref()
+            .map_or(0, |f| f.generation ^ 1);
+        let set = rule_set(id, generation);
+        let compiled = compile(rules, vip.addr.is_ipv4(), set)?;
+        let mut keys = Vec::with_capacity(compiled.entries.len());
+        for (len, data, rule) in &compiled.entries {
+            if let Err(e) = self.fw_rules.insert(&LpmKey::new(*len, *data), rule, 0) {
+                let _ = self.delete_fw_keys(&keys);
+                return Err(if is_map_full(&e) {
+                    Error::FirewallFull {
+                        max_rules: self.settings.max_firewall_rules,
+                    }
+                } else {
+                    Error::map("insert firewall prefix", e)
+                });
+            }
+            keys.push((*len, *data));
+        }
+        let value = VipValue {
+            id: u32::from(id),
+            flags: compiled.flags,
+            fw_set: set,
+            rate: compiled.rate,
+            burst: compiled.burst,
+            pad: 0,
+        };
+        if let Err(e) = self.vips.insert(vip.key(), value, 0) {
+            let _ = self.delete_fw_keys(&keys);
+            return Err(Error::map("update VIP firewall", e));
+        }
+        let old = self.firewalls[slot].replace(InstalledFirewall {
+            rules: rules.clone(),
+            generation,
+            keys,
+        });
+        if let Some(old) = old {
+            self.delete_fw_keys(&old.keys)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the firewall of `vip` (every source allowed, unlimited). Returns whether it had
+    /// one. Its rate-limit buckets are dropped too.
+    pub fn clear_firewall(&mut self, vip: &Vip) -> Result<bool, Error> {
+        let Some(id) = self.vip_id(vip) else {
+            return Ok(false);
+        };
+        let Some(old) = self.firewalls[usize::from(id)].take() else {
+            return Ok(false);
+        };
+        let value = VipValue {
+            id: u32::from(id),
+            ..VipValue::default()
+        };
+        self.vips
+            .insert(vip.key(), value, 0)
+            .map_err(|e| Error::map("update VIP firewall", e))?;
+        self.delete_fw_keys(&old.keys)?;
+        self.purge_buckets(id)?;
+        Ok(true)
+    }
+
+    /// The firewall rules installed for `vip`, if any.
+    pub fn firewall(&self, vip: &Vip) -> Option<&FirewallRules> {
+        let id = self.vip_id(vip)?;
+        self.firewalls[usize::from(id)].as_ref().map(|f| &f.rules)
+    }
+
+    fn delete_fw_keys(&mut self, keys: &[(u32, FwKeyData)]) -> Result<(), Error> {
+        for (len, data) in keys {
+            match self.fw_rules.remove(&LpmKey::new(*len, *data)) {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(Error::map("delete firewall prefix", e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the rate-limit buckets of VIP `id` (so a reused id starts afresh).
+    fn purge_buckets(&mut self, id: u16) -> Result<(), Error> {
+        let mine: Vec<BucketKey> = self
+            .fw_buckets
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.vip_id == u32::from(id))
+            .collect();
+        for k in mine {
+            match self.fw_buckets.remove(&k) {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(Error::map("delete rate bucket", e)),
+            }
+        }
+        Ok(())
+    }
+
     // ---- routes ------------------------------------------------------------------------------
 
     /// Installs `route` for `flow`: the forward entry and the reply entry. Replaces an existing
-    /// route of the flow. [`Error::TableFull`] if either table is full (nothing is installed).
+    /// route of the flow. [`Error::TableFull`] if the table is full (nothing is installed);
+    /// [`Error::RouteConflict`] if the reply key (host → NAT source, or host → client for half
+    /// NAT) already belongs to another route, or the flow's key is another route's reply key
+    /// (replies could not be told apart; nothing is installed).
     pub fn add_route(&mut self, flow: &Flow, route: &Route) -> Result<(), Error> {
         let vip = flow.vip_endpoint();
         let vip_id = self
@@ -434,24 +597,36 @@ impl Dataplane {
         let now = monotonic_now_ns()?;
         entries.forward.1.last_seen_ns = now;
         entries.reply.1.last_seen_ns = now;
-        // A replaced route may have had a different reply key.
-        let old_reply = self
-            .routes
-            .get(&entries.forward.0, 0)
-            .ok()
-            .and_then(|v| reply_key_of(flow, &v));
+        // A replaced route may have had a different reply key. Both directions share one map,
+        // so a key must not already hold the other direction of another route.
+        let old_forward = self.routes.get(&entries.forward.0, 0).ok();
+        if old_forward.is_some_and(|v| v.flags & ROUTE_REPLY != 0) {
+            return Err(Error::RouteConflict(format!(
+                "{flow} is the reply direction of another route"
+            )));
+        }
+        let old_reply = old_forward.and_then(|v| reply_key_of(flow, &v));
+        if old_reply != Some(entries.reply.0) && self.routes.get(&entries.reply.0, 0).is_ok() {
+            return Err(Error::RouteConflict(format!(
+                "the host side of {flow} (host {}, seeing {}) is already used by another route",
+                route.host,
+                route.nat_source.unwrap_or(flow.client)
+            )));
+        }
 
         let full = Error::TableFull {
             max_routes: self.settings.max_routes,
         };
         // Reply first: a forward entry without its reply entry would black-hole replies.
-        match self.replies.insert(entries.reply.0, entries.reply.1, 0) {
+        match self.routes.insert(entries.reply.0, entries.reply.1, 0) {
             Ok(()) => {}
             Err(e) if is_map_full(&e) => return Err(full),
             Err(e) => return Err(Error::map("insert reply route", e)),
         }
         if let Err(e) = self.routes.insert(entries.forward.0, entries.forward.1, 0) {
-            let _ = self.replies.remove(&entries.reply.0);
+            if old_reply != Some(entries.reply.0) {
+                let _ = self.routes.remove(&entries.reply.0);
+            }
             return Err(if is_map_full(&e) {
                 full
             } else {
@@ -461,7 +636,7 @@ impl Dataplane {
         if let Some(old) = old_reply
             && old != entries.reply.0
         {
-            let _ = self.replies.remove(&old);
+            let _ = self.routes.remove(&old);
         }
         Ok(())
     }
@@ -470,7 +645,8 @@ impl Dataplane {
     pub fn delete_route(&mut self, flow: &Flow) -> Result<bool, Error> {
         let key = flow.key();
         let value = match self.routes.get(&key, 0) {
-            Ok(v) => v,
+            Ok(v) if v.flags & ROUTE_REPLY == 0 => v,
+            Ok(_) => return Ok(false),
             Err(e) if is_not_found(&e) => return Ok(false),
             Err(e) => return Err(Error::map("look up route", e)),
         };
@@ -480,7 +656,7 @@ impl Dataplane {
             Err(e) => return Err(Error::map("delete route", e)),
         }
         if let Some(rk) = reply_key_of(flow, &value) {
-            match self.replies.remove(&rk) {
+            match self.routes.remove(&rk) {
                 Ok(()) => {}
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(Error::map("delete reply route", e)),
@@ -492,7 +668,7 @@ impl Dataplane {
     fn info(&self, flow: Flow, value: &RouteValue) -> Option<RouteInfo> {
         let route = route_from_value(value, flow.key().family)?;
         let reply_seen = reply_key_of(&flow, value)
-            .and_then(|k| self.replies.get(&k, 0).ok())
+            .and_then(|k| self.routes.get(&k, 0).ok())
             .map_or(0, |v| v.last_seen_ns);
         Some(RouteInfo {
             flow,
@@ -504,7 +680,8 @@ impl Dataplane {
     /// The installed route of `flow`.
     pub fn route(&self, flow: &Flow) -> Result<Option<RouteInfo>, Error> {
         match self.routes.get(&flow.key(), 0) {
-            Ok(v) => Ok(self.info(*flow, &v)),
+            Ok(v) if v.flags & ROUTE_REPLY == 0 => Ok(self.info(*flow, &v)),
+            Ok(_) => Ok(None),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(Error::map("look up route", e)),
         }
@@ -520,6 +697,9 @@ impl Dataplane {
                 Err(e) if is_not_found(&e) => continue,
                 Err(e) => return Err(Error::map("walk routes", e)),
             };
+            if v.flags & ROUTE_REPLY != 0 {
+                continue;
+            }
             if let Some(info) = Flow::from_key(&k).and_then(|f| self.info(f, &v)) {
                 out.push(info);
             }

@@ -52,6 +52,20 @@ pub enum Error {
     /// The data plane cannot apply this delivery mode yet.
     #[error("delivery mode {0} is not supported by this data plane yet")]
     UnsupportedMode(&'static str),
+    /// Firewall rules that cannot be applied (a prefix of the wrong family or too long, a rate
+    /// or burst out of range).
+    #[error("invalid firewall rules: {0}")]
+    InvalidFirewall(String),
+    /// The firewall prefix table is full: the VIP keeps its previous rules.
+    #[error("the firewall prefix table is full ({max_rules} prefixes over all VIPs)")]
+    FirewallFull {
+        /// The configured capacity.
+        max_rules: u32,
+    },
+    /// The flow's forward or reply key is already used by the other direction of another
+    /// route (a host that is also a client of the VIP through the same addresses and ports).
+    #[error("route key conflict: {0}")]
+    RouteConflict(String),
     /// A map named in the program is missing (a build mismatch).
     #[error("the BPF object has no map or program named {0}")]
     Missing(&'static str),
@@ -85,9 +99,10 @@ impl Error {
     }
 }
 
-/// True if a map update failed because the map is full (`E2BIG`).
+/// True if a map update failed because the map is full (`E2BIG`; `ENOSPC` for LPM tries).
 pub(crate) fn is_map_full(e: &aya::maps::MapError) -> bool {
-    matches!(e, aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::E2BIG))
+    matches!(e, aya::maps::MapError::SyscallError(s)
+        if matches!(s.io_error.raw_os_error(), Some(libc::E2BIG | libc::ENOSPC)))
 }
 
 /// True if a map lookup or delete failed because the key is absent.

@@ -1,7 +1,7 @@
 //! The forwarder's vocabulary as Rust values: a [`Flow`] (client ↔ VIP connection), a [`Route`]
 //! (where and how its packets are delivered: [`DeliveryMode`]), and their translation into the
-//! raw map entries of [`crate::layout`] — the forward entry (client → VIP, keyed in `routes`) and
-//! the reply entry (host → client, keyed in `replies`).
+//! raw map entries of [`crate::layout`] — the forward entry (client → VIP) and the reply entry
+//! (host → client), both keyed in the one `routes` map.
 //!
 //! Pure functions only: no maps, no syscalls, so the classifier and the plumbing protocol can use
 //! them anywhere and they are tested without root.

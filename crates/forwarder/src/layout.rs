@@ -24,8 +24,20 @@ pub const MODE_TUNNEL: u8 = 3;
 pub const ROUTE_SET_SRC: u8 = 1 << 0;
 /// `SY_ROUTE_SET_DST`: rewrite the destination.
 pub const ROUTE_SET_DST: u8 = 1 << 1;
-/// `SY_ROUTE_REPLY`: an entry of the `replies` map.
+/// `SY_ROUTE_REPLY`: a reply entry (host → client direction) of `routes`.
 pub const ROUTE_REPLY: u8 = 1 << 2;
+
+/// `SY_VIP_FW_RULES`: the VIP has prefixes in `fw_rules`.
+pub const VIP_FW_RULES: u32 = 1 << 0;
+/// `SY_VIP_FW_ALLOWLIST`: the VIP's allow list is not empty.
+pub const VIP_FW_ALLOWLIST: u32 = 1 << 1;
+/// `SY_VIP_FW_RATE`: the VIP limits new connections per source.
+pub const VIP_FW_RATE: u32 = 1 << 2;
+
+/// `SY_FW_ALLOW`.
+pub const FW_ALLOW: u32 = 1;
+/// `SY_FW_DENY`.
+pub const FW_DENY: u32 = 2;
 
 /// `SY_EVENT_MISS`.
 pub const EVENT_MISS: u32 = 1;
@@ -55,7 +67,7 @@ pub struct FlowKey {
     pub pad: [u8; 2],
 }
 
-/// `struct sy_route`: the value of `routes` and `replies`.
+/// `struct sy_route`: the value of `routes` (forward and reply entries).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RouteValue {
@@ -101,8 +113,55 @@ pub struct VipKey {
 pub struct VipValue {
     /// Index into `vip_stats`.
     pub id: u32,
-    /// Reserved, zero.
+    /// `VIP_FW_*` bits.
     pub flags: u32,
+    /// Rule-set id of the VIP's prefixes in `fw_rules`.
+    pub fw_set: u32,
+    /// New connections per second per source (with [`VIP_FW_RATE`]).
+    pub rate: u32,
+    /// Bucket size in connections (with [`VIP_FW_RATE`]).
+    pub burst: u32,
+    /// Zero.
+    pub pad: u32,
+}
+
+/// `struct sy_fw_key` after its leading `prefixlen` (32 for the rule-set id + the prefix
+/// length), which aya's `lpm_trie::Key` carries: the data of the `fw_rules` LPM trie key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FwKeyData {
+    /// Rule-set id, big endian.
+    pub set: u32,
+    /// Address (IPv4 in the first 4 bytes), bits beyond the prefix zero.
+    pub addr: [u8; 16],
+}
+
+/// `struct sy_fw_rule`: the value of `fw_rules`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FwRule {
+    /// [`FW_ALLOW`] or [`FW_DENY`].
+    pub action: u32,
+}
+
+/// `struct sy_bucket_key`: the key of `fw_buckets`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BucketKey {
+    /// The VIP's id.
+    pub vip_id: u32,
+    /// Source address (IPv4 in the first 4 bytes).
+    pub addr: [u8; 16],
+}
+
+/// `struct sy_bucket`: a source's token bucket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bucket {
+    /// Tokens in units of 1/1e9 connection.
+    pub tokens: u64,
+    /// `bpf_ktime_get_ns()` of the last refill.
+    pub last_ns: u64,
 }
 
 /// `struct sy_vip_stats`: per-VIP counters (one copy per CPU in the map).
@@ -121,6 +180,12 @@ pub struct VipStatsValue {
     pub reply_bytes: u64,
     /// FIN/RST seen on routed flows.
     pub finals: u64,
+    /// New connections dropped by a deny prefix.
+    pub fw_denied: u64,
+    /// New connections dropped because the source is not in the allow list.
+    pub fw_not_allowed: u64,
+    /// New connections dropped by the per-source rate limit.
+    pub fw_rate_limited: u64,
 }
 
 /// `struct sy_event_header`.
@@ -156,10 +221,18 @@ unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for RouteValue {}
 // SAFETY: as above; 20 bytes, all fields integers, no implicit padding (asserted below).
 unsafe impl aya::Pod for VipKey {}
-// SAFETY: as above; two u32, 8 bytes.
+// SAFETY: as above; six u32, 24 bytes.
 unsafe impl aya::Pod for VipValue {}
-// SAFETY: as above; six u64, 48 bytes.
+// SAFETY: as above; nine u64, 72 bytes.
 unsafe impl aya::Pod for VipStatsValue {}
+// SAFETY: as above; a u32 and 16 bytes, 20 bytes, no implicit padding (asserted below).
+unsafe impl aya::Pod for FwKeyData {}
+// SAFETY: as above; a u32 and 16 bytes, 20 bytes, no implicit padding (asserted below).
+unsafe impl aya::Pod for BucketKey {}
+// SAFETY: as above; two u64, 16 bytes.
+unsafe impl aya::Pod for Bucket {}
+// SAFETY: as above; one u32.
+unsafe impl aya::Pod for FwRule {}
 
 const _: () = {
     assert!(size_of::<FlowKey>() == 40);
@@ -186,8 +259,19 @@ const _: () = {
     assert!(offset_of!(VipKey, proto) == 18);
     assert!(offset_of!(VipKey, family) == 19);
 
-    assert!(size_of::<VipValue>() == 8);
-    assert!(size_of::<VipStatsValue>() == 48);
+    assert!(size_of::<VipValue>() == 24);
+    assert!(offset_of!(VipValue, fw_set) == 8);
+    assert!(offset_of!(VipValue, rate) == 12);
+    assert!(offset_of!(VipValue, burst) == 16);
+    assert!(size_of::<VipStatsValue>() == 72);
+    assert!(offset_of!(VipStatsValue, fw_denied) == 48);
+    assert!(size_of::<aya::maps::lpm_trie::Key<FwKeyData>>() == 24);
+    assert!(size_of::<FwKeyData>() == 20);
+    assert!(offset_of!(FwKeyData, addr) == 4);
+    assert!(size_of::<BucketKey>() == 20);
+    assert!(offset_of!(BucketKey, addr) == 4);
+    assert!(size_of::<Bucket>() == 16);
+    assert!(size_of::<FwRule>() == 4);
 
     assert!(size_of::<EventHeader>() == EventHeader::LEN);
     assert!(offset_of!(EventHeader, ifindex) == 4);

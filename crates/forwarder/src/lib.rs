@@ -23,6 +23,7 @@ mod counters;
 mod dataplane;
 mod error;
 mod events;
+mod firewall;
 mod flow;
 pub mod layout;
 pub mod packet;
@@ -36,4 +37,5 @@ pub use dataplane::{
 };
 pub use error::Error;
 pub use events::{Event, EventReader, Final, Miss, WireFlow, decode};
+pub use firewall::{FirewallRules, MAX_RATE, Prefix};
 pub use flow::{DeliveryMode, Flow, Protocol, Route, Vip};

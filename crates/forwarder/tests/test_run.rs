@@ -10,7 +10,8 @@ use std::time::Duration;
 use common::*;
 use switchyard_forwarder::packet::{ETH_LEN, FrameSpec, tcp_flags, verify_checksums};
 use switchyard_forwarder::{
-    Dataplane, Error, Event, Flow, Hook, Protocol, Route, Settings, Vip, tc_action, xdp_action,
+    Dataplane, Error, Event, FirewallRules, Flow, Hook, Prefix, Protocol, Route, Settings, Vip,
+    tc_action, xdp_action,
 };
 
 const VPORT: u16 = 80;
@@ -611,4 +612,430 @@ fn route_table_api() {
         })
         .expect("remove")
     );
+}
+
+#[test]
+fn routes_whose_replies_collide_are_refused() {
+    if !have_root("route_conflicts") {
+        return;
+    }
+    let mut dp = dataplane(Settings::default());
+    let other = Vip {
+        proto: Protocol::Tcp,
+        addr: sa(VIP4, 81),
+    };
+    dp.add_vip(other).expect("vip");
+    let a = Flow {
+        proto: Protocol::Tcp,
+        client: sa(CLIENT4, 7000),
+        vip: sa(VIP4, VPORT),
+    };
+    let b = Flow {
+        vip: other.addr,
+        ..a
+    };
+    let host = Route::half_nat(sa(HOST4, HPORT));
+    dp.add_route(&a, &host).expect("first");
+    // Same client endpoint, same host endpoint: the host's replies would be ambiguous.
+    assert!(matches!(
+        dp.add_route(&b, &host),
+        Err(Error::RouteConflict(_))
+    ));
+    assert_eq!(dp.route(&b).expect("get"), None, "nothing installed");
+    dp.add_route(&a, &host)
+        .expect("re-installing the same route is fine");
+    dp.add_route(&b, &Route::half_nat(sa(HOST4, HPORT + 1)))
+        .expect("another host port");
+    // The reply direction of a route is not a route of its own.
+    let reply_side = Flow {
+        proto: Protocol::Tcp,
+        client: sa(HOST4, HPORT),
+        vip: a.client,
+    };
+    assert_eq!(dp.route(&reply_side).expect("get"), None);
+    assert!(!dp.delete_route(&reply_side).expect("delete"));
+    assert_eq!(dp.routes().expect("walk").len(), 2);
+}
+
+// ---- firewall -------------------------------------------------------------------------------
+
+/// What the XDP program did with one frame, read from its counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    /// Handed to the classifier (miss event, dropped).
+    Miss,
+    Denied,
+    NotAllowed,
+    RateLimited,
+    /// A route hit, forwarded.
+    Forwarded,
+    /// Not for a VIP: untouched.
+    Passed,
+}
+
+fn fate_of(dp: &Dataplane, frame: &[u8], ifindex: u32) -> Fate {
+    let before = dp.counters(Hook::Xdp).expect("counters");
+    let r = dp.run_xdp(frame, ifindex).expect("xdp");
+    let after = dp.counters(Hook::Xdp).expect("counters");
+    let fate = if after.misses > before.misses {
+        Fate::Miss
+    } else if after.fw_denied > before.fw_denied {
+        Fate::Denied
+    } else if after.fw_not_allowed > before.fw_not_allowed {
+        Fate::NotAllowed
+    } else if after.fw_rate_limited > before.fw_rate_limited {
+        Fate::RateLimited
+    } else if after.hit_packets > before.hit_packets {
+        Fate::Forwarded
+    } else {
+        assert_eq!(after.passed, before.passed + 1, "{after:?}");
+        Fate::Passed
+    };
+    let action = match fate {
+        Fate::Forwarded => xdp_action::REDIRECT,
+        Fate::Passed => xdp_action::PASS,
+        _ => xdp_action::DROP,
+    };
+    assert_eq!(r.action, action, "{fate:?}");
+    if fate == Fate::Passed {
+        assert_eq!(r.frame, frame, "passed untouched");
+    }
+    fate
+}
+
+fn syn(proto: Protocol, client: std::net::SocketAddr, vip: std::net::SocketAddr) -> Vec<u8> {
+    spec(proto)(client, vip)
+        .macs(CLIENT_MAC, FRONT_MAC)
+        .flags(tcp_flags::SYN)
+        .build()
+}
+
+fn prefix(s: &str) -> Prefix {
+    s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+fn vip(addr: &str, proto: Protocol) -> Vip {
+    Vip {
+        proto,
+        addr: sa(addr, VPORT),
+    }
+}
+
+#[test]
+fn firewall_prefixes_drop_what_they_should_and_nothing_else() {
+    if !have_root("firewall_prefixes") {
+        return;
+    }
+    let Some(lab) = lab("forwarder test_run firewall prefixes") else {
+        return;
+    };
+    lab.lb
+        .enter(|| {
+            let front = ifindex("front");
+            let mut dp = dataplane(Settings::default());
+            let tcp4 = vip(VIP4, Protocol::Tcp);
+            let udp4 = vip(VIP4, Protocol::Udp);
+            let tcp6 = vip(VIP6, Protocol::Tcp);
+            // Allow 198.18/16 except 198.18.5/24, but 198.18.5.128/25 again.
+            let rules4 = FirewallRules {
+                allow: vec![prefix("198.18.0.0/16"), prefix("198.18.5.128/25")],
+                deny: vec![prefix("198.18.5.0/24")],
+                new_conn_rate: None,
+            };
+            dp.set_firewall(&tcp4, &rules4).expect("set");
+            dp.set_firewall(&udp4, &rules4).expect("set");
+            assert_eq!(dp.firewall(&tcp4), Some(&rules4));
+            // IPv6: a deny list only.
+            dp.set_firewall(
+                &tcp6,
+                &FirewallRules {
+                    deny: vec![prefix("fd53:7900:0:9::/64")],
+                    ..FirewallRules::default()
+                },
+            )
+            .expect("set v6");
+            let v4 = sa(VIP4, VPORT);
+            let v6 = sa(VIP6, VPORT);
+            let t = Protocol::Tcp;
+            let cases = [
+                (syn(t, sa("198.18.1.2", 1000), v4), Fate::Miss, "allowed"),
+                (
+                    syn(t, sa("198.18.5.7", 1000), v4),
+                    Fate::Denied,
+                    "deny inside allow",
+                ),
+                (
+                    syn(t, sa("198.18.5.200", 1000), v4),
+                    Fate::Miss,
+                    "allow inside deny",
+                ),
+                (
+                    syn(t, sa("198.19.7.7", 1000), v4),
+                    Fate::NotAllowed,
+                    "outside the allow list",
+                ),
+                (
+                    syn(Protocol::Udp, sa("198.18.5.7", 1000), v4),
+                    Fate::Denied,
+                    "UDP datagrams are new connections",
+                ),
+                (
+                    syn(t, sa("fd53:7900:0:1::2", 1000), v6),
+                    Fate::Miss,
+                    "v6 allowed",
+                ),
+                (
+                    syn(t, sa("fd53:7900:0:9::5", 1000), v6),
+                    Fate::Denied,
+                    "v6 denied",
+                ),
+                (
+                    syn(Protocol::Udp, sa("fd53:7900:0:9::5", 1000), v6),
+                    Fate::Miss,
+                    "a VIP without rules is unaffected",
+                ),
+                (
+                    syn(t, sa("198.18.5.7", 1000), sa(VIP4, 81)),
+                    Fate::Passed,
+                    "not a VIP",
+                ),
+            ];
+            for (frame, want, what) in &cases {
+                assert_eq!(fate_of(&dp, frame, front), *want, "{what}");
+            }
+            // Only new connections are checked: a mid-connection segment without a route goes
+            // to the classifier, which decides.
+            let ack = FrameSpec::tcp(sa("198.18.5.7", 1001), v4)
+                .macs(CLIENT_MAC, FRONT_MAC)
+                .flags(tcp_flags::ACK)
+                .build();
+            assert_eq!(fate_of(&dp, &ack, front), Fate::Miss, "ACK without a route");
+            // Established flows are never re-checked, whatever their flags.
+            let est = Flow {
+                proto: t,
+                client: sa("198.18.5.7", 1002),
+                vip: v4,
+            };
+            dp.add_route(&est, &Route::half_nat(sa(HOST4, HPORT)))
+                .expect("route");
+            for flags in [
+                tcp_flags::SYN,
+                tcp_flags::ACK,
+                tcp_flags::ACK | tcp_flags::PSH,
+            ] {
+                let f = FrameSpec::tcp(est.client, est.vip)
+                    .macs(CLIENT_MAC, FRONT_MAC)
+                    .flags(flags)
+                    .build();
+                assert_eq!(fate_of(&dp, &f, front), Fate::Forwarded, "flags {flags:#x}");
+            }
+            // tc enforces the same rules.
+            let denied = syn(t, sa("198.18.5.7", 1000), v4);
+            assert_eq!(
+                dp.run_tc(&denied, front).expect("tc").action,
+                tc_action::SHOT
+            );
+            assert_eq!(dp.counters(Hook::Tc).expect("c").fw_denied, 1);
+            assert_eq!(dp.counters(Hook::Tc).expect("c").misses, 0);
+
+            let x = dp.counters(Hook::Xdp).expect("counters");
+            assert_eq!(
+                (x.fw_denied, x.fw_not_allowed, x.fw_rate_limited),
+                (3, 1, 0)
+            );
+            let s4 = dp.vip_stats(&tcp4).expect("stats").expect("vip");
+            assert_eq!(
+                (s4.fw_denied, s4.fw_not_allowed),
+                (2, 1),
+                "XDP 1 + tc 1 denied"
+            );
+            assert_eq!(s4.misses, 3);
+            assert_eq!(dp.vip_stats(&udp4).expect("s").expect("v").fw_denied, 1);
+            assert_eq!(dp.vip_stats(&tcp6).expect("s").expect("v").fw_denied, 1);
+
+            // Replacing the rules: the old deny is gone, the new one applies.
+            dp.set_firewall(
+                &tcp4,
+                &FirewallRules {
+                    deny: vec![prefix("198.18.1.0/24")],
+                    ..FirewallRules::default()
+                },
+            )
+            .expect("replace");
+            assert_eq!(fate_of(&dp, &cases[1].0, front), Fate::Miss);
+            assert_eq!(
+                fate_of(&dp, &cases[3].0, front),
+                Fate::Miss,
+                "no allow list now"
+            );
+            assert_eq!(fate_of(&dp, &cases[0].0, front), Fate::Denied);
+            // Cleared: everything is a plain miss again.
+            assert!(dp.clear_firewall(&tcp4).expect("clear"));
+            assert!(!dp.clear_firewall(&tcp4).expect("clear again"));
+            assert_eq!(dp.firewall(&tcp4), None);
+            for i in [0, 1, 3] {
+                assert_eq!(fate_of(&dp, &cases[i].0, front), Fate::Miss);
+            }
+
+            // Invalid rules are refused and leave the VIP's rules alone.
+            let before = dp.firewall(&tcp6).cloned();
+            for bad in [
+                FirewallRules {
+                    deny: vec![prefix("198.18.0.0/16")],
+                    ..FirewallRules::default()
+                },
+                FirewallRules {
+                    new_conn_rate: Some((0, 10)),
+                    ..FirewallRules::default()
+                },
+            ] {
+                assert!(matches!(
+                    dp.set_firewall(&tcp6, &bad),
+                    Err(Error::InvalidFirewall(_))
+                ));
+            }
+            assert_eq!(dp.firewall(&tcp6).cloned(), before);
+            assert_eq!(fate_of(&dp, &cases[6].0, front), Fate::Denied);
+            assert!(matches!(
+                dp.set_firewall(
+                    &Vip {
+                        proto: Protocol::Tcp,
+                        addr: sa(VIP4, 443)
+                    },
+                    &rules4
+                ),
+                Err(Error::UnknownVip(_))
+            ));
+        })
+        .expect("enter lb");
+}
+
+#[test]
+fn firewall_rate_limit_passes_the_burst_then_refills() {
+    if !have_root("firewall_rate_limit") {
+        return;
+    }
+    let Some(lab) = lab("forwarder test_run firewall rate") else {
+        return;
+    };
+    lab.lb
+        .enter(|| {
+            let front = ifindex("front");
+            let mut dp = dataplane(Settings::default());
+            let tcp4 = vip(VIP4, Protocol::Tcp);
+            // 2 new connections per second per source, bursts of 3.
+            dp.set_firewall(
+                &tcp4,
+                &FirewallRules {
+                    new_conn_rate: Some((2, 3)),
+                    ..FirewallRules::default()
+                },
+            )
+            .expect("set");
+            let v4 = sa(VIP4, VPORT);
+            let a = |port| syn(Protocol::Tcp, sa(CLIENT4, port), v4);
+            let b = syn(Protocol::Tcp, sa("198.18.1.3", 1), v4);
+            let fates = |dp: &Dataplane, frames: &[Vec<u8>]| -> Vec<Fate> {
+                frames.iter().map(|f| fate_of(dp, f, front)).collect()
+            };
+            use Fate::{Miss, RateLimited};
+            assert_eq!(
+                fates(&dp, &[a(1), a(2), a(3), a(4), a(5)]),
+                [Miss, Miss, Miss, RateLimited, RateLimited],
+                "the burst passes, then drops"
+            );
+            assert_eq!(
+                fate_of(&dp, &b, front),
+                Miss,
+                "another source has its own bucket"
+            );
+            assert_eq!(
+                fate_of(&dp, &syn(Protocol::Udp, sa(CLIENT4, 6), v4), front),
+                Miss,
+                "the UDP VIP has no limit"
+            );
+            // An established flow of the limited source is unaffected.
+            let est = Flow {
+                proto: Protocol::Tcp,
+                client: sa(CLIENT4, 9),
+                vip: v4,
+            };
+            dp.add_route(&est, &Route::half_nat(sa(HOST4, HPORT)))
+                .expect("route");
+            assert_eq!(fate_of(&dp, &a(9), front), Fate::Forwarded);
+
+            // 600 ms at 2/s: 1.2 tokens, so one passes and the next drops.
+            std::thread::sleep(Duration::from_millis(600));
+            assert_eq!(
+                fates(&dp, &[a(10), a(11)]),
+                [Miss, RateLimited],
+                "partial refill"
+            );
+            // 1.6 s more: the bucket is full again (capped at the burst of 3).
+            std::thread::sleep(Duration::from_millis(1600));
+            assert_eq!(
+                fates(&dp, &[a(12), a(13), a(14), a(15)]),
+                [Miss, Miss, Miss, RateLimited],
+                "full refill, capped at the burst"
+            );
+            let s = dp.vip_stats(&tcp4).expect("stats").expect("vip");
+            assert_eq!(s.fw_rate_limited, 4);
+            assert_eq!((s.fw_denied, s.fw_not_allowed), (0, 0));
+            assert_eq!(dp.counters(Hook::Xdp).expect("c").fw_rate_limited, 4);
+            // Clearing the firewall lifts the limit.
+            assert!(dp.clear_firewall(&tcp4).expect("clear"));
+            assert_eq!(fates(&dp, &[a(16), a(17), a(18), a(19)]), [Miss; 4]);
+        })
+        .expect("enter lb");
+}
+
+#[test]
+fn firewall_table_full_keeps_the_previous_rules() {
+    if !have_root("firewall_table_full") {
+        return;
+    }
+    let Some(lab) = lab("forwarder test_run firewall full") else {
+        return;
+    };
+    lab.lb
+        .enter(|| {
+            let front = ifindex("front");
+            let mut dp = dataplane(Settings {
+                max_firewall_rules: 4,
+                ..Settings::default()
+            });
+            let tcp4 = vip(VIP4, Protocol::Tcp);
+            let deny = |n: u8| FirewallRules {
+                deny: (0..n)
+                    .map(|i| prefix(&format!("198.18.{i}.0/24")))
+                    .collect(),
+                ..FirewallRules::default()
+            };
+            dp.set_firewall(&tcp4, &deny(2)).expect("fits");
+            // Old and new prefixes coexist during a replacement: 2 + 3 > 4.
+            assert!(matches!(
+                dp.set_firewall(&tcp4, &deny(3)),
+                Err(Error::FirewallFull { max_rules: 4 })
+            ));
+            assert_eq!(dp.firewall(&tcp4), Some(&deny(2)));
+            let v4 = sa(VIP4, VPORT);
+            assert_eq!(
+                fate_of(&dp, &syn(Protocol::Tcp, sa("198.18.1.2", 1), v4), front),
+                Fate::Denied
+            );
+            assert_eq!(
+                fate_of(&dp, &syn(Protocol::Tcp, sa("198.18.2.2", 1), v4), front),
+                Fate::Miss,
+                "the refused rules are not half applied"
+            );
+            dp.set_firewall(&tcp4, &deny(1)).expect("2 + 1 fits");
+            dp.set_firewall(&tcp4, &deny(3)).expect("1 + 3 fits");
+            // Removing the VIP removes its prefixes.
+            assert!(dp.remove_vip(tcp4).expect("remove"));
+            dp.add_vip(tcp4).expect("re-add");
+            assert_eq!(dp.firewall(&tcp4), None);
+            dp.set_firewall(&tcp4, &deny(4))
+                .expect("the table is empty again");
+        })
+        .expect("enter lb");
 }
