@@ -954,6 +954,9 @@ async fn start_refuses_unknown_hosts_and_a_non_loopback_api() {
     assert!(!Path::new(&dir.path().join("a.sock")).exists());
 }
 
+/// A request the API must refuse: TCP only, method, path, headers, status, message part.
+type Refused<'a> = (bool, &'a str, &'a str, Vec<&'a str>, u16, &'a str);
+
 /// One raw HTTP/1.1 exchange with exactly `headers`: the status and the body as JSON.
 async fn raw(target: &ApiTarget, method: &str, path: &str, headers: &[&str]) -> (u16, Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1001,7 +1004,7 @@ async fn the_api_refuses_web_pages_and_untyped_changes() {
     let drain = "/v1/hosts/web-1/drain";
     let evil_host = format!("Host: evil.example:{port}");
     // (TCP only, method, path, headers, status, message)
-    let refused: [(bool, &str, &str, Vec<&str>, u16, &str); 6] = [
+    let refused: [Refused<'_>; 6] = [
         // A state change without the JSON type, body or not, over either transport.
         (
             false,

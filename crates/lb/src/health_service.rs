@@ -455,7 +455,7 @@ impl Service {
                 return;
             }
         };
-        let message = filtered.as_ref().unwrap_or(&envelope.message);
+        let message = filtered.as_deref().unwrap_or(&envelope.message);
         let outcome = {
             let mut guard = self.shared.lock();
             let state = &mut *guard;

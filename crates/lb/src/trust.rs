@@ -44,7 +44,7 @@ pub enum Admission {
     /// hosts outside the leader's group (`dropped` of them).
     Filtered {
         /// The message with the admissible members only.
-        message: Message,
+        message: Box<Message>,
         /// Member heartbeats left out.
         dropped: u64,
     },
@@ -153,10 +153,10 @@ impl ClusterMembers {
         }
         let heartbeats = c.heartbeats.iter().filter(admissible).cloned().collect();
         Admission::Filtered {
-            message: Message::from(ConsolidatedHeartbeat {
+            message: Box::new(Message::from(ConsolidatedHeartbeat {
                 leader: c.leader,
                 heartbeats,
-            }),
+            })),
             dropped: (c.heartbeats.len() - kept) as u64,
         }
     }
@@ -231,7 +231,7 @@ mod tests {
         assert_eq!(
             m.admit(SenderId(101), &consolidated(101, &[101, 103, 102, 999])),
             Admission::Filtered {
-                message: consolidated(101, &[101, 102]),
+                message: Box::new(consolidated(101, &[101, 102])),
                 dropped: 2,
             }
         );
@@ -239,7 +239,7 @@ mod tests {
         assert_eq!(
             m.admit(SenderId(103), &consolidated(103, &[103, 101])),
             Admission::Filtered {
-                message: consolidated(103, &[103]),
+                message: Box::new(consolidated(103, &[103])),
                 dropped: 1,
             }
         );
