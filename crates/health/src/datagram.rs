@@ -10,8 +10,9 @@
 //! a 1280-byte IPv6 minimum MTU plus headers, and away from IP
 //! fragmentation (where losing one fragment loses the whole datagram).
 //!
-//! Sizes are measured by encoding, not estimated, so they cannot drift from
-//! the wire format. Splitting:
+//! Message overheads are measured by encoding; item sizes follow the wire
+//! format's layout (checked against the encoder by this module's tests), so
+//! sizing a large table costs no extra encoding. Splitting:
 //! - **snapshot parts** ([`switchyard_wire::health::SendTableSnapshot`]):
 //!   rows are packed into parts by encoded size;
 //! - **row changes**: a change too large for one datagram becomes several
@@ -28,11 +29,12 @@
 //! `switchyard_wire::MAX_APP_INFO_LEN`) goes alone in its message, which
 //! still fits `MAX_UDP_PAYLOAD` by a wide margin.
 
+use std::net::SocketAddr;
+
 use switchyard_wire::health::{
-    DirectiveState, Postulate, PostulateTableState, PostulateWrong, Row, RowChange, RowOp,
-    SendTableSnapshot, WrongPostulate,
+    Postulate, PostulateTableState, PostulateWrong, Row, RowChange, RowOp, SendTableSnapshot,
 };
-use switchyard_wire::{HostId, Message, UnitId};
+use switchyard_wire::{AppId, HostId, Message, UnitId};
 
 /// Default target for a message's encoded payload, in bytes.
 pub const DEFAULT_MAX_DATAGRAM_PAYLOAD: usize = 1200;
@@ -57,16 +59,21 @@ pub(crate) fn snapshot_base() -> usize {
     }))
 }
 
+fn addr_len(addr: &SocketAddr) -> usize {
+    // Family tag, address, port.
+    1 + if addr.is_ipv4() { 4 } else { 16 } + 2
+}
+
+/// Encoded bytes of an application id.
+fn app_len(app: &AppId) -> usize {
+    // VIP, protocol tag, endpoint, u16-prefixed info.
+    addr_len(&app.vip) + 1 + addr_len(&app.endpoint) + 2 + app.info.len()
+}
+
 /// Bytes one row adds to a snapshot part.
 pub(crate) fn row_len(row: &Row) -> usize {
-    len(Message::from(SendTableSnapshot {
-        host: HostId(0),
-        generation: 0,
-        part: 0,
-        parts: 1,
-        rows: vec![row.clone()],
-    }))
-    .saturating_sub(snapshot_base())
+    // Application, status (health, load, capacity), directive (2 states).
+    app_len(&row.app) + 3 + 2
 }
 
 /// Bytes a row change takes without ops.
@@ -80,12 +87,11 @@ pub(crate) fn row_change_base() -> usize {
 
 /// Bytes one op adds to a row change.
 pub(crate) fn op_len(op: &RowOp) -> usize {
-    len(Message::from(RowChange {
-        host: HostId(0),
-        generation: 0,
-        ops: vec![op.clone()],
-    }))
-    .saturating_sub(row_change_base())
+    // Op tag, then the row or the deleted application.
+    1 + match op {
+        RowOp::Add(row) | RowOp::Update(row) => row_len(row),
+        RowOp::Delete(app) => app_len(app),
+    }
 }
 
 /// Bytes a postulate message, or a unit's answer to it, takes without
@@ -108,21 +114,9 @@ pub(crate) fn postulate_base() -> usize {
 /// Bytes one postulate adds to its message, or to an answer objecting to
 /// it (the larger of the two).
 pub(crate) fn postulate_len(p: &Postulate) -> usize {
-    let ask = len(Message::from(PostulateTableState {
-        host: HostId(0),
-        round: 0,
-        postulates: vec![p.clone()],
-    }));
-    let answer = len(Message::from(PostulateWrong {
-        host: HostId(0),
-        unit: UnitId(0),
-        round: 0,
-        wrong: vec![WrongPostulate {
-            app: p.app.clone(),
-            actual: Some(DirectiveState::Active),
-        }],
-    }));
-    ask.max(answer).saturating_sub(postulate_base())
+    // A postulate is the application and a state; an objection the
+    // application and an optional state (presence flag and state).
+    app_len(&p.app) + 2
 }
 
 /// Splits `items` into consecutive chunks, in order, so that `base` plus
@@ -154,19 +148,22 @@ pub(crate) fn chunk_by_size<T>(
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-
-    use switchyard_wire::health::{AppStatus, Directive, Health};
+    use switchyard_wire::health::{AppStatus, Directive, DirectiveState, Health, WrongPostulate};
     use switchyard_wire::{AppId, Protocol};
 
     use super::*;
 
     fn row(k: u16, info: usize) -> Row {
+        let endpoint = if k.is_multiple_of(2) {
+            SocketAddr::from(([192, 168, 1, 2], k))
+        } else {
+            SocketAddr::from(([0xfd00, 0, 0, 0, 0, 0, 0, 2], k))
+        };
         Row {
             app: AppId {
                 vip: SocketAddr::from(([10, 0, 0, 1], 80)),
                 protocol: Protocol::Tcp,
-                endpoint: SocketAddr::from(([192, 168, 1, 2], k)),
+                endpoint,
                 info: "i".repeat(info),
             },
             status: AppStatus::new(Health::Healthy, 10, 50).expect("valid"),
@@ -189,7 +186,9 @@ mod tests {
             rows: rows.clone(),
         });
         assert_eq!(m.encode_payload().expect("encodes").len(), expected);
-        let ops: Vec<RowOp> = rows.into_iter().map(RowOp::Update).collect();
+        let mut ops: Vec<RowOp> = rows.iter().cloned().map(RowOp::Update).collect();
+        ops.push(RowOp::Add(rows[1].clone()));
+        ops.push(RowOp::Delete(rows[3].app.clone()));
         let expected = row_change_base() + ops.iter().map(op_len).sum::<usize>();
         let m = Message::from(RowChange {
             host: HostId(9),
@@ -197,6 +196,35 @@ mod tests {
             ops,
         });
         assert_eq!(m.encode_payload().expect("encodes").len(), expected);
+        let postulates: Vec<Postulate> = rows
+            .iter()
+            .map(|r| Postulate {
+                app: r.app.clone(),
+                state: DirectiveState::Draining,
+            })
+            .collect();
+        let expected = postulate_base() + postulates.iter().map(postulate_len).sum::<usize>();
+        let ask = Message::from(PostulateTableState {
+            host: HostId(9),
+            round: 7,
+            postulates: postulates.clone(),
+        });
+        let answer = Message::from(PostulateWrong {
+            host: HostId(9),
+            unit: UnitId(3),
+            round: 7,
+            wrong: postulates
+                .iter()
+                .map(|p| WrongPostulate {
+                    app: p.app.clone(),
+                    actual: Some(DirectiveState::Inactive),
+                })
+                .collect(),
+        });
+        let ask = ask.encode_payload().expect("encodes").len();
+        let answer = answer.encode_payload().expect("encodes").len();
+        assert!(ask <= expected);
+        assert_eq!(answer, expected, "an answer objecting to everything");
     }
 
     #[test]

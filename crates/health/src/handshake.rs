@@ -43,7 +43,9 @@
 //! When no unit agreed and every unit is silent, the host itself is most
 //! likely cut off: the handshake is **blocked** (no unit reachable).
 //! Nothing is given up, current stays, rounds continue, and the handshake
-//! resumes as soon as units answer again. [`HandshakeView::blocked`] shows
+//! resumes as soon as units answer again. Silence during a blocked period
+//! says nothing about any one unit, so after it a unit is given up only
+//! once it stayed silent for `unit_give_up_after` after the period ended. [`HandshakeView::blocked`] shows
 //! it and [`crate::HostCounters::handshakes_blocked`] counts each time a
 //! handshake becomes blocked.
 //!
@@ -114,6 +116,8 @@ struct Handshake {
     answers: BTreeMap<UnitId, Answer>,
     given_up: BTreeSet<UnitId>,
     blocked: bool,
+    /// The last evaluation that found the handshake blocked.
+    last_blocked: Option<Instant>,
 }
 
 impl Handshake {
@@ -128,6 +132,15 @@ struct Sent {
     round: u32,
     seq: u64,
     keys: Vec<AppKey>,
+}
+
+/// Outcome of [`Handshakes::answer`].
+#[derive(Debug, Default)]
+pub(crate) struct Answered {
+    /// Pending rows the unit objected to.
+    pub objections: Vec<AppKey>,
+    /// Rows the answered message carried.
+    pub carried: Vec<AppKey>,
 }
 
 /// Outcome of [`Handshakes::evaluate`].
@@ -154,6 +167,8 @@ pub(crate) struct Handshakes {
     /// The messages of the last [`TRACKED_ROUNDS`] rounds, one group per
     /// round.
     sent: VecDeque<Vec<Sent>>,
+    /// Whether any handshake may have a unit given up.
+    any_given_up: bool,
 }
 
 impl Handshakes {
@@ -180,6 +195,7 @@ impl Handshakes {
                 answers: BTreeMap::new(),
                 given_up: BTreeSet::new(),
                 blocked: false,
+                last_blocked: None,
             },
         );
         let at = now.checked_add(delay).unwrap_or(now);
@@ -213,8 +229,10 @@ impl Handshakes {
     pub fn heard(&mut self, unit: UnitId, now: Instant) {
         let t = self.last_heard.entry(unit).or_insert(now);
         *t = (*t).max(now);
-        for h in self.pending.values_mut() {
-            h.given_up.remove(&unit);
+        if self.any_given_up {
+            for h in self.pending.values_mut() {
+                h.given_up.remove(&unit);
+            }
         }
     }
 
@@ -288,18 +306,18 @@ impl Handshakes {
         messages
     }
 
-    /// Records `unit`'s answer to the message numbered `round`; returns the
-    /// keys of pending rows it objected to.
+    /// Records `unit`'s answer to the message numbered `round`: the keys of
+    /// pending rows it objected to, and of the rows the message carried.
     pub fn answer(
         &mut self,
         unit: UnitId,
         round: u32,
         wrong: &[WrongPostulate],
         now: Instant,
-    ) -> Vec<AppKey> {
+    ) -> Answered {
         self.heard(unit, now);
         let Some(sent) = self.sent.iter().flatten().rev().find(|m| m.round == round) else {
-            return Vec::new(); // an answer to a long-past round, or forged
+            return Answered::default(); // an answer to a long-past round, or forged
         };
         let mut objections = Vec::new();
         for key in &sent.keys {
@@ -325,7 +343,10 @@ impl Handshakes {
                 objections.push(key.clone());
             }
         }
-        objections
+        Answered {
+            objections,
+            carried: sent.keys.clone(),
+        }
     }
 
     /// Gives up on silent units (while another unit answers), marks
@@ -337,36 +358,66 @@ impl Handshakes {
         now: Instant,
         give_up_after: Duration,
     ) -> Evaluation {
+        let keys: Vec<AppKey> = self.pending.keys().cloned().collect();
+        self.evaluate_rows(&keys, units, now, give_up_after)
+    }
+
+    /// [`Self::evaluate`] for the rows `keys` only (after an answer: the
+    /// rows its message carried).
+    pub fn evaluate_rows(
+        &mut self,
+        keys: &[AppKey],
+        units: &[UnitId],
+        now: Instant,
+        give_up_after: Duration,
+    ) -> Evaluation {
         let mut out = Evaluation::default();
         let mut done = Vec::new();
-        for (key, h) in &mut self.pending {
+        for key in keys {
+            let Some(h) = self.pending.get_mut(key) else {
+                continue;
+            };
             if h.first_seq.is_none() {
                 continue;
             }
-            let silent = |unit: &UnitId| {
-                let since = self
-                    .last_heard
-                    .get(unit)
-                    .map_or(h.started_at, |t| (*t).max(h.started_at));
-                !h.agreed(*unit) && now.saturating_duration_since(since) >= give_up_after
+            // Silent for the deadline since `base` (or since last heard).
+            let (answers, last_heard) = (&h.answers, &self.last_heard);
+            let silent_since = |unit: &UnitId, base: Instant| {
+                let since = last_heard.get(unit).map_or(base, |t| (*t).max(base));
+                let agreed = answers.get(unit).is_some_and(|a| a.agreed);
+                !agreed && now.saturating_duration_since(since) >= give_up_after
             };
-            let silent_units: BTreeSet<UnitId> = units.iter().copied().filter(silent).collect();
-            let answering = units.len() - silent_units.len();
-            let any_agreed = units.iter().any(|u| h.agreed(*u));
-            // A silent unit is given up only while another unit answers
-            // (silent units never answer, so any answering unit is another).
-            let given_up = if answering > 0 {
-                silent_units
-            } else {
-                BTreeSet::new()
-            };
-            out.newly_given_up += given_up.difference(&h.given_up).count() as u64;
-            h.given_up = given_up;
+            let answering = units
+                .iter()
+                .filter(|u| !silent_since(u, h.started_at))
+                .count();
             let blocked = !units.is_empty() && answering == 0;
-            if blocked && !h.blocked {
-                out.newly_blocked += 1;
+            if blocked {
+                if !h.blocked {
+                    out.newly_blocked += 1;
+                }
+                h.last_blocked = Some(now);
             }
             h.blocked = blocked;
+            // A silent unit is given up only while another unit answers
+            // (silent units never answer, so any answering unit is another),
+            // and its silence counts only from the end of the last blocked
+            // period: while the host heard nobody, silence says nothing
+            // about one unit.
+            let base = h.last_blocked.map_or(h.started_at, |t| t.max(h.started_at));
+            let given_up: BTreeSet<UnitId> = if blocked {
+                BTreeSet::new()
+            } else {
+                units
+                    .iter()
+                    .copied()
+                    .filter(|u| silent_since(u, base))
+                    .collect()
+            };
+            out.newly_given_up += given_up.difference(&h.given_up).count() as u64;
+            self.any_given_up |= !given_up.is_empty();
+            h.given_up = given_up;
+            let any_agreed = units.iter().any(|u| h.agreed(*u));
             let complete = (units.is_empty() || any_agreed)
                 && units.iter().all(|u| h.agreed(*u) || h.given_up.contains(u));
             if complete {
@@ -463,7 +514,7 @@ mod tests {
             actual: Some(DirectiveState::Active),
         }];
         assert_eq!(
-            hs.answer(UNITS[1], 1, &objection, t0 + 210 * MS),
+            hs.answer(UNITS[1], 1, &objection, t0 + 210 * MS).objections,
             vec![key.clone()]
         );
         assert!(
@@ -544,8 +595,8 @@ mod tests {
         let e = hs.evaluate(&UNITS, t0 + 300_000 * MS, GIVE_UP);
         assert!(e.completed.is_empty());
         assert_eq!(e.newly_blocked, 0);
-        // One unit answers (objecting): no longer blocked; the other, still
-        // silent, is given up, but nothing completes without an agreement.
+        // One unit answers (objecting): no longer blocked. The other's
+        // silence counts only from the end of the blocked period.
         let m = one(hs.next_round(HostId(1), t0 + 300_000 * MS, 500 * MS, MAX));
         let objection = [WrongPostulate {
             app: app(1),
@@ -554,14 +605,18 @@ mod tests {
         hs.answer(UNITS[0], m.round, &objection, t0 + 300_010 * MS);
         let e = hs.evaluate(&UNITS, t0 + 300_010 * MS, GIVE_UP);
         assert!(e.completed.is_empty());
-        assert_eq!(e.newly_given_up, 1);
+        assert_eq!(e.newly_given_up, 0);
         let v = hs.view(&key, &UNITS).expect("pending");
         assert!(!v.blocked);
-        assert_eq!(v.given_up, vec![UNITS[1]]);
-        // It agrees: complete.
+        assert!(v.given_up.is_empty());
+        // It agrees: still waiting for the other unit ...
         let m = one(hs.next_round(HostId(1), t0 + 300_500 * MS, 500 * MS, MAX));
         hs.answer(UNITS[0], m.round, &[], t0 + 300_510 * MS);
         let e = hs.evaluate(&UNITS, t0 + 300_510 * MS, GIVE_UP);
+        assert!(e.completed.is_empty());
+        // ... until that one was silent for the deadline after the period.
+        let e = hs.evaluate(&UNITS, t0 + 330_000 * MS, GIVE_UP);
+        assert_eq!(e.newly_given_up, 1);
         assert_eq!(e.completed, vec![(key, DirectiveState::Draining)]);
     }
 

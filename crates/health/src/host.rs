@@ -345,9 +345,10 @@ impl HostProtocol {
                 if self.closed {
                     return Ok(());
                 }
-                let objections = self
+                let answered = self
                     .handshakes
                     .answer(from, answer.round, &answer.wrong, now);
+                let objections = answered.objections;
                 if !objections.is_empty() {
                     // The unit missed a change. Resending only the objected
                     // rows stamped with the current generation would let a
@@ -367,7 +368,9 @@ impl HostProtocol {
                         self.serve_snapshot(from);
                     }
                 }
-                self.evaluate(now);
+                // Only the rows the answer is about can complete now; the
+                // rest are evaluated on the next round.
+                self.evaluate(now, Some(&answered.carried));
                 Ok(())
             }
             other => Err(Ignored::NotForThisMachine(other.kind())),
@@ -408,7 +411,7 @@ impl HostProtocol {
         let now = self.now;
         self.flush(now);
         if self.handshakes.due(now) {
-            self.evaluate(now);
+            self.evaluate(now, None);
             let host = self.settings.host;
             let round = self.handshakes.next_round(
                 host,
@@ -462,10 +465,12 @@ impl HostProtocol {
         self.next_heartbeat = next;
     }
 
-    fn evaluate(&mut self, now: Instant) {
-        let e =
-            self.handshakes
-                .evaluate(&self.settings.units, now, self.settings.unit_give_up_after);
+    fn evaluate(&mut self, now: Instant, rows: Option<&[AppKey]>) {
+        let (units, give_up) = (&self.settings.units, self.settings.unit_give_up_after);
+        let e = match rows {
+            None => self.handshakes.evaluate(units, now, give_up),
+            Some(keys) => self.handshakes.evaluate_rows(keys, units, now, give_up),
+        };
         self.counters.units_given_up += e.newly_given_up;
         self.counters.handshakes_blocked += e.newly_blocked;
         if e.newly_blocked > 0 {

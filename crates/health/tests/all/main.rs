@@ -4,6 +4,7 @@
 
 mod cache;
 mod convergence;
+mod datagrams;
 mod host;
 mod scenarios;
 mod sim;

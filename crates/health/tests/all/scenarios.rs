@@ -219,6 +219,44 @@ fn c_a_long_dead_unit_is_given_up_while_a_healed_one_answers() {
 }
 
 #[test]
+fn c_a_host_cut_off_from_every_unit_never_completes_a_drain_alone() {
+    let mut sim = cluster(1, 2, 2, 14);
+    sim.cut(Node::Host(0));
+    let now = sim.now;
+    sim.hosts[0]
+        .set_target(now, &app(0, 0), DirectiveState::Draining)
+        .expect("known");
+    // Far past the give-up deadline: no unit ever agreed, so nobody is
+    // given up and current stays.
+    sim.run_for(120 * SEC);
+    assert_eq!(
+        host_directive(&sim, 0, 0),
+        (DirectiveState::Draining, DirectiveState::Active),
+        "current never flips while no unit is reachable"
+    );
+    let hs = sim.hosts[0].handshakes();
+    assert_eq!(hs.len(), 1);
+    assert!(hs[0].blocked, "blocked: no unit reachable");
+    assert!(hs[0].given_up.is_empty());
+    assert!(hs[0].agreed.is_empty());
+    let c = sim.hosts[0].counters();
+    assert_eq!(c.handshakes_blocked, 1);
+    assert_eq!(c.units_given_up, 0);
+    assert_eq!(c.handshakes_completed, 0);
+    // Reconnected: units relearn the table and the drain completes.
+    sim.heal(Node::Host(0));
+    let drained = (DirectiveState::Draining, DirectiveState::Draining);
+    sim.run_until(10 * SEC, |s| {
+        host_directive(s, 0, 0) == drained
+            && (0..2).all(|j| unit_directive(s, j, 0, 0) == Some(drained))
+    })
+    .expect("completes once units answer");
+    let c = sim.hosts[0].counters();
+    assert_eq!(c.handshakes_completed, 1);
+    assert_eq!(c.units_given_up, 0);
+}
+
+#[test]
 fn d_caches_converge_after_loss_duplication_and_reordering() {
     let mut sim = cluster(3, 3, 6, 7);
     sim.net = NetConfig::lossy(0.3, 0.1, 300 * MS);
