@@ -6,5 +6,6 @@ mod cache;
 mod convergence;
 mod datagrams;
 mod host;
+mod properties;
 mod scenarios;
 mod sim;
