@@ -699,6 +699,34 @@ async fn a_drain_becomes_current_once_the_unit_agrees() {
 }
 
 #[tokio::test]
+async fn a_drain_with_every_unit_silent_is_blocked_not_completed() {
+    // Give-up time shorter than the wait: a lone silent unit must not be given up (nobody
+    // else answers), so the handshake reports itself blocked and current never moves.
+    let (_silent, unit) = silent_unit();
+    let f = Fixture::start(&config_text(unit, "1s", ""), &["web-1"]).await;
+    let r = f.call("POST", "/v1/hosts/web-1/drain", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let row = f
+        .wait_row("web-1", "web", Duration::from_secs(15), |r| {
+            assert_eq!(
+                r["directive"],
+                json!({"target": "draining", "current": "active"})
+            );
+            r["handshake"]["blocked"] == json!(true)
+        })
+        .await;
+    assert_eq!(row["handshake"]["given_up"], json!([]));
+    assert_eq!(row["handshake"]["agreed"], json!([]));
+    let counters = f.call("GET", "/v1/counters", None).await;
+    assert!(
+        counters.body.contains("\"handshakes_blocked\":"),
+        "{}",
+        counters.body
+    );
+    f.stop().await;
+}
+
+#[tokio::test]
 async fn a_drain_stays_pending_while_a_unit_is_silent() {
     let (_silent, unit) = silent_unit();
     let f = Fixture::start(&config_text(unit, "60s", ""), &["web-1"]).await;

@@ -35,6 +35,7 @@ pub(super) fn counters_json(hosts: &[(HostHandle, HostCounters)]) -> Value {
                     "postulate_rounds": p.postulate_rounds,
                     "handshakes_completed": p.handshakes_completed,
                     "units_given_up": p.units_given_up,
+                    "handshakes_blocked": p.handshakes_blocked,
                 },
                 "agent": {
                     "rows": c.rows,
@@ -136,7 +137,7 @@ pub(super) fn exposition(hosts: &[(HostHandle, HostCounters)]) -> String {
     let snapshots: Vec<TransportSnapshot> =
         hosts.iter().map(|(h, _)| h.transport.snapshot()).collect();
     let mut out = String::new();
-    let simple: [(&str, &str, &str, Getter); 15] = [
+    let simple: [(&str, &str, &str, Getter); 16] = [
         (
             "switchyard_agent_datagrams_sent_total",
             "counter",
@@ -188,7 +189,7 @@ pub(super) fn exposition(hosts: &[(HostHandle, HostCounters)]) -> String {
         (
             "switchyard_agent_rows_resent_total",
             "counter",
-            "Rows resent to a unit that objected to a postulate.",
+            "Rows a unit objected to in a postulate round (each answered with a table snapshot).",
             |_, c| c.protocol.rows_resent,
         ),
         (
@@ -202,6 +203,12 @@ pub(super) fn exposition(hosts: &[(HostHandle, HostCounters)]) -> String {
             "counter",
             "Directive handshakes completed.",
             |_, c| c.protocol.handshakes_completed,
+        ),
+        (
+            "switchyard_agent_handshakes_blocked_total",
+            "counter",
+            "Times a handshake found no agreeing unit and every unit silent (blocked).",
+            |_, c| c.protocol.handshakes_blocked,
         ),
         (
             "switchyard_agent_units_given_up_total",

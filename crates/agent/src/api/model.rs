@@ -202,8 +202,11 @@ pub struct HandshakeJson {
     pub agreed: Vec<String>,
     /// Units the handshake waits for.
     pub waiting: Vec<String>,
-    /// Units given up on (silent for `unit_give_up_after`).
+    /// Units given up on (silent for `unit_give_up_after` while another unit answered).
     pub given_up: Vec<String>,
+    /// No unit has agreed and every unit is silent: the handshake cannot complete until a
+    /// unit answers (current stays as it is).
+    pub blocked: bool,
     /// Milliseconds since the target change was published.
     pub age_ms: u64,
 }

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use switchyard_health::allotment::{allot as compute_allotment, spare_capacity};
-use switchyard_health::{AllotmentPolicy, ServiceKey};
+use switchyard_health::{AllotmentPolicy, ServiceKey, millis};
 use switchyard_transport::local_http::{self, RequestHeaders};
 use switchyard_wire::allotment::{Allotment, AllotmentRequest, AllotmentScheme};
 use switchyard_wire::health::Row;
@@ -106,10 +106,6 @@ fn service_name(state: &AdminState, vip: SocketAddr, protocol: Protocol) -> Opti
         .iter()
         .find(|(v, p, _)| *v == vip && *p == protocol)
         .map(|(_, _, name)| name.clone())
-}
-
-fn millis(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// One cached host, copied out of the cache so `/v1/hosts` computes outside its lock.

@@ -1,7 +1,9 @@
 //! The JSON views of a host driver's rows and host ([`crate::api::model`]), built from the
 //! driver's remembered rows and the protocol machine's table.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use switchyard_health::millis;
 
 use crate::api::ApiError;
 use crate::api::model::{
@@ -40,6 +42,7 @@ impl HostDriver {
             agreed: self.unit_names(&h.agreed),
             waiting: self.unit_names(&h.waiting),
             given_up: self.unit_names(&h.given_up),
+            blocked: h.blocked,
             age_ms: millis(now.saturating_duration_since(h.started_at)),
         });
         RowJson {
@@ -107,8 +110,4 @@ impl HostDriver {
             group: self.group.as_ref().map(GroupDriver::json),
         }
     }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
