@@ -139,9 +139,12 @@ pub fn build(config: &Config, unit: &Unit) -> Result<Classifier, ClassifierError
     });
     for service in &config.services {
         match ServiceSpec::from_config(service, nat.clone()) {
-            Ok(Some(spec)) => classifier
-                .set_service(spec)
-                .map_err(|e| ClassifierError::Config(format!("service {}: {e}", service.name)))?,
+            Ok(Some(mut spec)) => {
+                spec.allotment_info = allotment_info(config, service);
+                classifier.set_service(spec).map_err(|e| {
+                    ClassifierError::Config(format!("service {}: {e}", service.name))
+                })?;
+            }
             Ok(None) => {}
             Err(error) => tracing::warn!(
                 service = %service.name,
@@ -154,6 +157,27 @@ pub fn build(config: &Config, unit: &Unit) -> Result<Classifier, ClassifierError
         warn_ephemeral_overlap(f.nat_ports.first, f.nat_ports.last);
     }
     Ok(classifier)
+}
+
+/// The info under which the hosts' agents report the service's rows: the pool hosts' `app`
+/// (a row is keyed by VIP, protocol and app). One allotment key per service: if the pool's
+/// hosts name different apps, the first host's is used and the others get no connections,
+/// which is logged.
+fn allotment_info(config: &Config, service: &switchyard_config::Service) -> String {
+    let Some(pool) = config.pool_of(service) else {
+        return String::new();
+    };
+    let mut apps = pool.hosts.iter().map(|h| h.app.as_str());
+    let first = apps.next().unwrap_or_default();
+    if apps.any(|a| a != first) {
+        tracing::warn!(
+            service = %service.name,
+            pool = %pool.name,
+            app = first,
+            "the pool's hosts report different apps; the classifier balances over the hosts of app {first:?} only"
+        );
+    }
+    first.to_owned()
 }
 
 /// NAT ports inside the unit's ephemeral range would collide with local sockets.
@@ -201,7 +225,7 @@ pub fn start(
         .services
         .iter()
         .filter(|s| matches!(s.mode, switchyard_config::ServiceMode::Packet { .. }))
-        .map(|s| (s.vip, s.protocol))
+        .map(|s| (s.vip, s.protocol, allotment_info(config, s)))
         .collect();
     let driver = DriverParts {
         service_keys,
@@ -310,7 +334,7 @@ impl AllotmentSource for Source {
 
 /// The driver's `Send` parts, moved into the classifier thread.
 struct DriverParts {
-    service_keys: Vec<(SocketAddr, Protocol)>,
+    service_keys: Vec<(SocketAddr, Protocol, String)>,
     forwarder: Option<ForwarderHandle>,
     forwarders: HashMap<UnitId, SocketAddr>,
     owners: HashMap<FlowTuple, Origin>,
@@ -341,7 +365,7 @@ impl DriverParts {
 }
 
 struct Driver {
-    service_keys: Vec<(SocketAddr, Protocol)>,
+    service_keys: Vec<(SocketAddr, Protocol, String)>,
     classifier: Classifier,
     forwarder: Option<ForwarderHandle>,
     forwarders: HashMap<UnitId, SocketAddr>,
@@ -429,8 +453,8 @@ impl Driver {
         };
         if let Source::Remote(r) = &mut source {
             // Ask for every service at once, so the first connection finds an allotment.
-            for (vip, protocol) in self.service_keys.clone() {
-                r.wanted.insert((vip, protocol, String::new()));
+            for key in self.service_keys.clone() {
+                r.wanted.insert(key);
             }
         }
         let mut watch = tokio::time::interval(WATCH_EVERY);

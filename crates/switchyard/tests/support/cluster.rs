@@ -125,6 +125,47 @@ pub struct ClusterSpec {
     pub agents: bool,
     /// TOML appended to the generated configuration (e.g. `[[host_groups]]`).
     pub extra_toml: String,
+    /// Run the packet path (see [`PacketSpec`]). `None`: every unit lists the forwarder,
+    /// classifier and health-cache roles without forwarder settings, so the data plane is
+    /// not loaded (the health tests' shape).
+    pub packet: Option<PacketSpec>,
+}
+
+/// The packet path of a cluster: forwarders attached to each forwarding unit's `eth0` (VIP
+/// traffic from the router) and `eth1` (hosts), the service's delivery, and the units'
+/// shape.
+#[derive(Debug, Clone)]
+pub struct PacketSpec {
+    /// `"nat"` or `"half-nat"`.
+    pub delivery: &'static str,
+    /// `"tc"`, `"xdp"` or `"xdp+tc"`.
+    pub attach: &'static str,
+    /// `false`: every unit runs forwarder, classifier and health cache (all-in-one; NAT
+    /// source = the unit's backend address). `true`: exactly 2 units, `lb-1` forwarder +
+    /// health cache handing new connections to `lb-2` (classifier only, allotments from
+    /// `lb-1` over UDP, NAT source = `lb-1`'s backend address); the router sends the VIP to
+    /// `lb-1` only.
+    pub split: bool,
+}
+
+impl PacketSpec {
+    /// All-in-one units, full NAT, tc.
+    pub fn all_in_one(delivery: &'static str) -> Self {
+        Self {
+            delivery,
+            attach: "tc",
+            split: false,
+        }
+    }
+
+    /// Separate forwarder and classifier units.
+    pub fn split(delivery: &'static str) -> Self {
+        Self {
+            delivery,
+            attach: "tc",
+            split: true,
+        }
+    }
 }
 
 impl Default for ClusterSpec {
@@ -146,6 +187,7 @@ impl Default for ClusterSpec {
             app_servers: false,
             agents: true,
             extra_toml: String::new(),
+            packet: None,
         }
     }
 }
@@ -370,6 +412,9 @@ impl Cluster {
             .to_vec();
         let config = dir.path().join("cluster.toml");
         std::fs::write(&config, config_text(&spec)).expect("write the configuration");
+        if let Some(packet) = &spec.packet {
+            prepare_packet_path(&topo, packet, spec.lb_units);
+        }
         let mut cluster = Self {
             lbs: (0..spec.lb_units).map(|_| None).collect(),
             agents: Vec::new(),
@@ -514,6 +559,20 @@ impl Cluster {
             "run killed ({status}); stderr tail:\n{}",
             tail(&process.stderr().unwrap_or_default(), 15)
         ));
+    }
+
+    /// Whether unit `j` runs the health-cache role (every unit but the classifier-only one
+    /// of a split packet cluster).
+    pub fn unit_runs_health(&self, j: usize) -> bool {
+        !matches!(&self.spec.packet, Some(p) if p.split && j == 1)
+    }
+
+    /// Unit `j`'s `/v1/flows` (forwarder and classifier state).
+    pub fn unit_flows(
+        &self,
+        j: usize,
+    ) -> Result<switchyard_lb::admin::flows::FlowsResponse, String> {
+        self.unit_json(j, "/v1/flows")
     }
 
     /// Unit `j`'s process, while running.
@@ -937,7 +996,7 @@ impl Cluster {
     pub fn converged(&self) -> Result<(), String> {
         let expected = self.expected_tables()?;
         for j in 0..self.spec.lb_units {
-            if self.lbs[j].is_some() {
+            if self.lbs[j].is_some() && self.unit_runs_health(j) {
                 self.compare_unit(j, &expected)?;
             }
         }
@@ -966,7 +1025,9 @@ impl Cluster {
         want: impl Fn(&HostRow) -> bool,
     ) -> Duration {
         wait::wait_until(what, timeout, || {
-            for j in (0..self.spec.lb_units).filter(|j| self.lbs[*j].is_some()) {
+            for j in (0..self.spec.lb_units)
+                .filter(|j| self.lbs[*j].is_some() && self.unit_runs_health(*j))
+            {
                 match self.unit_row(j, k)? {
                     Some(row) if want(&row) => {}
                     Some(row) => {
@@ -1200,8 +1261,33 @@ secret_file = "cluster.key"
 "#
     );
     for j in 0..spec.lb_units {
-        // Packet-mode services need forwarder and classifier units; this build runs the
-        // health-cache role and logs the others as skipped.
+        // Packet-mode services need forwarder and classifier units. Without a packet spec
+        // no unit has forwarder settings, so no data plane is loaded.
+        let (roles, extra) = match &spec.packet {
+            None => (
+                r#"["forwarder", "classifier", "health-cache"]"#.to_owned(),
+                String::new(),
+            ),
+            Some(p) if p.split && j == 0 => (
+                r#"["forwarder", "health-cache"]"#.to_owned(),
+                format!(
+                    "classifier = \"lb-2\"\nforwarder = {{ interfaces = [\"eth0\", \"eth1\"], attach = \"{}\" }}\n",
+                    p.attach
+                ),
+            ),
+            Some(p) if p.split => (
+                r#"["classifier"]"#.to_owned(),
+                "forwarder = { nat_sources = [\"198.18.200.10\"] }\n".to_owned(),
+            ),
+            Some(p) => (
+                r#"["forwarder", "classifier", "health-cache"]"#.to_owned(),
+                format!(
+                    "forwarder = {{ interfaces = [\"eth0\", \"eth1\"], attach = \"{}\", nat_sources = [\"198.18.200.{}\"] }}\n",
+                    p.attach,
+                    10 + j
+                ),
+            ),
+        };
         let _ = write!(
             text,
             r#"
@@ -1209,10 +1295,10 @@ secret_file = "cluster.key"
 name = "lb-{n}"
 id = {n}
 address = "198.18.200.{ip}"
-roles = ["forwarder", "classifier", "health-cache"]
+roles = {roles}
 control_port = {CONTROL_PORT}
 admin = "{ADMIN}"
-"#,
+{extra}"#,
             n = j + 1,
             ip = 10 + j
         );
@@ -1232,7 +1318,7 @@ name = "{SERVICE}"
 vip = "{VIP}"
 protocol = "tcp"
 mode = "packet"
-delivery = "nat"
+delivery = "{}"
 pool = "web"
 
 [[pools]]
@@ -1246,6 +1332,7 @@ name = "web"
         spec.postulate_delay
             .map(|d| format!("postulate_delay = \"{}\"\n", ms(d)))
             .unwrap_or_default(),
+        spec.packet.as_ref().map_or("nat", |p| p.delivery),
     );
     if spec.http_check.is_some() {
         text.push_str("health_check = \"app-http\"\n");
@@ -1290,6 +1377,37 @@ fall = {}
     }
     text.push_str(&spec.extra_toml);
     text
+}
+
+/// What the packet path needs from the topology: GRO on the peers of every LB unit's
+/// interfaces (frames the forwarder reinjects or redirects with XDP reach a veth only when its
+/// peer has NAPI), and for a split cluster the VIP routed to `lb-1` only (`lb-2` does not
+/// forward).
+fn prepare_packet_path(topo: &Topology, packet: &PacketSpec, units: usize) {
+    for j in 0..units {
+        let port = format!("lb{j}");
+        topo.router()
+            .ns()
+            .run(["ethtool", "-K", port.as_str(), "gro", "on"])
+            .expect("GRO on the router's port to the unit");
+        topo.switch()
+            .run(["ethtool", "-K", port.as_str(), "gro", "on"])
+            .expect("GRO on the switch's port to the unit");
+    }
+    if packet.split {
+        let front = topo.lb_unit(0).interfaces()[0].v4();
+        topo.router()
+            .ns()
+            .run([
+                "ip".to_owned(),
+                "route".to_owned(),
+                "replace".to_owned(),
+                VIP.ip().to_string(),
+                "via".to_owned(),
+                front.to_string(),
+            ])
+            .expect("the VIP routed to the forwarder unit only");
+    }
 }
 
 fn join(rows: &[RowView]) -> String {
