@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use switchyard_classifier::{FinalReason, MissPacket, PlumbFailure};
-use switchyard_config::{AttachPoint, ClassifierSettings, Config, ServiceMode, Unit};
+use switchyard_config::{AttachPoint, ClassifierSettings, Config, Firewall, ServiceMode, Unit};
 use switchyard_forwarder::{
     self as fwd, AttachMode, Counters, Dataplane, Event, EventReader, Hook, VipStats,
 };
@@ -441,6 +441,24 @@ fn register(ring: Ring) -> std::io::Result<AsyncFd<Ring>> {
     AsyncFd::with_interest(ring, tokio::io::Interest::READABLE)
 }
 
+/// The data plane's rules for a service's firewall; prefixes of the other address family
+/// than the VIP's can never match its clients and are left out.
+fn firewall_rules(fw: &Firewall, v4: bool) -> Result<fwd::FirewallRules, fwd::Error> {
+    let prefixes = |list: &[switchyard_config::Prefix]| -> Result<Vec<fwd::Prefix>, fwd::Error> {
+        list.iter()
+            .filter(|p| p.addr.is_ipv4() == v4)
+            .map(|p| fwd::Prefix::new(p.addr, p.len))
+            .collect()
+    };
+    Ok(fwd::FirewallRules {
+        allow: prefixes(&fw.allow)?,
+        deny: prefixes(&fw.deny)?,
+        new_conn_rate: fw
+            .new_connections_per_second
+            .map(|rate| (rate, fw.burst.unwrap_or(rate))),
+    })
+}
+
 fn attach_mode(a: AttachPoint) -> AttachMode {
     match a {
         AttachPoint::Xdp => AttachMode::Xdp,
@@ -480,10 +498,15 @@ pub async fn start(
             vip: service.vip,
             protocol: service.protocol,
         });
-        if config.firewall(service).is_some() {
-            tracing::warn!(
+        if let Some(fw) = config.firewall(service) {
+            let rules = firewall_rules(fw, service.vip.is_ipv4())?;
+            dp.set_firewall(&vip, &rules)?;
+            tracing::info!(
                 service = %service.name,
-                "service has a firewall, but this data plane does not enforce firewalls yet; traffic is not filtered"
+                allow = rules.allow.len(),
+                deny = rules.deny.len(),
+                rate = ?rules.new_conn_rate,
+                "firewall installed"
             );
         }
     }

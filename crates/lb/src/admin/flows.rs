@@ -65,6 +65,15 @@ pub struct VipView {
     pub reply_bytes: u64,
     /// FIN/RST seen on routed flows.
     pub finals: u64,
+    /// New connections dropped by the firewall: denied source.
+    #[serde(default)]
+    pub fw_denied: u64,
+    /// … source not in a non-empty allow list.
+    #[serde(default)]
+    pub fw_not_allowed: u64,
+    /// … source over its new-connection rate.
+    #[serde(default)]
+    pub fw_rate_limited: u64,
 }
 
 /// Routes toward one host endpoint.
@@ -184,6 +193,9 @@ fn dataplane_counters(c: &Counters) -> BTreeMap<String, u64> {
         ("drop_other", c.drop_other),
         ("tx", c.tx),
         ("redirected", c.redirected),
+        ("fw_denied", c.fw_denied),
+        ("fw_not_allowed", c.fw_not_allowed),
+        ("fw_rate_limited", c.fw_rate_limited),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -218,6 +230,9 @@ fn forwarder_view(s: &ForwarderSnapshot) -> ForwarderView {
                 reply_packets: v.stats.reply_packets,
                 reply_bytes: v.stats.reply_bytes,
                 finals: v.stats.finals,
+                fw_denied: v.stats.fw_denied,
+                fw_not_allowed: v.stats.fw_not_allowed,
+                fw_rate_limited: v.stats.fw_rate_limited,
             })
             .collect(),
         hosts: s
@@ -423,7 +438,7 @@ pub fn render_metrics(state: &PacketState, out: &mut String) {
                 .collect::<Vec<_>>(),
         );
         type Pick = fn(&VipView) -> u64;
-        let per_vip: [(&str, &str, Pick); 6] = [
+        let per_vip: [(&str, &str, Pick); 9] = [
             ("packets", "Client to host packets forwarded.", |v| {
                 v.packets
             }),
@@ -446,6 +461,21 @@ pub fn render_metrics(state: &PacketState, out: &mut String) {
             ("finals", "FIN or RST packets of routed flows.", |v| {
                 v.finals
             }),
+            (
+                "fw_denied",
+                "New connections dropped: denied source.",
+                |v| v.fw_denied,
+            ),
+            (
+                "fw_not_allowed",
+                "New connections dropped: source not allowed.",
+                |v| v.fw_not_allowed,
+            ),
+            (
+                "fw_rate_limited",
+                "New connections dropped: source over its rate.",
+                |v| v.fw_rate_limited,
+            ),
         ];
         for (name, help, pick) in per_vip {
             metric(
