@@ -11,7 +11,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use switchyard_config::{Affinity, Delivery, Service, ServiceMode};
+use switchyard_config::{Affinity, Delivery, Pool, Service, ServiceMode};
 use switchyard_health::ServiceKey;
 use switchyard_wire::Protocol;
 
@@ -143,18 +143,27 @@ pub struct ServiceSpec {
     pub delivery: DeliverySpec,
     /// Session affinity.
     pub affinity: AffinitySpec,
-    /// Protocol-specific info of the allotment requests (`""` for
-    /// packet-level services).
+    /// Protocol-specific info of the allotment requests: the `app` under
+    /// which the pool hosts' agents report the service's rows (a row is
+    /// keyed by VIP, protocol and app; [`ServiceSpec::from_config`] takes it
+    /// from the pool).
     pub allotment_info: String,
 }
 
 impl ServiceSpec {
-    /// The packet-level service `service` of the configuration, with the
-    /// full-NAT settings (which the configuration file does not carry yet).
-    /// `Ok(None)` for services that are not packet-level (request routing,
-    /// migration).
+    /// The packet-level service `service` of the configuration, served by
+    /// `pool` (its `service.pool`), with the full-NAT settings (which live
+    /// in the classifying unit's forwarder settings). `Ok(None)` for
+    /// services that are not packet-level (request routing, migration).
+    ///
+    /// Allotments are asked for under the pool hosts' `app`, the info the
+    /// agents report the rows with. One key per service: if the pool's hosts
+    /// name different apps, the first host's is used and only the hosts of
+    /// that app get connections ([`ServiceSpec::other_apps`] tells a driver
+    /// to warn).
     pub fn from_config(
         service: &Service,
+        pool: &Pool,
         nat: Option<NatSpec>,
     ) -> Result<Option<Self>, ConfigError> {
         let ServiceMode::Packet { delivery } = &service.mode else {
@@ -189,10 +198,25 @@ impl ServiceSpec {
             protocol: service.protocol,
             delivery,
             affinity,
-            allotment_info: String::new(),
+            allotment_info: pool
+                .hosts
+                .first()
+                .map(|h| h.app.clone())
+                .unwrap_or_default(),
         };
         spec.validate()?;
         Ok(Some(spec))
+    }
+
+    /// Hosts of `pool` whose `app` differs from the allotment info: their
+    /// rows are under another key, so they get no connections of this
+    /// service.
+    pub fn other_apps<'p>(&self, pool: &'p Pool) -> impl Iterator<Item = &'p str> {
+        let info = self.allotment_info.clone();
+        pool.hosts
+            .iter()
+            .filter(move |h| h.app != info)
+            .map(|h| h.name.as_str())
     }
 
     /// The service's id.
@@ -309,8 +333,50 @@ mod tests {
         }
     }
 
+    fn pool(apps: &[&str]) -> Pool {
+        Pool {
+            name: "p".into(),
+            health_check: None,
+            hosts: apps
+                .iter()
+                .enumerate()
+                .map(|(i, app)| switchyard_config::Host {
+                    id: switchyard_config::HostId(u32::try_from(i).expect("few hosts") + 1),
+                    name: format!("h{i}"),
+                    address: SocketAddr::from(([10, 1, 0, 1], 8080)),
+                    app: (*app).into(),
+                    capacity: 50,
+                    service_manager: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn allotments_are_asked_for_under_the_pool_hosts_app() {
+        let s = service(
+            ServiceMode::Packet {
+                delivery: Delivery::HalfNat,
+            },
+            Affinity::None,
+        );
+        let shop = pool(&["shop", "shop"]);
+        let spec = ServiceSpec::from_config(&s, &shop, None)
+            .expect("valid")
+            .expect("packet service");
+        assert_eq!(spec.allotment_key().info, "shop");
+        assert_eq!(spec.other_apps(&shop).count(), 0);
+        let mixed = pool(&["shop", "cart", "shop"]);
+        let spec = ServiceSpec::from_config(&s, &mixed, None)
+            .expect("valid")
+            .expect("packet service");
+        assert_eq!(spec.allotment_key().info, "shop");
+        assert_eq!(spec.other_apps(&mixed).collect::<Vec<_>>(), ["h1"]);
+    }
+
     #[test]
     fn from_config_maps_packet_services_only() {
+        let p = pool(&["shop"]);
         let nat = NatSpec {
             sources: vec![IpAddr::from([10, 1, 255, 1])],
             ports: PortRange::DEFAULT,
@@ -323,7 +389,7 @@ mod tests {
                 timeout: Duration::from_secs(30),
             },
         );
-        let spec = ServiceSpec::from_config(&s, Some(nat.clone()))
+        let spec = ServiceSpec::from_config(&s, &p, Some(nat.clone()))
             .expect("valid")
             .expect("packet service");
         assert_eq!(spec.delivery, DeliverySpec::Nat(nat));
@@ -333,9 +399,9 @@ mod tests {
                 timeout: Duration::from_secs(30)
             }
         );
-        assert_eq!(spec.allotment_key().info, "");
+        assert_eq!(spec.allotment_key().info, "shop");
         assert!(matches!(
-            ServiceSpec::from_config(&s, None),
+            ServiceSpec::from_config(&s, &p, None),
             Err(ConfigError::MissingNatSources { .. })
         ));
         let half = service(
@@ -345,7 +411,7 @@ mod tests {
             Affinity::None,
         );
         assert_eq!(
-            ServiceSpec::from_config(&half, None)
+            ServiceSpec::from_config(&half, &p, None)
                 .expect("valid")
                 .map(|s| s.delivery),
             Some(DeliverySpec::HalfNat)
@@ -356,7 +422,7 @@ mod tests {
             },
             Affinity::None,
         );
-        assert!(ServiceSpec::from_config(&tunnel, None).is_err());
+        assert!(ServiceSpec::from_config(&tunnel, &p, None).is_err());
         let cookie = service(
             ServiceMode::Packet {
                 delivery: Delivery::HalfNat,
@@ -366,13 +432,13 @@ mod tests {
                 timeout: Duration::from_secs(1),
             },
         );
-        assert!(ServiceSpec::from_config(&cookie, None).is_err());
+        assert!(ServiceSpec::from_config(&cookie, &p, None).is_err());
         let request = service(
             ServiceMode::Request {
                 listener: "l".into(),
             },
             Affinity::None,
         );
-        assert_eq!(ServiceSpec::from_config(&request, None), Ok(None));
+        assert_eq!(ServiceSpec::from_config(&request, &p, None), Ok(None));
     }
 }

@@ -131,21 +131,24 @@ pub fn build(config: &Config, unit: &Unit) -> Result<Classifier, ClassifierError
     let mut classifier =
         Classifier::new(settings).map_err(|e| ClassifierError::Config(e.to_string()))?;
     let f = &unit.forwarder;
-    let ports = PortRange::new(f.nat_ports.first, f.nat_ports.last)
-        .map_err(|e| ClassifierError::Config(e.to_string()))?;
-    let nat = (!f.nat_sources.is_empty()).then(|| NatSpec {
-        sources: f.nat_sources.clone(),
-        ports,
-    });
-    for service in &config.services {
-        match ServiceSpec::from_config(service, nat.clone()) {
-            Ok(Some(mut spec)) => {
-                spec.allotment_info = allotment_info(config, service);
+    let nat = nat_spec(unit)?;
+    for (service, pool, spec) in packet_services(config, nat.as_ref()) {
+        match spec {
+            Ok(spec) => {
+                let others: Vec<&str> = spec.other_apps(pool).collect();
+                if !others.is_empty() {
+                    tracing::warn!(
+                        service = %service.name,
+                        pool = %pool.name,
+                        app = %spec.allotment_info,
+                        hosts = ?others,
+                        "the pool's hosts report different apps; the classifier balances over the hosts of the first host's app only"
+                    );
+                }
                 classifier.set_service(spec).map_err(|e| {
                     ClassifierError::Config(format!("service {}: {e}", service.name))
                 })?;
             }
-            Ok(None) => {}
             Err(error) => tracing::warn!(
                 service = %service.name,
                 %error,
@@ -159,25 +162,36 @@ pub fn build(config: &Config, unit: &Unit) -> Result<Classifier, ClassifierError
     Ok(classifier)
 }
 
-/// The info under which the hosts' agents report the service's rows: the pool hosts' `app`
-/// (a row is keyed by VIP, protocol and app). One allotment key per service: if the pool's
-/// hosts name different apps, the first host's is used and the others get no connections,
-/// which is logged.
-fn allotment_info(config: &Config, service: &switchyard_config::Service) -> String {
-    let Some(pool) = config.pool_of(service) else {
-        return String::new();
-    };
-    let mut apps = pool.hosts.iter().map(|h| h.app.as_str());
-    let first = apps.next().unwrap_or_default();
-    if apps.any(|a| a != first) {
-        tracing::warn!(
-            service = %service.name,
-            pool = %pool.name,
-            app = first,
-            "the pool's hosts report different apps; the classifier balances over the hosts of app {first:?} only"
-        );
-    }
-    first.to_owned()
+/// The unit's full-NAT settings (`None` without NAT sources).
+fn nat_spec(unit: &Unit) -> Result<Option<NatSpec>, ClassifierError> {
+    let f = &unit.forwarder;
+    let ports = PortRange::new(f.nat_ports.first, f.nat_ports.last)
+        .map_err(|e| ClassifierError::Config(e.to_string()))?;
+    Ok((!f.nat_sources.is_empty()).then(|| NatSpec {
+        sources: f.nat_sources.clone(),
+        ports,
+    }))
+}
+
+/// The configuration's packet services with their pools and classifier specs (`Err` for a
+/// service this classifier cannot serve). Services whose pool is missing (the validated
+/// configuration has none) are left out.
+fn packet_services<'c>(
+    config: &'c Config,
+    nat: Option<&NatSpec>,
+) -> impl Iterator<
+    Item = (
+        &'c switchyard_config::Service,
+        &'c switchyard_config::Pool,
+        Result<ServiceSpec, switchyard_classifier::ConfigError>,
+    ),
+> {
+    config.services.iter().filter_map(move |service| {
+        let pool = config.pool_of(service)?;
+        ServiceSpec::from_config(service, pool, nat.cloned())
+            .transpose()
+            .map(|spec| (service, pool, spec))
+    })
 }
 
 /// NAT ports inside the unit's ephemeral range would collide with local sockets.
@@ -221,11 +235,15 @@ pub fn start(
         .collect();
     let plumbing = (!forwarders.is_empty()).then(|| unit.plumbing_addr());
     let stats = ClassifierStats::default();
-    let service_keys = config
-        .services
-        .iter()
-        .filter(|s| matches!(s.mode, switchyard_config::ServiceMode::Packet { .. }))
-        .map(|s| (s.vip, s.protocol, allotment_info(config, s)))
+    // The keys the services' allotments are asked for under (the pool hosts' app), as the
+    // classifier machine built from the same configuration uses them.
+    let nat = nat_spec(unit).ok().flatten();
+    let service_keys = packet_services(config, nat.as_ref())
+        .filter_map(|(_, _, spec)| spec.ok())
+        .map(|spec| {
+            let key = spec.allotment_key();
+            (key.vip, key.protocol, key.info)
+        })
         .collect();
     let driver = DriverParts {
         service_keys,
