@@ -178,6 +178,8 @@ pub struct Endpoint {
 #[derive(Debug, Clone)]
 pub struct TokenAllotment {
     entries: Vec<(Endpoint, u32)>,
+    /// Tokens granted to each entry (same order).
+    granted: Vec<u32>,
     remaining: u64,
     expires_at: Option<Instant>,
 }
@@ -209,20 +211,33 @@ impl TokenAllotment {
             .collect();
         Ok(Self {
             remaining: entries.iter().map(|e| u64::from(e.1)).sum(),
+            granted: entries.iter().map(|e| e.1).collect(),
             entries,
             expires_at: now.checked_add(Duration::from_millis(u64::from(*valid_for_ms))),
         })
     }
 
-    /// Spends one token from the endpoint with the most tokens left (ties:
-    /// the earlier entry). `None` once the tokens are used up or stale.
+    /// Spends one token from the endpoint with the largest share of its
+    /// grant left (ties: the earlier entry). `None` once the tokens are used
+    /// up or stale.
+    ///
+    /// So every prefix of the draws follows the grant within about one
+    /// token per endpoint: an allotment that expires half spent (a service
+    /// with few new connections per validity period) still spreads them by
+    /// weight, where drawing from the fullest endpoint first would give all
+    /// of them to the heaviest.
     pub fn draw(&mut self, now: Instant) -> Option<Endpoint> {
         if self.is_expired(now) {
             return None;
         }
         let mut best: Option<usize> = None;
         for (i, (_, left)) in self.entries.iter().enumerate() {
-            if *left > 0 && best.is_none_or(|b| *left > self.entries[b].1) {
+            // left_i / granted_i > left_b / granted_b, without division.
+            let fuller = |b: usize| {
+                u64::from(*left) * u64::from(self.granted[b])
+                    > u64::from(self.entries[b].1) * u64::from(self.granted[i])
+            };
+            if *left > 0 && best.is_none_or(fuller) {
                 best = Some(i);
             }
         }
@@ -475,16 +490,38 @@ mod tests {
     }
 
     #[test]
-    fn tokens_are_drawn_from_the_fullest_endpoint_until_exhausted() {
+    fn tokens_are_drawn_in_proportion_to_the_grant_until_exhausted() {
         let t0 = Instant::now();
         let mut a = TokenAllotment::new(&token_response(&[2, 3, 0], 1000), t0).expect("tokens");
         assert_eq!(a.remaining(), 5);
         let hosts: Vec<u32> = std::iter::from_fn(|| a.draw(t0).map(|e| e.host.0)).collect();
-        // 3 > 2: host 1; then 2 = 2: earlier entry (host 0); ...
-        assert_eq!(hosts, vec![1, 0, 1, 0, 1]);
+        // All of both grants left: the earlier entry (host 0); then 1/2 < 3/3: host 1;
+        // 1/2 < 2/3: host 1; 1/2 > 1/3: host 0; host 1.
+        assert_eq!(hosts, vec![0, 1, 1, 0, 1]);
         assert_eq!(a.remaining(), 0);
         assert!(a.is_exhausted(t0));
         assert_eq!(a.draw(t0), None);
+    }
+
+    #[test]
+    fn every_prefix_of_the_draws_follows_the_grant() {
+        let t0 = Instant::now();
+        let grant = [60u32, 30, 10];
+        let mut a = TokenAllotment::new(&token_response(&grant, 1000), t0).expect("tokens");
+        let mut drawn = [0u32; 3];
+        for n in 1..=100u32 {
+            let host = a.draw(t0).expect("tokens left").host.0 as usize;
+            drawn[host] += 1;
+            for (k, g) in grant.iter().enumerate() {
+                // Within one token of n × share.
+                let ideal = f64::from(n) * f64::from(*g) / 100.0;
+                assert!(
+                    (f64::from(drawn[k]) - ideal).abs() <= 1.0,
+                    "after {n} draws {drawn:?}"
+                );
+            }
+        }
+        assert_eq!(drawn, grant);
     }
 
     #[test]
