@@ -10,4 +10,5 @@
 pub mod health;
 pub mod http;
 pub mod logs;
+pub mod packet;
 pub mod stats;
