@@ -31,7 +31,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -47,12 +47,25 @@ use switchyard_wire::{HostId, Protocol};
 use tempfile::TempDir;
 
 use super::app::AppServer;
+use super::echo::EchoServer;
 use super::wait;
 
 /// The service's VIP (the topology's default IPv4 VIP, port 80).
 pub const VIP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 19, 0, 10)), 80);
+/// The IPv6 service's VIP (the topology's default IPv6 VIP, port 80), with
+/// [`ClusterSpec::ipv6`].
+pub const VIP6: SocketAddr = SocketAddr::new(
+    IpAddr::V6(Ipv6Addr::new(0xfd53, 0x7900, 0xff, 0, 0, 0, 0, 0x10)),
+    80,
+);
+/// The UDP service's VIP (the IPv4 VIP, port 7), with [`ClusterSpec::udp`].
+pub const UDP_VIP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 19, 0, 10)), 7);
 /// The configured service, and so the name of every host's configured row.
 pub const SERVICE: &str = "web";
+/// The IPv6 service (and row name of the `web6-N` hosts).
+pub const SERVICE6: &str = "web6";
+/// The UDP service (and second row name of the `web-N` hosts).
+pub const UDP_SERVICE: &str = "echo";
 /// The pool hosts' `app` (the rows' protocol-specific info).
 pub const APP_INFO: &str = "shop";
 /// The port every host's application listens on.
@@ -129,6 +142,19 @@ pub struct ClusterSpec {
     /// classifier and health-cache roles without forwarder settings, so the data plane is
     /// not loaded (the health tests' shape).
     pub packet: Option<PacketSpec>,
+    /// Also configure the IPv6 service `web6` ([`VIP6`], tcp, same delivery) served by pool
+    /// `web6`: host `k`'s IPv6 endpoint (`[fd53:7900:0:200::{100+k}]:8080`) as host
+    /// `web6-{k+1}` (id `201+k`, app [`APP_INFO`]), reported by host `k`'s agent next to
+    /// `web-{k+1}`. Full NAT gets each unit's IPv6 backend address as a second NAT source.
+    pub ipv6: bool,
+    /// Also configure the UDP service `echo` ([`UDP_VIP`]) served by pool `web` (each host's
+    /// IPv4 endpoint, UDP): a second row, `echo`, of every `web-N` host.
+    pub udp: bool,
+    /// The `firewall` of service `web`, as a TOML inline table (`{ deny = [...] }`).
+    pub firewall: Option<String>,
+    /// Start an [`EchoServer`] (TCP and UDP, answers name the host) on every host's
+    /// endpoints before the agents (instead of, not next to, `app_servers`).
+    pub echo_servers: bool,
 }
 
 /// The packet path of a cluster: forwarders attached to each forwarding unit's `eth0` (VIP
@@ -188,6 +214,10 @@ impl Default for ClusterSpec {
             agents: true,
             extra_toml: String::new(),
             packet: None,
+            ipv6: false,
+            udp: false,
+            firewall: None,
+            echo_servers: false,
         }
     }
 }
@@ -372,6 +402,7 @@ pub struct Cluster {
     lbs: Vec<Option<Process>>,
     agents: Vec<AgentProc>,
     apps: Vec<AppServer>,
+    echoes: Vec<EchoServer>,
     past_lb_logs: Vec<Vec<String>>,
     spec: ClusterSpec,
     topo: Topology,
@@ -419,6 +450,7 @@ impl Cluster {
             lbs: (0..spec.lb_units).map(|_| None).collect(),
             agents: Vec::new(),
             apps: Vec::new(),
+            echoes: Vec::new(),
             past_lb_logs: vec![Vec::new(); spec.lb_units],
             spec,
             topo,
@@ -433,14 +465,29 @@ impl Cluster {
                 cluster.apps.push(server);
             }
         }
+        if cluster.spec.echo_servers {
+            for k in 0..cluster.spec.hosts {
+                let mut addrs = vec![cluster.endpoint(k)];
+                if cluster.spec.ipv6 {
+                    addrs.push(cluster.endpoint6(k));
+                }
+                let server =
+                    EchoServer::start(cluster.topo.host(k).ns(), &cluster.host_name(k), &addrs);
+                cluster.echoes.push(server);
+            }
+        }
         for j in 0..cluster.spec.lb_units {
             cluster.start_lb(j);
         }
         if cluster.spec.agents {
             for k in 0..cluster.spec.hosts {
                 let ns = cluster.topo.host(k).ns().clone();
-                let host = cluster.host_name(k);
-                cluster.start_agent(&ns, &[host.as_str()]);
+                let mut hosts = vec![cluster.host_name(k)];
+                if cluster.spec.ipv6 {
+                    hosts.push(cluster.host6_name(k));
+                }
+                let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+                cluster.start_agent(&ns, &hosts);
             }
         }
         Some(cluster)
@@ -510,6 +557,21 @@ impl Cluster {
     /// Host `k`'s application endpoint.
     pub fn endpoint(&self, k: usize) -> SocketAddr {
         SocketAddr::new(self.topo.host(k).v4(), APP_PORT)
+    }
+
+    /// Host `k`'s IPv6 host name (with [`ClusterSpec::ipv6`]), `web6-{k+1}`.
+    pub fn host6_name(&self, k: usize) -> String {
+        format!("web6-{}", k + 1)
+    }
+
+    /// Host `k`'s IPv6 application endpoint (with [`ClusterSpec::ipv6`]).
+    pub fn endpoint6(&self, k: usize) -> SocketAddr {
+        SocketAddr::new(self.topo.host(k).v6(), APP_PORT)
+    }
+
+    /// Host `k`'s echo server (with [`ClusterSpec::echo_servers`]).
+    pub fn echo(&self, k: usize) -> &EchoServer {
+        &self.echoes[k]
     }
 
     /// Host `k`'s application server (with `app_servers`).
@@ -759,17 +821,18 @@ impl Cluster {
         )
     }
 
-    /// Host `k`'s `web` row at unit `j` (`Ok(None)` when the unit does not hold the host or
+    /// Host `k`'s `web` row at unit `j` (the row of [`VIP`]/tcp; `Ok(None)` when the unit does not hold the host or
     /// the row).
     pub fn unit_row(&self, j: usize, k: usize) -> Result<Option<HostRow>, String> {
         let hosts = self.try_unit_hosts(j)?;
         let id = self.host_id(k);
         let endpoint = self.endpoint(k);
-        Ok(hosts
-            .hosts
-            .iter()
-            .find(|h| h.id == id)
-            .and_then(|h| h.rows.iter().find(|r| r.endpoint == endpoint).cloned()))
+        Ok(hosts.hosts.iter().find(|h| h.id == id).and_then(|h| {
+            h.rows
+                .iter()
+                .find(|r| r.endpoint == endpoint && r.vip == VIP && r.protocol == "tcp")
+                .cloned()
+        }))
     }
 
     /// Whether unit `j` holds host `k` at all.
@@ -889,6 +952,20 @@ impl Cluster {
         load: Option<u8>,
         capacity: Option<u8>,
     ) {
+        self.set_service_status(k, SERVICE, health, load, capacity);
+    }
+
+    /// `PUT /v1/hosts/{host}/apps/{service}/status` for host `k`'s row of `service`
+    /// ([`SERVICE`] and [`UDP_SERVICE`]: host `web-N`; [`SERVICE6`]: host `web6-N`).
+    #[track_caller]
+    pub fn set_service_status(
+        &self,
+        k: usize,
+        service: &str,
+        health: Option<&str>,
+        load: Option<u8>,
+        capacity: Option<u8>,
+    ) {
         let mut body = serde_json::Map::new();
         if let Some(h) = health {
             body.insert("health".into(), h.into());
@@ -899,7 +976,12 @@ impl Cluster {
         if let Some(c) = capacity {
             body.insert("capacity".into(), c.into());
         }
-        let path = format!("/v1/hosts/{}/apps/{SERVICE}/status", self.host_name(k));
+        let host = if service == SERVICE6 {
+            self.host6_name(k)
+        } else {
+            self.host_name(k)
+        };
+        let path = format!("/v1/hosts/{host}/apps/{service}/status");
         self.host_request(
             k,
             "PUT",
@@ -1253,6 +1335,12 @@ impl Drop for Cluster {
 /// The cluster configuration for `spec`.
 pub fn config_text(spec: &ClusterSpec) -> String {
     let ms = |d: Duration| format!("{}ms", d.as_millis());
+    let delivery = spec.packet.as_ref().map_or("nat", |p| p.delivery);
+    let firewall = spec
+        .firewall
+        .as_ref()
+        .map(|f| format!("firewall = {f}\n"))
+        .unwrap_or_default();
     let mut text = format!(
         r#"# Generated by the cluster test harness.
 [cluster]
@@ -1277,14 +1365,17 @@ secret_file = "cluster.key"
             ),
             Some(p) if p.split => (
                 r#"["classifier"]"#.to_owned(),
-                "forwarder = { nat_sources = [\"198.18.200.10\"] }\n".to_owned(),
+                format!(
+                    "forwarder = {{ nat_sources = [{}] }}\n",
+                    nat_sources(spec, 0)
+                ),
             ),
             Some(p) => (
                 r#"["forwarder", "classifier", "health-cache"]"#.to_owned(),
                 format!(
-                    "forwarder = {{ interfaces = [\"eth0\", \"eth1\"], attach = \"{}\", nat_sources = [\"198.18.200.{}\"] }}\n",
+                    "forwarder = {{ interfaces = [\"eth0\", \"eth1\"], attach = \"{}\", nat_sources = [{}] }}\n",
                     p.attach,
-                    10 + j
+                    nat_sources(spec, j)
                 ),
             ),
         };
@@ -1318,9 +1409,9 @@ name = "{SERVICE}"
 vip = "{VIP}"
 protocol = "tcp"
 mode = "packet"
-delivery = "{}"
+delivery = "{delivery}"
 pool = "web"
-
+{firewall}
 [[pools]]
 name = "web"
 "#,
@@ -1332,7 +1423,6 @@ name = "web"
         spec.postulate_delay
             .map(|d| format!("postulate_delay = \"{}\"\n", ms(d)))
             .unwrap_or_default(),
-        spec.packet.as_ref().map_or("nat", |p| p.delivery),
     );
     if spec.http_check.is_some() {
         text.push_str("health_check = \"app-http\"\n");
@@ -1353,6 +1443,54 @@ capacity = {cap}
             ip = 100 + k,
             cap = spec.capacity
         );
+    }
+    if spec.udp {
+        let _ = write!(
+            text,
+            r#"
+[[services]]
+name = "{UDP_SERVICE}"
+vip = "{UDP_VIP}"
+protocol = "udp"
+mode = "packet"
+delivery = "{delivery}"
+pool = "web"
+"#
+        );
+    }
+    if spec.ipv6 {
+        let _ = write!(
+            text,
+            r#"
+[[services]]
+name = "{SERVICE6}"
+vip = "{VIP6}"
+protocol = "tcp"
+mode = "packet"
+delivery = "{delivery}"
+pool = "{SERVICE6}"
+
+[[pools]]
+name = "{SERVICE6}"
+"#
+        );
+        for k in 0..spec.hosts {
+            let _ = write!(
+                text,
+                r#"
+[[pools.hosts]]
+id = {id}
+name = "web6-{n}"
+address = "[fd53:7900:0:200::{ip}]:{APP_PORT}"
+app = "{APP_INFO}"
+capacity = {cap}
+"#,
+                id = 201 + k,
+                n = k + 1,
+                ip = 100 + k,
+                cap = spec.capacity
+            );
+        }
     }
     if let Some(check) = &spec.http_check {
         let _ = write!(
@@ -1379,6 +1517,16 @@ fall = {}
     text
 }
 
+/// The full-NAT sources of unit `j` as a TOML array's items: its IPv4 backend address, and
+/// with [`ClusterSpec::ipv6`] its IPv6 one.
+fn nat_sources(spec: &ClusterSpec, j: usize) -> String {
+    let mut sources = format!("\"198.18.200.{}\"", 10 + j);
+    if spec.ipv6 {
+        let _ = write!(sources, ", \"fd53:7900:0:200::{}\"", 10 + j);
+    }
+    sources
+}
+
 /// What the packet path needs from the topology: GRO on the peers of every LB unit's
 /// interfaces (frames the forwarder reinjects or redirects with XDP reach a veth only when its
 /// peer has NAPI), and for a split cluster the VIP routed to `lb-1` only (`lb-2` does not
@@ -1395,18 +1543,20 @@ fn prepare_packet_path(topo: &Topology, packet: &PacketSpec, units: usize) {
             .expect("GRO on the switch's port to the unit");
     }
     if packet.split {
-        let front = topo.lb_unit(0).interfaces()[0].v4();
-        topo.router()
-            .ns()
-            .run([
-                "ip".to_owned(),
-                "route".to_owned(),
-                "replace".to_owned(),
-                VIP.ip().to_string(),
-                "via".to_owned(),
-                front.to_string(),
-            ])
-            .expect("the VIP routed to the forwarder unit only");
+        let front = &topo.lb_unit(0).interfaces()[0];
+        for (vip, via) in [(VIP.ip(), front.v4()), (VIP6.ip(), front.v6())] {
+            topo.router()
+                .ns()
+                .run([
+                    "ip".to_owned(),
+                    "route".to_owned(),
+                    "replace".to_owned(),
+                    vip.to_string(),
+                    "via".to_owned(),
+                    via.to_string(),
+                ])
+                .expect("the VIP routed to the forwarder unit only");
+        }
     }
 }
 

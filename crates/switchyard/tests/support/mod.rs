@@ -17,4 +17,5 @@
 
 pub mod app;
 pub mod cluster;
+pub mod echo;
 pub mod wait;
