@@ -1106,7 +1106,7 @@ fn nft_rules(topo: &Topology) -> String {
 
 fn haproxy_cfg(topo: &Topology) -> String {
     let mut t = format!(
-        "global\n  maxconn 100000\n\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n\nfrontend web\n  bind {VIP}:{VIP_PORT}\n  default_backend web\n\nbackend web\n  balance roundrobin\n"
+        "global\n  maxconn 8000\n\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n\nfrontend web\n  bind {VIP}:{VIP_PORT}\n  default_backend web\n\nbackend web\n  balance roundrobin\n"
     );
     for k in 0..HOSTS {
         let _ = writeln!(t, "  server web-{} {}:{WEB_PORT}", k + 1, topo.host(k).v4());
