@@ -204,9 +204,16 @@ fn udp_flows(ns: &Netns, vip: SocketAddr, n: usize, exchanges: usize) -> (Tally,
     let tally = ns
         .enter(|| {
             let mut tally = Tally::default();
+            // Every socket stays open until the end, so each flow has its own client port
+            // (a closed socket's port may be handed out again, and the same 4-tuple is the
+            // same pseudo-connection while its route lives).
+            let mut open = Vec::with_capacity(n);
             for i in 0..n {
                 match udp_flow(vip, i, exchanges) {
-                    Ok(host) => tally.ok(&host),
+                    Ok((host, socket)) => {
+                        tally.ok(&host);
+                        open.push(socket);
+                    }
                     Err(e) => tally.fail(&format!("udp flow {i}"), &e),
                 }
             }
@@ -216,7 +223,7 @@ fn udp_flows(ns: &Netns, vip: SocketAddr, n: usize, exchanges: usize) -> (Tally,
     (tally, started.elapsed())
 }
 
-fn udp_flow(vip: SocketAddr, i: usize, exchanges: usize) -> std::io::Result<String> {
+fn udp_flow(vip: SocketAddr, i: usize, exchanges: usize) -> std::io::Result<(String, UdpSocket)> {
     let socket = UdpSocket::bind(SocketAddr::new(
         if vip.is_ipv4() {
             std::net::Ipv4Addr::UNSPECIFIED.into()
@@ -245,7 +252,8 @@ fn udp_flow(vip: SocketAddr, i: usize, exchanges: usize) -> std::io::Result<Stri
             }
         }
     }
-    first.ok_or_else(|| std::io::Error::other("no exchange"))
+    let host = first.ok_or_else(|| std::io::Error::other("no exchange"))?;
+    Ok((host, socket))
 }
 
 /// A long-lived connection that answers with one host.
