@@ -36,7 +36,7 @@ failed=()
 for target in "${targets[@]}"; do
     mkdir -p "$scratch/$target" "corpus/$target"
     log="$scratch/$target.log"
-    printf '%-10s %ss ... ' "$target" "$seconds"
+    printf '%-16s %ss ... ' "$target" "$seconds"
     if cargo fuzz run "$target" --sanitizer none "$scratch/$target" "corpus/$target" -- \
         -max_total_time="$seconds" -timeout=10 -max_len=8192 -print_final_stats=1 \
         >"$log" 2>&1; then
