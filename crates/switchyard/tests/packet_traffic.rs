@@ -379,9 +379,8 @@ fn start(what: &str, mut spec: ClusterSpec, weights: [(u8, u8); 3]) -> Option<Cl
     let cluster = Cluster::start(what, spec)?;
     let started = Instant::now();
     let services = services(cluster.spec());
-    for k in 0..3 {
+    for (k, &(capacity, load)) in weights.iter().enumerate() {
         for service in &services {
-            let (capacity, load) = weights[k];
             cluster.set_service_status(k, service, Some("healthy"), Some(load), Some(capacity));
         }
     }
@@ -460,7 +459,6 @@ fn wait_serving(cluster: &Cluster, vip: SocketAddr) -> Tally {
 
 /// `Ok` when `tally` spreads like `weights` within `tolerance` points.
 fn check_spread(
-    cluster: &Cluster,
     tally: &Tally,
     weights: [(u8, u8); 3],
     tolerance: f64,
@@ -473,13 +471,12 @@ fn check_spread(
     let sum: f64 = spare.iter().sum();
     let total = tally.answered() as f64;
     let mut shares = Vec::new();
-    for k in 0..3 {
+    for (k, spare) in spare.iter().enumerate() {
         let name = names(k);
-        let expected = 100.0 * spare[k] / sum;
+        let expected = 100.0 * spare / sum;
         let got = 100.0 * tally.count(&name) as f64 / total;
         shares.push((name, expected, got));
     }
-    let _ = cluster;
     if shares.iter().all(|(_, e, g)| (e - g).abs() <= tolerance) {
         Ok(shares)
     } else {
@@ -541,7 +538,7 @@ fn assert_spread(
         report_all(cluster),
         cluster.dump_with_logs()
     );
-    match check_spread(cluster, tally, WEIGHTS, tolerance, names) {
+    match check_spread(tally, WEIGHTS, tolerance, names) {
         Ok(shares) => {
             eprintln!("{what}: shares (host, expected %, got %) {shares:.1?} within ±{tolerance}")
         }
