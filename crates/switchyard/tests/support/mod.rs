@@ -6,6 +6,8 @@
 //!   namespace from one generated cluster configuration; typed access to each unit's admin
 //!   API and each agent's local API; the convergence check "every unit's cache equals the
 //!   hosts' tables"; a state dump (units, agents, process logs) printed when a test fails.
+//! - [`echo`]: a threaded TCP/UDP echo server naming its host in every answer, for the
+//!   packet-path traffic tests.
 //! - [`app`]: a tiny HTTP application to run inside a namespace and stop/start, as the
 //!   checked application behind a pool host.
 //! - [`wait`]: polling with deadlines (`wait_until`, `hold_for`) whose failures name what
