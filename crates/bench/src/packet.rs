@@ -261,6 +261,8 @@ pub struct ConfigResult {
     pub samples: BTreeMap<Metric, Vec<Sample>>,
     /// Memory per flow (last repeat).
     pub memory: Option<Memory>,
+    /// Measurements that failed, with why.
+    pub failures: Vec<String>,
 }
 
 impl ConfigResult {
@@ -330,6 +332,7 @@ pub fn run(tb: &Testbed, opts: &Options) -> Result<Report> {
             lb,
             samples: BTreeMap::new(),
             memory: None,
+            failures: Vec::new(),
         })
         .collect();
     for rep in 0..opts.repeats {
@@ -366,7 +369,7 @@ struct Bed {
     // Field order is drop order: processes stop before the topology.
     agents: Vec<Process>,
     nginx: Vec<Process>,
-    iperf: Process,
+    iperf: std::sync::Mutex<Process>,
     topo: Topology,
     opts: Options,
     dir: tempfile::TempDir,
@@ -426,15 +429,7 @@ impl Bed {
                 .wait_for_tcp(SocketAddr::new(host.v4(), WEB_PORT), SETTLE)
                 .with_context(|| format!("nginx on host{k} did not start"))?;
         }
-        let h0 = topo.host(0);
-        let iperf = h0
-            .ns()
-            .command(["iperf3", "-s", "-B"])
-            .arg(h0.v4().to_string())
-            .arg("-p")
-            .arg(BULK_PORT.to_string())
-            .spawn()?;
-        wait_listening(h0.ns(), BULK_PORT)?;
+        let iperf = std::sync::Mutex::new(start_iperf(&topo)?);
 
         std::fs::write(dir.path().join("cluster.key"), SECRET)?;
         let config = dir.path().join("cluster.toml");
@@ -695,9 +690,29 @@ impl Bed {
             if metric == Metric::NewConnections {
                 mem_before = Some(self.memory_probe(active.lb, lb_pid)?);
             }
-            let (sample, mid) = match metric {
-                Metric::Bulk => (self.bulk(active.lb)?, None),
-                _ => self.wrk(active.lb, metric, lb_pid)?,
+            let measured = match metric {
+                Metric::Bulk => self.bulk(active.lb).map(|s| (s, None)),
+                _ => self.wrk(active.lb, metric, lb_pid),
+            };
+            // A failed measurement is reported, not fatal: the other
+            // metrics and configurations still run.
+            let (sample, mid) = match measured {
+                Ok(m) => m,
+                Err(e) => {
+                    let mut note = format!("{}: {e:#}", metric.label());
+                    if let Lb::Switchyard(_) = active.lb
+                        && let Ok(flows) =
+                            http::tcp_in(self.lb_ns(), ADMIN, "GET", "/v1/flows?top=5", None)
+                    {
+                        let _ = write!(note, "\n  /v1/flows at that moment: {}", flows.body);
+                    }
+                    eprintln!("packet-bench: {} failed: {note}", active.lb);
+                    result.failures.push(note);
+                    if metric == Metric::Bulk {
+                        self.restart_iperf()?;
+                    }
+                    continue;
+                }
             };
             result.samples.entry(metric).or_default().push(sample);
             if let (Lb::Haproxy, Metric::KeepAlive64k, Some(mid)) = (active.lb, metric, mid) {
@@ -798,6 +813,18 @@ impl Bed {
         Ok((sample, memory))
     }
 
+    /// A new iperf3 server after a failed run (the old one may still be
+    /// busy with the client that gave up).
+    fn restart_iperf(&self) -> Result<()> {
+        let mut p = self
+            .iperf
+            .lock()
+            .map_err(|_| anyhow::anyhow!("iperf lock poisoned"))?;
+        p.kill()?;
+        *p = start_iperf(&self.topo)?;
+        Ok(())
+    }
+
     /// One iperf3 stream for the window.
     fn bulk(&self, lb: Lb) -> Result<Sample> {
         let secs = self.opts.window.as_secs().max(1);
@@ -812,7 +839,7 @@ impl Bed {
             .arg(target.port().to_string())
             .arg("-t")
             .arg(secs.to_string())
-            .timeout(Duration::from_secs(secs + 30))
+            .timeout(Duration::from_secs(secs + 10))
             .output()?;
         let doc: Value = serde_json::from_str(&out.stdout)
             .with_context(|| format!("iperf3 output: {} {}", out.stdout, out.stderr))?;
@@ -897,7 +924,9 @@ impl Drop for Bed {
         for p in self.agents.iter().chain(&self.nginx) {
             let _ = p.terminate();
         }
-        let _ = self.iperf.terminate();
+        if let Ok(p) = self.iperf.lock() {
+            let _ = p.terminate();
+        }
     }
 }
 
@@ -1117,6 +1146,20 @@ fn haproxy_cfg(topo: &Topology) -> String {
         topo.host(0).v4()
     );
     t
+}
+
+/// `iperf3 -s` on host0, listening.
+fn start_iperf(topo: &Topology) -> Result<Process> {
+    let h0 = topo.host(0);
+    let p = h0
+        .ns()
+        .command(["iperf3", "-s", "-B"])
+        .arg(h0.v4().to_string())
+        .arg("-p")
+        .arg(BULK_PORT.to_string())
+        .spawn()?;
+    wait_listening(h0.ns(), BULK_PORT)?;
+    Ok(p)
 }
 
 fn which(tool: &str) -> bool {
@@ -1414,6 +1457,17 @@ impl Report {
             }
         }
 
+        let failures: Vec<(Lb, &String)> = self
+            .results
+            .iter()
+            .flat_map(|r| r.failures.iter().map(move |f| (r.lb, f)))
+            .collect();
+        if !failures.is_empty() {
+            let _ = writeln!(out, "\nFailed measurements (not in the medians):\n");
+            for (lb, f) in failures {
+                let _ = writeln!(out, "- {lb}: {f}");
+            }
+        }
         let _ = writeln!(out, "\nEvery repeat (rate; for wrk runs p50/p99 µs):\n");
         for r in &self.results {
             for (metric, v) in &r.samples {
@@ -1469,6 +1523,7 @@ mod tests {
             lb: Lb::Direct,
             samples: BTreeMap::new(),
             memory: None,
+            failures: Vec::new(),
         };
         for rate in [3.0, 1.0, 2.0] {
             r.samples.entry(Metric::Bulk).or_default().push(Sample {
