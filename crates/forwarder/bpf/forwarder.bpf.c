@@ -113,9 +113,9 @@ struct {
 
 /* ---- small helpers ------------------------------------------------------------------------- */
 
-/* last_seen_ns is rewritten at most this often per flow, so busy flows do not bounce the
+/* last_seen_ns is rewritten at most this often per flow (in jiffies), so busy flows do not bounce the
  * route's cache line between CPUs on every packet. Idle expiry works in seconds. */
-#define SY_TOUCH_NS (100ULL * 1000 * 1000)
+#define SY_TOUCH_JIFFIES 25 /* 25 ms at HZ=1000, 100 ms at HZ=250 */
 
 static __always_inline struct sy_counters *counters_of(__u32 hook)
 {
@@ -544,9 +544,13 @@ static __always_inline int classify(void *ctx, int is_xdp, void *data, void *dat
 			vs->finals++;
 		report_final(cs, &d->pkt, ifindex, d->vip_id, hook, pkt_len);
 	}
-	__u64 now = bpf_ktime_get_ns();
-	if (now - r->last_seen_ns > SY_TOUCH_NS)
-		r->last_seen_ns = now;
+	/* bpf_jiffies64 is inlined (a load); bpf_ktime_get_ns reads the clocksource, which is
+	 * costly under some hypervisors, so it runs only when the entry is refreshed. */
+	__u32 j = (__u32)bpf_jiffies64();
+	if (j - r->touch_jiffies >= SY_TOUCH_JIFFIES) {
+		r->touch_jiffies = j;
+		r->last_seen_ns = bpf_ktime_get_ns();
+	}
 	d->route = r;
 	return SY_V_FORWARD;
 }

@@ -51,7 +51,7 @@ struct sy_route {
 	__u8 flags;
 	__u16 vip_id;  /* index into vip_stats */
 	__u32 flow_id; /* tunnel mode (reserved) */
-	__u32 pad;     /* must be zero */
+	__u32 touch_jiffies; /* low 32 bits of jiffies at the last last_seen_ns refresh */
 	__u64 last_seen_ns; /* bpf_ktime_get_ns() of a recent packet, for idle expiry */
 };
 

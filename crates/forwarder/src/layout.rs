@@ -87,8 +87,9 @@ pub struct RouteValue {
     pub vip_id: u16,
     /// Tunnel flow id (reserved).
     pub flow_id: u32,
-    /// Zero.
-    pub pad: u32,
+    /// Low 32 bits of jiffies when `last_seen_ns` was refreshed (written by the program;
+    /// zero when installed).
+    pub touch_jiffies: u32,
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of a recent packet; 0 = none yet.
     pub last_seen_ns: u64,
 }
@@ -251,7 +252,7 @@ const _: () = {
     assert!(offset_of!(RouteValue, flags) == 37);
     assert!(offset_of!(RouteValue, vip_id) == 38);
     assert!(offset_of!(RouteValue, flow_id) == 40);
-    assert!(offset_of!(RouteValue, pad) == 44);
+    assert!(offset_of!(RouteValue, touch_jiffies) == 44);
     assert!(offset_of!(RouteValue, last_seen_ns) == 48);
 
     assert!(size_of::<VipKey>() == 20);
