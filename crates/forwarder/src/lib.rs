@@ -1,7 +1,7 @@
 //! The forwarder's data plane (patent FIG. 4, FIGS. 26–30): a BPF program in C
 //! (`bpf/forwarder.bpf.c`, an XDP entry point and a tc ingress entry point sharing one core)
-//! that owns the VIPs and does one VIP lookup and one route lookup per packet, and its Rust
-//! loader.
+//! that owns the VIPs and does one route lookup per routed packet (both directions share one
+//! map; the VIP table is consulted only on a miss), and its Rust loader.
 //!
 //! - hit → rewrite for the route's delivery mode (full NAT or half NAT), checksums updated
 //!   incrementally, TTL decremented, L2 addresses from `bpf_fib_lookup`, sent on;
@@ -9,6 +9,8 @@
 //! - miss → ring-buffer event with the frame (the "default route" to the classifier), dropped;
 //!   after plumbing, [`Dataplane::reinject`] sends the frame through the program again;
 //! - FIN/RST of routed flows → ring-buffer event;
+//! - per-VIP firewall for new connections: allow/deny source prefixes (most specific wins) and
+//!   a per-source rate limit ([`Dataplane::set_firewall`], [`FirewallRules`]);
 //! - everything else (non-VIP traffic, fragments, IPv6 extension headers, VLAN tags, malformed
 //!   frames) passes untouched and is counted — never mis-forwarded.
 //!
