@@ -2,10 +2,13 @@
 /*
  * switchyard forwarder data plane (patent FIG. 4, FIGS. 26-30).
  *
- * Two entry points share one inline core:
+ * Entry points sharing one inline core:
  *   sy_xdp  (SEC "xdp")  - native/generic XDP; checksums folded by hand (RFC 1624).
  *   sy_tc   (SEC "classifier") - tc ingress (tcx / clsact); checksums via bpf_l3/l4_csum_replace, so
  *                          CHECKSUM_PARTIAL and GSO skbs (veth, GRO) stay correct.
+ *   sy_xdp_slow (SEC "xdp") - never attached: run by the agent through BPF_PROG_TEST_RUN (live
+ *                          frames) to send one frame along the route in `slow_route` without
+ *                          installing it (the classifier's slow path when `routes` is full).
  *
  * Per packet: parse; look the flow up in `routes` (both directions in one map):
  *   hit  -> rewrite per the entry (forward: full NAT / half NAT; reply: reverse translation),
@@ -13,7 +16,8 @@
  *   miss -> look the destination up in `vips`: not a VIP -> pass untouched; a VIP -> for a
  *           new connection (TCP SYN, UDP) the VIP's firewall (prefix trie, per-source token
  *           bucket) may drop it; else ring-buffer event with the frame (the "default route" to
- *           the classifier), drop.
+ *           the classifier), drop. Not a VIP but addressed to a configured NAT source (port
+ *           in its range): the reply of a flow without route (table full) -> REPLY_MISS event, drop.
  *
  * Never mis-forward: anything the program does not fully understand (non-IP, VLAN tags, IPv4
  * fragments, IPv6 extension headers, truncated or inconsistent headers) is passed untouched and
@@ -67,6 +71,26 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } routes SEC(".maps");
 
+/* Full-NAT source addresses owned by this forwarder (and their port range): a packet to one
+ * of them without a route is the reply of a flow the table could not hold (its forward
+ * direction goes through the classifier's slow path), so it is reported like a miss instead of
+ * passing to the stack (which would answer a TCP segment with a RST). Empty unless set. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct sy_nat_source_key);
+	__type(value, struct sy_nat_ports);
+	__uint(max_entries, 64);
+} nat_sources SEC(".maps");
+
+/* The route sy_xdp_slow applies (one entry). Written by the agent right before each test run;
+ * the agent serialises those calls (one writer, one run at a time). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct sy_slow_route);
+	__uint(max_entries, 1);
+} slow_route SEC(".maps");
+
 /* Firewall prefixes of every VIP, allow and deny in one trie (value = action), keyed by
  * (rule-set id, source prefix): the most specific prefix decides, in one lookup. */
 struct {
@@ -95,7 +119,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
 	__type(value, struct sy_counters);
-	__uint(max_entries, 2);
+	__uint(max_entries, 3);
 } counters SEC(".maps");
 
 struct {
@@ -326,7 +350,7 @@ static __always_inline void report_final(struct sy_counters *cs, const struct sy
 
 /* Copies the frame into a miss event. The copy length is bounded for the verifier. */
 static __always_inline void report_miss(struct sy_counters *cs, void *ctx, int is_xdp,
-					 const struct sy_pkt *p,
+					 const struct sy_pkt *p, __u32 kind,
 					 __u32 ifindex, __u16 vip_id, __u32 hook, __u32 pkt_len)
 {
 	struct sy_miss_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -350,7 +374,7 @@ static __always_inline void report_miss(struct sy_counters *cs, void *ctx, int i
 		err = bpf_skb_load_bytes(ctx, 0, e->data, cap);
 	if (err)
 		cap = 0;
-	fill_header(&e->hdr, SY_EVENT_MISS, ifindex, p, vip_id, hook, pkt_len, cap);
+	fill_header(&e->hdr, kind, ifindex, p, vip_id, hook, pkt_len, cap);
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -437,6 +461,21 @@ static __always_inline int firewall(const struct sy_vip *vip, const struct sy_pk
 	return SY_FW_PASS;
 }
 
+/* ---- NAT sources --------------------------------------------------------------------------- */
+
+/* Whether the packet is addressed to one of this forwarder's NAT sources, in its port range. */
+static __always_inline int to_nat_source(const struct sy_pkt *p)
+{
+	struct sy_nat_source_key k = {};
+	__builtin_memcpy(k.addr, p->key.daddr, 16);
+	k.family = p->key.family;
+	struct sy_nat_ports *r = bpf_map_lookup_elem(&nat_sources, &k);
+	if (!r)
+		return 0;
+	__u16 port = bpf_ntohs(p->key.dport);
+	return port >= r->first && port <= r->last;
+}
+
 /* ---- the core ------------------------------------------------------------------------------ */
 
 /* What the core decided. */
@@ -495,6 +534,12 @@ static __always_inline int classify(void *ctx, int is_xdp, void *data, void *dat
 		vk.family = d->pkt.key.family;
 		struct sy_vip *vip = bpf_map_lookup_elem(&vips, &vk);
 		if (!vip) {
+			if (to_nat_source(&d->pkt)) {
+				count(cs, SY_CNT_NAT_MISS, 1);
+				report_miss(cs, ctx, is_xdp, &d->pkt, SY_EVENT_REPLY_MISS, ifindex, 0,
+					    hook, pkt_len);
+				return SY_V_DROP;
+			}
 			count(cs, SY_CNT_PASS, 1);
 			return SY_V_PASS;
 		}
@@ -523,7 +568,7 @@ static __always_inline int classify(void *ctx, int is_xdp, void *data, void *dat
 		count(cs, SY_CNT_MISS, 1);
 		if (vs)
 			vs->misses++;
-		report_miss(cs, ctx, is_xdp, &d->pkt, ifindex, vip->id, hook, pkt_len);
+		report_miss(cs, ctx, is_xdp, &d->pkt, SY_EVENT_MISS, ifindex, vip->id, hook, pkt_len);
 		return SY_V_DROP;
 	}
 	d->vip_id = r->vip_id;
@@ -706,6 +751,58 @@ static __always_inline void account_forward(const struct sy_decision *d, __u32 l
 
 /* ---- XDP ----------------------------------------------------------------------------------- */
 
+/* Rewrites a decided packet (d->route set) and sends it: XDP_TX or bpf_redirect. *why gets the
+ * SY_SLOW_* outcome. An unresolved neighbour returns `no_neigh` untouched (sy_xdp: XDP_PASS,
+ * for a tc program behind it; the slow path: XDP_DROP, as a pass would come back as a miss). */
+static __always_inline int xdp_send(struct xdp_md *ctx, struct sy_decision *d, __u32 ifindex,
+				    __u32 pkt_len, int no_neigh, __u32 *why)
+{
+	struct sy_counters *cs = d->cs;
+	struct sy_rewrite w;
+	plan_rewrite(d, &w);
+	struct bpf_fib_lookup f;
+	int rc = fib(ctx, d, &w, ifindex, d->pkt.l3_len, &f);
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		/* Untouched to the stack: a tc program on the same interface resolves the
+		 * neighbour with bpf_redirect_neigh; later packets take this path. */
+		count(cs, SY_CNT_FIB_NO_NEIGH, 1);
+		*why = SY_SLOW_NO_NEIGH;
+		return no_neigh;
+	}
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+		count(cs, SY_CNT_FIB_FRAG_NEEDED, 1);
+		*why = SY_SLOW_FIB_FAIL;
+		return XDP_DROP;
+	}
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
+		count(cs, SY_CNT_FIB_FAIL, 1);
+		*why = SY_SLOW_FIB_FAIL;
+		return XDP_DROP;
+	}
+
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u64 ttl_diff;
+	*why = SY_SLOW_ERROR;
+	if (write_rewrite(data, data_end, &d->pkt, &w, 1, &ttl_diff)) {
+		count(cs, SY_CNT_DROP_OTHER, 1);
+		return XDP_DROP;
+	}
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return XDP_DROP;
+	__builtin_memcpy(eth->h_dest, f.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, f.smac, ETH_ALEN);
+	account_forward(d, pkt_len);
+	*why = SY_SLOW_SENT;
+	if (f.ifindex == ifindex) {
+		count(cs, SY_CNT_TX, 1);
+		return XDP_TX;
+	}
+	count(cs, SY_CNT_REDIRECT, 1);
+	return bpf_redirect(f.ifindex, 0);
+}
+
 SEC("xdp")
 int sy_xdp(struct xdp_md *ctx)
 {
@@ -716,50 +813,73 @@ int sy_xdp(struct xdp_md *ctx)
 	struct sy_decision d = {};
 
 	int v = classify(ctx, 1, data, data_end, ifindex, pkt_len, SY_HOOK_XDP, &d);
-	struct sy_counters *cs = d.cs;
 	if (v == SY_V_PASS)
 		return XDP_PASS;
 	if (v != SY_V_FORWARD || !d.route)
 		return XDP_DROP;
+	__u32 why;
+	return xdp_send(ctx, &d, ifindex, pkt_len, XDP_PASS, &why);
+}
 
-	struct sy_rewrite w;
-	plan_rewrite(&d, &w);
-	struct bpf_fib_lookup f;
-	int rc = fib(ctx, &d, &w, ifindex, d.pkt.l3_len, &f);
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		/* Untouched to the stack: a tc program on the same interface resolves the
-		 * neighbour with bpf_redirect_neigh; later packets take this path. */
-		count(cs, SY_CNT_FIB_NO_NEIGH, 1);
-		return XDP_PASS;
-	}
-	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
-		count(cs, SY_CNT_FIB_FRAG_NEEDED, 1);
-		return XDP_DROP;
-	}
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
-		count(cs, SY_CNT_FIB_FAIL, 1);
-		return XDP_DROP;
-	}
+/* ---- the slow path ------------------------------------------------------------------------- */
 
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	__u64 ttl_diff;
-	if (write_rewrite(data, data_end, &d.pkt, &w, 1, &ttl_diff)) {
-		count(cs, SY_CNT_DROP_OTHER, 1);
+/* Both keys sit at 8-byte aligned offsets (the map value's fields; sy_decision.pkt.key), so
+ * they are compared as five 64-bit words. */
+static __always_inline int same_key(const struct sy_flow_key *a, const struct sy_flow_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]) | (x[4] ^ y[4])) == 0;
+}
+
+/* Sends one frame along the route in `slow_route` (the direction whose key the frame has),
+ * with the same rewrite, FIB lookup and transmit as sy_xdp, without touching `routes`. Run by
+ * the agent through BPF_PROG_TEST_RUN in live-frames mode; never attached. Everything that is
+ * not sent is dropped (a pass would reach the attached programs as a miss again). No FINAL
+ * events: the classifier handles every packet of such a flow itself. */
+SEC("xdp")
+int sy_xdp_slow(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 ifindex = ctx->ingress_ifindex;
+	__u32 pkt_len = data_end - data;
+	__u32 zero = 0;
+	struct sy_slow_route *s = bpf_map_lookup_elem(&slow_route, &zero);
+	if (!s)
 		return XDP_DROP;
+	struct sy_decision d = {};
+	struct sy_counters *cs = counters_of(SY_HOOK_SLOW);
+	d.cs = cs;
+	count(cs, SY_CNT_RX, 1);
+	__u32 why = SY_SLOW_UNPARSED;
+	int act = XDP_DROP;
+	if (parse(data, data_end, pkt_len, &d.pkt) != SY_P_OK)
+		goto out;
+	if (same_key(&d.pkt.key, &s->fwd_key)) {
+		d.route = &s->fwd;
+	} else if (same_key(&d.pkt.key, &s->rep_key)) {
+		d.route = &s->rep;
+	} else {
+		why = SY_SLOW_WRONG_FLOW;
+		goto out;
 	}
-	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > data_end)
-		return XDP_DROP;
-	__builtin_memcpy(eth->h_dest, f.dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, f.smac, ETH_ALEN);
-	account_forward(&d, pkt_len);
-	if (f.ifindex == ifindex) {
-		count(cs, SY_CNT_TX, 1);
-		return XDP_TX;
+	d.vip_id = d.route->vip_id;
+	d.is_reply = (d.route->flags & SY_ROUTE_REPLY) != 0;
+	if (d.route->mode != SY_MODE_NAT && d.route->mode != SY_MODE_HALF_NAT) {
+		count(cs, SY_CNT_UNSUPPORTED, 1);
+		why = SY_SLOW_ERROR;
+		goto out;
 	}
-	count(cs, SY_CNT_REDIRECT, 1);
-	return bpf_redirect(f.ifindex, 0);
+	if (d.pkt.ttl <= 1) {
+		count(cs, SY_CNT_TTL_EXPIRED, 1);
+		why = SY_SLOW_TTL;
+		goto out;
+	}
+	act = xdp_send(ctx, &d, ifindex, pkt_len, XDP_DROP, &why);
+out:
+	count(cs, why == SY_SLOW_SENT ? SY_CNT_SLOW_SENT : SY_CNT_SLOW_REFUSED, 1);
+	s->result = why;
+	return act;
 }
 
 /* ---- tc ------------------------------------------------------------------------------------ */

@@ -149,15 +149,20 @@ enum sy_counter {
 	SY_CNT_FW_DENIED,      /* new connection dropped by a deny prefix */
 	SY_CNT_FW_NOT_ALLOWED, /* new connection dropped: not in the VIP's allow list */
 	SY_CNT_FW_RATE_LIMITED,/* new connection dropped by the per-source rate limit */
+	SY_CNT_NAT_MISS,       /* packet to a NAT source (port in range) without route: event + drop */
+	SY_CNT_SLOW_SENT,      /* sy_xdp_slow: frame rewritten along `slow_route` and sent */
+	SY_CNT_SLOW_REFUSED,   /* sy_xdp_slow: frame not sent (not of the flow, unparseable, FIB) */
 	SY_CNT_MAX
 };
 
 #define SY_HOOK_XDP 0
 #define SY_HOOK_TC 1
+#define SY_HOOK_SLOW 2 /* sy_xdp_slow (the classifier's slow path) */
 
 /* Ring buffer event kinds. */
 #define SY_EVENT_MISS 1
 #define SY_EVENT_FINAL 2
+#define SY_EVENT_REPLY_MISS 3 /* like MISS, for a packet to a NAT source (host -> NAT source) */
 
 /* Largest frame copied into a miss event. */
 #define SY_MAX_CAPTURE 1514
@@ -181,6 +186,41 @@ struct sy_miss_event {
 	struct sy_event_header hdr;
 	__u8 data[SY_MAX_CAPTURE];
 	__u8 pad[6];
+};
+
+/* Key of `nat_sources`: a full-NAT source address of this forwarder. 20 bytes. */
+struct sy_nat_source_key {
+	__u8 addr[16];
+	__u8 family;
+	__u8 pad[3]; /* zero */
+};
+
+/* Value of `nat_sources`: the NAT port range, host byte order, inclusive. */
+struct sy_nat_ports {
+	__u16 first;
+	__u16 last;
+};
+
+/* sy_slow_route.result, written by sy_xdp_slow. */
+#define SY_SLOW_SENT 1       /* rewritten and transmitted (XDP_TX / XDP_REDIRECT) */
+#define SY_SLOW_WRONG_FLOW 2 /* the frame is of neither direction of the flow: dropped */
+#define SY_SLOW_UNPARSED 3   /* not a TCP/UDP packet the program understands: dropped */
+#define SY_SLOW_TTL 4        /* TTL / hop limit <= 1: dropped */
+#define SY_SLOW_NO_NEIGH 5   /* next hop's neighbour unresolved: dropped */
+#define SY_SLOW_FIB_FAIL 6   /* no route / too big for the egress MTU: dropped */
+#define SY_SLOW_ERROR 7      /* unsupported mode or a failed rewrite: dropped */
+
+/* The only value of `slow_route` (an ARRAY of one): a route to apply to one frame without
+ * installing it in `routes` (the classifier's slow path when the table is full). Both
+ * directions: a frame whose key is fwd_key gets fwd, one whose key is rep_key gets rep.
+ * 200 bytes. */
+struct sy_slow_route {
+	struct sy_flow_key fwd_key;
+	struct sy_route fwd;
+	struct sy_flow_key rep_key;
+	struct sy_route rep;
+	__u32 result; /* SY_SLOW_*, written by the program */
+	__u32 pad;
 };
 
 #endif

@@ -5,7 +5,7 @@
 use crate::layout::VipStatsValue;
 
 /// Number of global counters per hook (`SY_CNT_MAX`).
-pub(crate) const COUNTER_COUNT: u32 = 25;
+pub(crate) const COUNTER_COUNT: u32 = 28;
 
 /// Which program a counter set or event belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -14,6 +14,8 @@ pub enum Hook {
     Xdp,
     /// The tc (clsact / tcx ingress) program.
     Tc,
+    /// `sy_xdp_slow`, the slow path ([`crate::Dataplane::deliver_with_route`]); never attached.
+    Slow,
 }
 
 impl Hook {
@@ -22,11 +24,16 @@ impl Hook {
         match self {
             Hook::Xdp => 0,
             Hook::Tc => 1,
+            Hook::Slow => 2,
         }
     }
 
     pub(crate) fn from_raw(v: u8) -> Hook {
-        if v == 0 { Hook::Xdp } else { Hook::Tc }
+        match v {
+            0 => Hook::Xdp,
+            2 => Hook::Slow,
+            _ => Hook::Tc,
+        }
     }
 }
 
@@ -83,6 +90,13 @@ pub struct Counters {
     pub fw_not_allowed: u64,
     /// New connections dropped by a VIP's per-source rate limit.
     pub fw_rate_limited: u64,
+    /// Packets to a NAT source (port in range) without a route: reported to the classifier
+    /// (replies of flows the table could not hold) and dropped.
+    pub nat_misses: u64,
+    /// Slow path: frames rewritten along the given route and sent.
+    pub slow_sent: u64,
+    /// Slow path: frames not sent (not of the flow, unparseable, TTL, FIB); dropped.
+    pub slow_refused: u64,
 }
 
 impl Counters {
@@ -114,6 +128,9 @@ impl Counters {
             fw_denied: g(22),
             fw_not_allowed: g(23),
             fw_rate_limited: g(24),
+            nat_misses: g(25),
+            slow_sent: g(26),
+            slow_refused: g(27),
         }
     }
 }

@@ -1,17 +1,19 @@
 //! [`Dataplane`]: loads the forwarder's BPF object (both programs), owns its maps, attaches the
 //! programs to interfaces and detaches them on drop, and gives typed access to VIPs, routes,
-//! counters and events. Also the `BPF_PROG_TEST_RUN` entry points used by tests, benchmarks and
-//! the reinjection of a classified first packet ([`Dataplane::reinject`]).
+//! counters and events. Also the `BPF_PROG_TEST_RUN` entry points used by tests, benchmarks, the
+//! reinjection of a classified first packet ([`Dataplane::reinject`]) and the slow path that
+//! sends a frame along a route the table could not hold ([`Dataplane::deliver_with_route`]).
 //!
 //! Everything here is a thin shell over maps and syscalls; decisions (which host, which NAT
 //! port, when a flow is idle) belong to the classifier and the agent.
 //!
 //! Interface names and ifindexes resolve in the network namespace of the calling thread.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
-use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf};
 use aya::programs::tc::{self, SchedClassifier, SchedClassifierLinkId, TcAttachType};
 use aya::programs::xdp::XdpLinkId;
 use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
@@ -22,15 +24,19 @@ use crate::counters::{COUNTER_COUNT, Counters, Hook, VipStats};
 use crate::error::{Error, is_map_full, is_not_found};
 use crate::events::EventReader;
 use crate::firewall::{FirewallRules, compile};
-use crate::flow::{Flow, Route, Vip, reply_key_of, route_entries, route_from_value};
+use crate::flow::{Flow, Route, Vip, addr_bytes, reply_key_of, route_entries, route_from_value};
 use crate::layout::{
-    Bucket, BucketKey, FlowKey, FwKeyData, FwRule, ROUTE_REPLY, RouteValue, VipKey, VipStatsValue,
-    VipValue,
+    Bucket, BucketKey, FlowKey, FwKeyData, FwRule, NatPorts, NatSourceKey, ROUTE_REPLY, RouteValue,
+    SLOW_FIB_FAIL, SLOW_NO_NEIGH, SLOW_SENT, SLOW_TTL, SLOW_UNPARSED, SLOW_WRONG_FLOW,
+    SlowRouteValue, VipKey, VipStatsValue, VipValue,
 };
 use crate::program;
 
 const XDP_PROG: &str = "sy_xdp";
 const TC_PROG: &str = "sy_tc";
+const SLOW_PROG: &str = "sy_xdp_slow";
+/// Capacity of the `nat_sources` map.
+pub const MAX_NAT_SOURCES: usize = 64;
 
 /// Map sizes, chosen at load time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +118,40 @@ pub struct RunResult {
     pub duration: Duration,
 }
 
+/// What the slow path ([`Dataplane::deliver_with_route`]) did with a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlowOutcome {
+    /// Rewritten along the route and transmitted.
+    Sent,
+    /// The frame is of neither direction of the flow: dropped (never sent elsewhere).
+    WrongFlow,
+    /// Not a TCP/UDP packet the program understands (fragment, extension headers, malformed):
+    /// dropped.
+    Unparsed,
+    /// TTL / hop limit ≤ 1: dropped.
+    TtlExpired,
+    /// The next hop's neighbour is not resolved (nothing resolves it on this path): dropped.
+    NoNeighbour,
+    /// No route to the destination, or larger than the egress MTU: dropped.
+    FibFailed,
+    /// Unsupported mode or a failed rewrite: dropped.
+    Error,
+}
+
+impl SlowOutcome {
+    fn from_raw(v: u32) -> SlowOutcome {
+        match v {
+            SLOW_SENT => SlowOutcome::Sent,
+            SLOW_WRONG_FLOW => SlowOutcome::WrongFlow,
+            SLOW_UNPARSED => SlowOutcome::Unparsed,
+            SLOW_TTL => SlowOutcome::TtlExpired,
+            SLOW_NO_NEIGH => SlowOutcome::NoNeighbour,
+            SLOW_FIB_FAIL => SlowOutcome::FibFailed,
+            _ => SlowOutcome::Error,
+        }
+    }
+}
+
 /// XDP actions.
 pub mod xdp_action {
     /// `XDP_DROP`.
@@ -156,6 +196,8 @@ pub struct Dataplane {
     fw_buckets: HashMap<MapData, BucketKey, Bucket>,
     counters: PerCpuArray<MapData, [u64; COUNTER_COUNT as usize]>,
     vip_stats: PerCpuArray<MapData, VipStatsValue>,
+    nat_sources: HashMap<MapData, NatSourceKey, NatPorts>,
+    slow_route: Array<MapData, SlowRouteValue>,
     events: Option<RingBuf<MapData>>,
     /// VIP id -> VIP, for slot allocation.
     vip_slots: Vec<Option<Vip>>,
@@ -227,12 +269,23 @@ impl Dataplane {
             p.load()
                 .map_err(|e| Error::program("load the tc program", e))?;
         }
+        {
+            let p: &mut Xdp = bpf
+                .program_mut(SLOW_PROG)
+                .ok_or(Error::Missing(SLOW_PROG))?
+                .try_into()
+                .map_err(|e| Error::program("slow-path program type", e))?;
+            p.load()
+                .map_err(|e| Error::program("load the slow-path program", e))?;
+        }
         let vips = take(&mut bpf, "vips")?;
         let routes = take(&mut bpf, "routes")?;
         let fw_rules = take(&mut bpf, "fw_rules")?;
         let fw_buckets = take(&mut bpf, "fw_buckets")?;
         let counters = take(&mut bpf, "counters")?;
         let vip_stats = take(&mut bpf, "vip_stats")?;
+        let nat_sources = take(&mut bpf, "nat_sources")?;
+        let slow_route = take(&mut bpf, "slow_route")?;
         let events = take(&mut bpf, "events")?;
         let slots = usize::try_from(settings.max_vips).unwrap_or(0);
         Ok(Dataplane {
@@ -244,6 +297,8 @@ impl Dataplane {
             fw_buckets,
             counters,
             vip_stats,
+            nat_sources,
+            slow_route,
             events: Some(events),
             vip_slots: vec![None; slots],
             firewalls: vec![None; slots],
@@ -263,6 +318,14 @@ impl Dataplane {
             .ok_or(Error::Missing(XDP_PROG))?
             .try_into()
             .map_err(|e| Error::program("XDP program type", e))
+    }
+
+    fn slow(&self) -> Result<&Xdp, Error> {
+        self.bpf
+            .program(SLOW_PROG)
+            .ok_or(Error::Missing(SLOW_PROG))?
+            .try_into()
+            .map_err(|e| Error::program("slow-path program type", e))
     }
 
     fn tc(&self) -> Result<&SchedClassifier, Error> {
@@ -717,6 +780,124 @@ impl Dataplane {
             .filter(|r| now.saturating_sub(r.last_seen_ns) >= idle)
             .map(|r| r.flow)
             .collect())
+    }
+
+    // ---- NAT sources and the slow path ----------------------------------------------------------
+
+    /// Declares `addr` a full-NAT source of this forwarder with ports `first..=last`: a packet
+    /// to it in that range that has no route is the reply of a flow the table could not hold,
+    /// so it is reported ([`crate::Event::ReplyMiss`]) and dropped instead of passing to the
+    /// stack. Replaces the address's range. Only for addresses no local socket uses in that
+    /// range. [`Error::TooManyNatSources`] beyond [`MAX_NAT_SOURCES`].
+    pub fn set_nat_source(&mut self, addr: IpAddr, first: u16, last: u16) -> Result<(), Error> {
+        let (a, family) = addr_bytes(addr);
+        let key = NatSourceKey {
+            addr: a,
+            family,
+            pad: [0; 3],
+        };
+        self.nat_sources
+            .insert(key, NatPorts { first, last }, 0)
+            .map_err(|e| {
+                if is_map_full(&e) {
+                    Error::TooManyNatSources {
+                        max: MAX_NAT_SOURCES,
+                    }
+                } else {
+                    Error::map("insert NAT source", e)
+                }
+            })
+    }
+
+    /// Stops treating `addr` as a NAT source. Returns whether it was one.
+    pub fn remove_nat_source(&mut self, addr: IpAddr) -> Result<bool, Error> {
+        let (a, family) = addr_bytes(addr);
+        let key = NatSourceKey {
+            addr: a,
+            family,
+            pad: [0; 3],
+        };
+        match self.nat_sources.remove(&key) {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(Error::map("remove NAT source", e)),
+        }
+    }
+
+    /// Writes `route` of `flow` (both directions) into `slow_route`.
+    fn set_slow_route(&mut self, flow: &Flow, route: &Route) -> Result<(), Error> {
+        let vip = flow.vip_endpoint();
+        let vip_id = self
+            .vip_id(&vip)
+            .ok_or_else(|| Error::UnknownVip(vip.to_string()))?;
+        let e = route_entries(flow, route, vip_id)?;
+        let value = SlowRouteValue {
+            fwd_key: e.forward.0,
+            fwd: e.forward.1,
+            rep_key: e.reply.0,
+            rep: e.reply.1,
+            result: 0,
+            pad: 0,
+        };
+        self.slow_route
+            .set(0, value, 0)
+            .map_err(|e| Error::map("write slow_route", e))
+    }
+
+    fn slow_result(&self) -> Result<SlowOutcome, Error> {
+        let v = self
+            .slow_route
+            .get(&0, 0)
+            .map_err(|e| Error::map("read slow_route", e))?;
+        Ok(SlowOutcome::from_raw(v.result))
+    }
+
+    /// The slow path: sends `frame` (a whole Ethernet frame of `flow`, either direction, as
+    /// received on `ingress_ifindex`) along `route` **without** installing the route — for
+    /// flows the routing table could not hold. The data plane's own rewrite, FIB lookup and
+    /// transmit do it (`sy_xdp_slow`, run once through `BPF_PROG_TEST_RUN` in live-frames mode,
+    /// like [`Dataplane::reinject`]): a client → VIP frame gets the forward rewrite, a host →
+    /// NAT source (or client) frame the reply rewrite; a frame of neither direction, or one
+    /// that cannot be sent (TTL, no neighbour, no route), is dropped — never passed, never
+    /// sent elsewhere. The transport checksum must be complete (as for `reinject`).
+    ///
+    /// The route travels in a one-entry map, so calls are serialised: `&mut self` (the agent's
+    /// single owner or mutex) guarantees one at a time. Three syscalls per frame (write the
+    /// route, run, read the outcome). Kernel ≥ 5.18; must run in the namespace of
+    /// `ingress_ifindex`.
+    pub fn deliver_with_route(
+        &mut self,
+        frame: &[u8],
+        ingress_ifindex: u32,
+        flow: &Flow,
+        route: &Route,
+    ) -> Result<SlowOutcome, Error> {
+        self.set_slow_route(flow, route)?;
+        let ctx = xdp_ctx(frame.len(), ingress_ifindex);
+        self.slow()?
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ctx_in: Some(&ctx[..]),
+                repeat: 1,
+                attrs: TestRunAttrs::new().xdp_live_frames(1),
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| Error::program("slow path (BPF_PROG_TEST_RUN live frames)", e))?;
+        self.slow_result()
+    }
+
+    /// As [`Dataplane::deliver_with_route`], but a plain test run: nothing is transmitted; the
+    /// rewritten frame and the program's action come back (for tests).
+    pub fn run_slow(
+        &mut self,
+        frame: &[u8],
+        ingress_ifindex: u32,
+        flow: &Flow,
+        route: &Route,
+    ) -> Result<(RunResult, SlowOutcome), Error> {
+        self.set_slow_route(flow, route)?;
+        let r = run_xdp_program(self.slow()?, frame, ingress_ifindex, 1)?;
+        Ok((r, self.slow_result()?))
     }
 
     // ---- counters and events -----------------------------------------------------------------

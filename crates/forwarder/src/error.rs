@@ -40,6 +40,12 @@ pub enum Error {
         /// The configured capacity.
         max_vips: u32,
     },
+    /// The `nat_sources` map is full.
+    #[error("too many NAT source addresses (at most {max})")]
+    TooManyNatSources {
+        /// Its capacity.
+        max: usize,
+    },
     /// The route's VIP is not configured on this forwarder.
     #[error("{0} is not a configured VIP")]
     UnknownVip(String),

@@ -14,7 +14,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use crate::counters::Hook;
 use crate::error::Error;
 use crate::flow::{Protocol, addr_from};
-use crate::layout::{EVENT_FINAL, EVENT_MISS, EventHeader, FlowKey};
+use crate::layout::{EVENT_FINAL, EVENT_MISS, EVENT_REPLY_MISS, EventHeader, FlowKey};
 
 use std::net::SocketAddr;
 
@@ -84,6 +84,10 @@ pub enum Event {
     Miss(Miss),
     /// A final packet of a routed flow.
     Final(Final),
+    /// A packet to one of the forwarder's NAT sources (port in range) without a route: the
+    /// reply of a full-NAT flow the table could not hold (`flow` is host → NAT source,
+    /// `vip_id` is 0). Dropped by the data plane, like a miss.
+    ReplyMiss(Miss),
 }
 
 /// Decodes one ring-buffer record; `None` for a record this version does not understand.
@@ -92,10 +96,10 @@ pub fn decode(record: &[u8]) -> Option<Event> {
     let flow = WireFlow::from_key(&h.flow)?;
     let hook = Hook::from_raw(h.hook);
     match h.kind {
-        EVENT_MISS => {
+        EVENT_MISS | EVENT_REPLY_MISS => {
             let cap = usize::try_from(h.cap_len).ok()?;
             let frame = record.get(EventHeader::LEN..EventHeader::LEN.checked_add(cap)?)?;
-            Some(Event::Miss(Miss {
+            let miss = Miss {
                 flow,
                 ifindex: h.ifindex,
                 vip_id: h.vip_id,
@@ -104,7 +108,12 @@ pub fn decode(record: &[u8]) -> Option<Event> {
                 len: h.pkt_len,
                 frame: frame.to_vec(),
                 ts_ns: h.ts_ns,
-            }))
+            };
+            Some(if h.kind == EVENT_MISS {
+                Event::Miss(miss)
+            } else {
+                Event::ReplyMiss(miss)
+            })
         }
         EVENT_FINAL => Some(Event::Final(Final {
             flow,

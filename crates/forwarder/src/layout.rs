@@ -43,6 +43,23 @@ pub const FW_DENY: u32 = 2;
 pub const EVENT_MISS: u32 = 1;
 /// `SY_EVENT_FINAL`.
 pub const EVENT_FINAL: u32 = 2;
+/// `SY_EVENT_REPLY_MISS`: a packet to a NAT source without a route.
+pub const EVENT_REPLY_MISS: u32 = 3;
+
+/// `SY_SLOW_SENT`: `sy_xdp_slow` rewrote and transmitted the frame.
+pub const SLOW_SENT: u32 = 1;
+/// `SY_SLOW_WRONG_FLOW`: the frame is of neither direction of the flow.
+pub const SLOW_WRONG_FLOW: u32 = 2;
+/// `SY_SLOW_UNPARSED`: not a TCP/UDP packet the program understands.
+pub const SLOW_UNPARSED: u32 = 3;
+/// `SY_SLOW_TTL`: TTL / hop limit ≤ 1.
+pub const SLOW_TTL: u32 = 4;
+/// `SY_SLOW_NO_NEIGH`: the next hop's neighbour is not resolved.
+pub const SLOW_NO_NEIGH: u32 = 5;
+/// `SY_SLOW_FIB_FAIL`: no route, or larger than the egress MTU.
+pub const SLOW_FIB_FAIL: u32 = 6;
+/// `SY_SLOW_ERROR`: unsupported mode or a failed rewrite.
+pub const SLOW_ERROR: u32 = 7;
 
 /// `SY_MAX_CAPTURE`: the most frame bytes a miss event carries.
 pub const MAX_CAPTURE: usize = 1514;
@@ -92,6 +109,47 @@ pub struct RouteValue {
     pub touch_jiffies: u32,
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of a recent packet; 0 = none yet.
     pub last_seen_ns: u64,
+}
+
+/// `struct sy_slow_route`: the one value of `slow_route`, both directions of a route for
+/// `sy_xdp_slow`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlowRouteValue {
+    /// Key of the forward direction (client → VIP).
+    pub fwd_key: FlowKey,
+    /// Its rewrite.
+    pub fwd: RouteValue,
+    /// Key of the reply direction (host → NAT source or client).
+    pub rep_key: FlowKey,
+    /// Its rewrite.
+    pub rep: RouteValue,
+    /// `SLOW_*`, written by the program (zero when written by the agent).
+    pub result: u32,
+    /// Zero.
+    pub pad: u32,
+}
+
+/// `struct sy_nat_source_key`: a full-NAT source address (key of `nat_sources`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NatSourceKey {
+    /// Address (IPv4 in the first 4 bytes).
+    pub addr: [u8; 16],
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    /// Zero.
+    pub pad: [u8; 3],
+}
+
+/// `struct sy_nat_ports`: a NAT source's port range (host byte order, inclusive).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatPorts {
+    /// First port.
+    pub first: u16,
+    /// Last port.
+    pub last: u16,
 }
 
 /// `struct sy_vip_key`: a service endpoint.
@@ -234,6 +292,13 @@ unsafe impl aya::Pod for BucketKey {}
 unsafe impl aya::Pod for Bucket {}
 // SAFETY: as above; one u32.
 unsafe impl aya::Pod for FwRule {}
+// SAFETY: as above; two FlowKeys, two RouteValues and two u32, 200 bytes, every field at an
+// offset that its alignment divides, no implicit padding (asserted below).
+unsafe impl aya::Pod for SlowRouteValue {}
+// SAFETY: as above; 16 + 1 + 3 bytes, 20 bytes, no implicit padding (asserted below).
+unsafe impl aya::Pod for NatSourceKey {}
+// SAFETY: as above; two u16.
+unsafe impl aya::Pod for NatPorts {}
 
 const _: () = {
     assert!(size_of::<FlowKey>() == 40);
@@ -273,6 +338,14 @@ const _: () = {
     assert!(offset_of!(BucketKey, addr) == 4);
     assert!(size_of::<Bucket>() == 16);
     assert!(size_of::<FwRule>() == 4);
+    assert!(size_of::<SlowRouteValue>() == 200);
+    assert!(offset_of!(SlowRouteValue, fwd) == 40);
+    assert!(offset_of!(SlowRouteValue, rep_key) == 96);
+    assert!(offset_of!(SlowRouteValue, rep) == 136);
+    assert!(offset_of!(SlowRouteValue, result) == 192);
+    assert!(size_of::<NatSourceKey>() == 20);
+    assert!(offset_of!(NatSourceKey, family) == 16);
+    assert!(size_of::<NatPorts>() == 4);
 
     assert!(size_of::<EventHeader>() == EventHeader::LEN);
     assert!(offset_of!(EventHeader, ifindex) == 4);

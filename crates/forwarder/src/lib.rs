@@ -8,6 +8,10 @@
 //! - reply from a host → reverse translation back to VIP → client;
 //! - miss → ring-buffer event with the frame (the "default route" to the classifier), dropped;
 //!   after plumbing, [`Dataplane::reinject`] sends the frame through the program again;
+//! - table full → the classifier's slow path: [`Dataplane::deliver_with_route`] sends one frame
+//!   along an explicit route with the same rewrite code (`sy_xdp_slow`), without installing it;
+//!   replies to a configured NAT source ([`Dataplane::set_nat_source`]) without a route are
+//!   reported ([`Event::ReplyMiss`]) so the classifier can send them the same way;
 //! - FIN/RST of routed flows → ring-buffer event;
 //! - per-VIP firewall for new connections: allow/deny source prefixes (most specific wins) and
 //!   a per-source rate limit ([`Dataplane::set_firewall`], [`FirewallRules`]);
@@ -34,8 +38,8 @@ mod program;
 pub use bench::Baseline;
 pub use counters::{Counters, Hook, VipStats};
 pub use dataplane::{
-    AttachMode, Attachment, Dataplane, RouteInfo, RunResult, Settings, monotonic_now_ns, tc_action,
-    xdp_action,
+    AttachMode, Attachment, Dataplane, MAX_NAT_SOURCES, RouteInfo, RunResult, Settings,
+    SlowOutcome, monotonic_now_ns, tc_action, xdp_action,
 };
 pub use error::Error;
 pub use events::{Event, EventReader, Final, Miss, WireFlow, decode};

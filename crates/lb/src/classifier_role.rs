@@ -11,8 +11,21 @@
 //! |---|---|---|
 //! | `PlumbRoute` | `add_route`; on failure `on_plumb_failed` before the next action | `AddRoute` datagram |
 //! | `Deliver` (forwarder path) | reinject the frame | nothing: the forwarder reinjects its pending frames on `AddRoute` |
-//! | `Deliver` (slow path) | dropped and counted (`slow_path_dropped`); the client retransmits | same |
+//! | `Deliver` (slow path) | full NAT: `deliver_with_route` (`slow_path_delivered`); half NAT: dropped and counted (`slow_path_dropped`) | dropped and counted (`slow_path_dropped`) |
 //! | `DeleteRoute` | `delete_route` | `DeleteRoute` datagram |
+//!
+//! **Table full** (the forwarder refused a route): the machine keeps the connection in its
+//! inventory, unplumbed, and asks for every later packet of the flow to be delivered on the
+//! slow path. With the unit's own forwarder this driver sends each such frame along the route
+//! with [`ForwarderHandle::deliver_with_route`] (the data plane's rewrite, one frame at a time,
+//! nothing installed; serialised by this single thread and the forwarder's mutex). The host's
+//! replies of a full-NAT flow go to the unit's NAT source, which the forwarder reports
+//! ([`ClassifierInput::ReplyMiss`]) instead of passing to the stack: the driver finds the flow
+//! with [`switchyard_classifier::Inventory::flow_of_reply`] and sends the reply along the same
+//! route (reverse direction); a FIN or RST among them closes the flow as a final packet would.
+//! Not served (dropped and counted, never mis-forwarded): half-NAT flows (the host's replies go
+//! to the client's address, which the forwarder cannot tell from other traffic without a
+//! route) and flows of remote forwarders (the plumbing protocol carries no slow path).
 //!
 //! Allotments come from the unit's health cache ([`HealthCacheHandle`]) when it runs that
 //! role, else from a health-cache unit over UDP through [`RemoteAllotments`]: the machine's
@@ -40,7 +53,7 @@ use switchyard_config::{Config, Unit};
 use switchyard_health::AllotmentSource;
 use switchyard_transport::{Throttle, UdpEndpoint};
 use switchyard_wire::allotment::{Allotment, AllotmentRequest, AllotmentResponse, AllotmentScheme};
-use switchyard_wire::plumbing::{self, AddRoute, DeleteRoute};
+use switchyard_wire::plumbing::{self, AddRoute, DeleteRoute, Delivery};
 use switchyard_wire::{Codec, FlowTuple, Message, Protocol, SenderId, UnitId};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -80,8 +93,17 @@ pub struct ClassifierSnapshot {
     pub connections: u64,
     /// NAT ports in use.
     pub nat_ports_in_use: u64,
-    /// Slow-path deliveries dropped (no user-space rewrite yet).
+    /// Slow-path deliveries dropped: half NAT, or a remote forwarder.
     pub slow_path_dropped: u64,
+    /// Frames of flows the forwarder's table could not hold, sent along their route
+    /// (both directions).
+    pub slow_path_delivered: u64,
+    /// Of those, reply-direction frames (host → NAT source).
+    pub slow_path_replies: u64,
+    /// Slow-path frames the data plane did not send (see the forwarder's `slow_path_failed`).
+    pub slow_path_failed: u64,
+    /// Packets to a NAT source of no known flow: dropped.
+    pub reply_misses_unknown: u64,
     /// Allotment refreshes after a health or directive change.
     pub refreshes: u64,
     /// Inputs refused (undecodable, unknown sender).
@@ -252,7 +274,7 @@ pub fn start(
         owners: HashMap::new(),
         out: Vec::new(),
         stats: stats.clone(),
-        slow_path_dropped: 0,
+        slow_path: SlowPathCounters::default(),
         refreshes: 0,
         refused: 0,
         throttle: Throttle::new(LOG_EVERY),
@@ -350,6 +372,16 @@ impl AllotmentSource for Source {
     }
 }
 
+/// The driver's slow-path counters.
+#[derive(Debug, Default, Clone, Copy)]
+struct SlowPathCounters {
+    dropped: u64,
+    delivered: u64,
+    replies: u64,
+    failed: u64,
+    unknown_replies: u64,
+}
+
 /// The driver's `Send` parts, moved into the classifier thread.
 struct DriverParts {
     service_keys: Vec<(SocketAddr, Protocol, String)>,
@@ -358,7 +390,7 @@ struct DriverParts {
     owners: HashMap<FlowTuple, Origin>,
     out: Vec<(SocketAddr, Message)>,
     stats: ClassifierStats,
-    slow_path_dropped: u64,
+    slow_path: SlowPathCounters,
     refreshes: u64,
     refused: u64,
     throttle: Throttle,
@@ -374,7 +406,7 @@ impl DriverParts {
             owners: self.owners,
             out: self.out,
             stats: self.stats,
-            slow_path_dropped: self.slow_path_dropped,
+            slow_path: self.slow_path,
             refreshes: self.refreshes,
             refused: self.refused,
             throttle: self.throttle,
@@ -390,7 +422,7 @@ struct Driver {
     owners: HashMap<FlowTuple, Origin>,
     out: Vec<(SocketAddr, Message)>,
     stats: ClassifierStats,
-    slow_path_dropped: u64,
+    slow_path: SlowPathCounters,
     refreshes: u64,
     refused: u64,
     throttle: Throttle,
@@ -608,7 +640,11 @@ impl Driver {
             counters: self.classifier.counters().clone(),
             connections: self.classifier.inventory().len() as u64,
             nat_ports_in_use: self.classifier.nat_ports_in_use(),
-            slow_path_dropped: self.slow_path_dropped,
+            slow_path_dropped: self.slow_path.dropped,
+            slow_path_delivered: self.slow_path.delivered,
+            slow_path_replies: self.slow_path.replies,
+            slow_path_failed: self.slow_path.failed,
+            reply_misses_unknown: self.slow_path.unknown_replies,
             refreshes: self.refreshes,
             refused: self.refused,
         };
@@ -633,6 +669,49 @@ impl Driver {
             ClassifierInput::Idle {
                 idle_for, flows, ..
             } => self.classifier.on_idle(now, idle_for, &flows),
+            ClassifierInput::ReplyMiss {
+                wire,
+                tcp_flags,
+                ingress_ifindex,
+                frame,
+            } => self.reply_miss(now, &wire, tcp_flags, ingress_ifindex, frame),
+        }
+    }
+
+    /// A host's packet to the unit's NAT source without a route: the reply of a flow the
+    /// forwarder could not hold. Sent along the flow's route (reverse direction); unknown
+    /// ones are dropped (counted).
+    fn reply_miss(
+        &mut self,
+        now: Instant,
+        wire: &switchyard_forwarder::WireFlow,
+        tcp_flags: u8,
+        ifindex: u32,
+        frame: Vec<u8>,
+    ) {
+        let protocol = crate::plumbing::wire_protocol(wire.proto);
+        let known = self
+            .classifier
+            .inventory()
+            .flow_of_reply(protocol, wire.src, wire.dst)
+            .and_then(|flow| Some((flow, self.classifier.inventory().get(&flow)?.route)));
+        let (Some((flow, route)), Some(forwarder)) = (known, &self.forwarder) else {
+            self.slow_path.unknown_replies += 1;
+            return;
+        };
+        if forwarder.deliver_with_route(frame, ifindex, &route) {
+            self.slow_path.delivered += 1;
+            self.slow_path.replies += 1;
+        } else {
+            self.slow_path.failed += 1;
+        }
+        // The forwarder reports no final packets of flows without a route.
+        if protocol == Protocol::Tcp {
+            if tcp_flags & 0x04 != 0 {
+                self.classifier.on_final(now, &flow, FinalReason::Rst);
+            } else if tcp_flags & 0x01 != 0 {
+                self.classifier.on_final(now, &flow, FinalReason::Fin);
+            }
         }
     }
 
@@ -733,10 +812,27 @@ impl Driver {
                         }
                     }
                     (DeliveryPath::Forwarder, _) => {}
-                    (DeliveryPath::SlowPath, _) => {
-                        self.slow_path_dropped += 1;
+                    (DeliveryPath::SlowPath, Some(Origin::Local))
+                        if matches!(d.route.delivery, Delivery::Nat { .. }) =>
+                    {
+                        let sent = self.forwarder.as_ref().is_some_and(|f| {
+                            f.deliver_with_route(d.frame, d.ingress_ifindex, &d.route)
+                        });
+                        if sent {
+                            self.slow_path.delivered += 1;
+                        } else {
+                            self.slow_path.failed += 1;
+                        }
+                    }
+                    (DeliveryPath::SlowPath, origin) => {
+                        self.slow_path.dropped += 1;
                         if let Some(suppressed) = self.throttle.event(now) {
-                            tracing::warn!(flow = ?d.route.flow, suppressed, "forwarder table full: packet of an unplumbed flow dropped (no user-space slow path yet)");
+                            let why = if matches!(origin, Some(Origin::Local)) {
+                                "half NAT has no slow path (the host's replies could not be caught)"
+                            } else {
+                                "a remote forwarder has no slow path"
+                            };
+                            tracing::warn!(flow = ?d.route.flow, suppressed, why, "forwarder table full: packet of an unplumbed flow dropped");
                         }
                     }
                 },

@@ -121,6 +121,13 @@ pub struct AgentCounters {
     pub pending_overflow: AtomicU64,
     /// Plumbing messages refused (wrong sender, unexpected kind).
     pub plumbing_refused: AtomicU64,
+    /// Packets to a NAT source without a route (replies of flows on the slow path).
+    pub reply_misses: AtomicU64,
+    /// Frames sent along a route the table could not hold (slow path).
+    pub slow_path_sent: AtomicU64,
+    /// Slow-path frames the data plane refused (not of the flow, TTL, neighbour, FIB) or
+    /// that failed to run.
+    pub slow_path_failed: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -289,6 +296,40 @@ impl ForwarderHandle {
         }
     }
 
+    /// The slow path: sends `frame` (either direction of `route.flow`) along `route` without
+    /// installing it, for a flow the table could not hold. Completes the transport checksum
+    /// first. True if the data plane sent it.
+    pub fn deliver_with_route(&self, mut frame: Vec<u8>, ifindex: u32, route: &Route) -> bool {
+        if frame.is_empty() {
+            bump(&self.shared.counters.slow_path_failed);
+            return false;
+        }
+        complete_transport_checksum(&mut frame);
+        let flow = dataplane_flow(&route.flow);
+        let result = {
+            let mut state = self.lock();
+            state
+                .dp
+                .deliver_with_route(&frame, ifindex, &flow, &dataplane_route(route))
+        };
+        match result {
+            Ok(fwd::SlowOutcome::Sent) => {
+                bump(&self.shared.counters.slow_path_sent);
+                true
+            }
+            Ok(outcome) => {
+                bump(&self.shared.counters.slow_path_failed);
+                tracing::debug!(?flow, ?outcome, "slow path: frame not sent");
+                false
+            }
+            Err(error) => {
+                bump(&self.shared.counters.slow_path_failed);
+                tracing::debug!(%error, ifindex, "slow path failed");
+                false
+            }
+        }
+    }
+
     /// The flow a packet seen in either direction belongs to.
     fn flow_of(&self, w: &fwd::WireFlow) -> Option<FlowTuple> {
         let state = self.lock();
@@ -378,6 +419,9 @@ impl ForwarderHandle {
             ("pending_expired", load(&c.pending_expired)),
             ("pending_overflow", load(&c.pending_overflow)),
             ("plumbing_refused", load(&c.plumbing_refused)),
+            ("reply_misses", load(&c.reply_misses)),
+            ("slow_path_sent", load(&c.slow_path_sent)),
+            ("slow_path_failed", load(&c.slow_path_failed)),
         ];
         ForwarderSnapshot {
             interfaces: self.shared.interfaces.clone(),
@@ -508,6 +552,14 @@ pub async fn start(
                 rate = ?rules.new_conn_rate,
                 "firewall installed"
             );
+        }
+    }
+    // All-in-one: the unit's own classifier allocates its NAT sources; replies to them
+    // without a route (flows the table could not hold) come to the classifier, which sends
+    // them along the reverse route. A split forwarder leaves them alone (it has no slow path).
+    if matches!(link, ClassifierLink::Local(_)) {
+        for addr in &settings.nat_sources {
+            dp.set_nat_source(*addr, settings.nat_ports.first, settings.nat_ports.last)?;
         }
     }
     for ifname in &settings.interfaces {
@@ -646,6 +698,7 @@ impl Agent {
             match event {
                 Event::Miss(miss) => self.on_miss(miss, &mut out),
                 Event::Final(f) => self.on_final(&f, &mut out),
+                Event::ReplyMiss(miss) => self.on_reply_miss(miss),
             }
         }
         out
@@ -685,6 +738,21 @@ impl Agent {
                 }));
             }
         }
+    }
+
+    fn on_reply_miss(&mut self, miss: fwd::Miss) {
+        bump(&self.counters().reply_misses);
+        let whole = u32::try_from(miss.frame.len()).unwrap_or(u32::MAX) >= miss.len;
+        if !whole {
+            bump(&self.counters().truncated_misses);
+        }
+        // Only a local classifier has the slow path (NAT sources are set only then).
+        self.give(ClassifierInput::ReplyMiss {
+            wire: miss.flow,
+            tcp_flags: miss.tcp_flags,
+            ingress_ifindex: miss.ifindex,
+            frame: if whole { miss.frame } else { Vec::new() },
+        });
     }
 
     fn keep(&mut self, flow: FlowTuple, frame: Vec<u8>, ifindex: u32) {

@@ -60,6 +60,19 @@ pub enum ClassifierInput {
         /// FIN or RST.
         reason: FinalReason,
     },
+    /// A packet to one of the unit's NAT sources without a route: the reply of a full-NAT
+    /// flow the forwarder's table could not hold (all-in-one only). The classifier maps it to
+    /// its flow and sends it along the reverse route (slow path).
+    ReplyMiss {
+        /// The packet as seen on the wire (host → NAT source).
+        wire: WireFlow,
+        /// TCP flags (0 for UDP).
+        tcp_flags: u8,
+        /// The interface it arrived on.
+        ingress_ifindex: u32,
+        /// The whole frame (empty if it was captured only in part).
+        frame: Vec<u8>,
+    },
     /// Flows without a packet for at least `idle_for`.
     Idle {
         /// From which forwarder.

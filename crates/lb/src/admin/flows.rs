@@ -287,6 +287,10 @@ fn classifier_events(s: &ClassifierSnapshot) -> BTreeMap<String, u64> {
         ("plumb_errors", c.plumb_errors),
         ("slow_path_deliveries", c.slow_path_deliveries),
         ("slow_path_dropped", s.slow_path_dropped),
+        ("slow_path_delivered", s.slow_path_delivered),
+        ("slow_path_replies", s.slow_path_replies),
+        ("slow_path_failed", s.slow_path_failed),
+        ("reply_misses_unknown", s.reply_misses_unknown),
         ("allotment_refreshes", s.refreshes),
         ("plumbing_refused", s.refused),
     ]
