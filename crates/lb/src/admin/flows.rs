@@ -196,6 +196,7 @@ fn dataplane_counters(c: &Counters) -> BTreeMap<String, u64> {
         ("fw_denied", c.fw_denied),
         ("fw_not_allowed", c.fw_not_allowed),
         ("fw_rate_limited", c.fw_rate_limited),
+        ("nat_misses", c.nat_misses),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -142,6 +142,8 @@ pub struct ClusterSpec {
     /// classifier and health-cache roles without forwarder settings, so the data plane is
     /// not loaded (the health tests' shape).
     pub packet: Option<PacketSpec>,
+    /// `max_flows` of every forwarding unit (the configuration's default when `None`).
+    pub max_flows: Option<u32>,
     /// Also configure the IPv6 service `web6` ([`VIP6`], tcp, same delivery) served by pool
     /// `web6`: host `k`'s IPv6 endpoint (`[fd53:7900:0:200::{100+k}]:8080`) as host
     /// `web6-{k+1}` (id `201+k`, app [`APP_INFO`]), reported by host `k`'s agent next to
@@ -214,6 +216,7 @@ impl Default for ClusterSpec {
             agents: true,
             extra_toml: String::new(),
             packet: None,
+            max_flows: None,
             ipv6: false,
             udp: false,
             firewall: None,
@@ -1351,6 +1354,10 @@ secret_file = "cluster.key"
     for j in 0..spec.lb_units {
         // Packet-mode services need forwarder and classifier units. Without a packet spec
         // no unit has forwarder settings, so no data plane is loaded.
+        let max_flows = spec
+            .max_flows
+            .map(|n| format!(", max_flows = {n}"))
+            .unwrap_or_default();
         let (roles, extra) = match &spec.packet {
             None => (
                 r#"["forwarder", "classifier", "health-cache"]"#.to_owned(),
@@ -1359,7 +1366,7 @@ secret_file = "cluster.key"
             Some(p) if p.split && j == 0 => (
                 r#"["forwarder", "health-cache"]"#.to_owned(),
                 format!(
-                    "classifier = \"lb-2\"\nforwarder = {{ interfaces = [\"eth0\", \"eth1\"], attach = \"{}\" }}\n",
+                    "classifier = \"lb-2\"\nforwarder = {{ interfaces = [\"eth0\", \"eth1\"], attach = \"{}\"{max_flows} }}\n",
                     p.attach
                 ),
             ),
@@ -1373,7 +1380,7 @@ secret_file = "cluster.key"
             Some(p) => (
                 r#"["forwarder", "classifier", "health-cache"]"#.to_owned(),
                 format!(
-                    "forwarder = {{ interfaces = [\"eth0\", \"eth1\"], attach = \"{}\", nat_sources = [{}] }}\n",
+                    "forwarder = {{ interfaces = [\"eth0\", \"eth1\"], attach = \"{}\", nat_sources = [{}]{max_flows} }}\n",
                     p.attach,
                     nat_sources(spec, j)
                 ),
