@@ -52,11 +52,16 @@ fn packet_benchmark_runs_and_reports() {
     let report = report.expect("packet benchmark");
     assert_eq!(report.results.len(), configs.len());
     for r in &report.results {
+        assert!(r.failures.is_empty(), "{}: {:?}", r.lb, r.failures);
         for metric in Metric::ALL {
             let s = r
                 .median(metric)
                 .unwrap_or_else(|| panic!("{}: no {metric:?} sample", r.lb));
-            assert!(s.rate > 0.0 && s.rate.is_finite(), "{}: {metric:?} {s:?}", r.lb);
+            assert!(
+                s.rate > 0.0 && s.rate.is_finite(),
+                "{}: {metric:?} {s:?}",
+                r.lb
+            );
             if metric != Metric::Bulk {
                 assert!(s.requests > 0, "{}: {metric:?} {s:?}", r.lb);
                 // Causality only: a percentile is positive and ordered.
