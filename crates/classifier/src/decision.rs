@@ -30,7 +30,7 @@ use switchyard_wire::{FlowTuple, Protocol};
 use crate::affinity::{AffinityKey, AffinityTable};
 use crate::counters::Counters;
 use crate::error::ConfigError;
-use crate::inventory::{Connection, ConnectionState, FinalReason, Inventory};
+use crate::inventory::{Connection, ConnectionState, FinalReason, Inventory, Side};
 use crate::nat_ports::{NatError, NatPorts};
 use crate::service::{AffinitySpec, DeliverySpec, ServiceId, ServiceSpec, Settings};
 
@@ -453,15 +453,18 @@ impl Classifier {
     }
 
     /// The forwarder saw a FIN or RST of `flow` (client → VIP; map
-    /// reply-direction flows with [`Inventory::flow_of_reply`] first). The
-    /// route lingers ([`Settings::fin_linger`], [`Settings::rst_linger`]),
-    /// then is deleted.
-    pub fn on_final(&mut self, now: Instant, flow: &FlowTuple, reason: FinalReason) {
+    /// reply-direction flows with [`Inventory::flow_of_reply`] first), sent
+    /// by `side`. After an RST the route lingers ([`Settings::rst_linger`]),
+    /// then is deleted. A FIN only half-closes the connection (the other
+    /// side may keep sending for as long as it likes): the route lingers
+    /// ([`Settings::fin_linger`]) once both sides have sent a FIN; a
+    /// half-closed connection that goes quiet is retired as idle.
+    pub fn on_final(&mut self, now: Instant, flow: &FlowTuple, reason: FinalReason, side: Side) {
         if self.inventory.get(flow).is_none() {
             self.counters.final_unknown += 1;
             return;
         }
-        self.close(now, flow, reason);
+        self.close(now, flow, reason, side);
     }
 
     /// The forwarder reports `flows` without a packet for at least
@@ -546,15 +549,16 @@ impl Classifier {
         // packet the forwarder will not report.
         if let Transport::Tcp(f) = miss.transport {
             if f.rst() {
-                self.close(now, &flow, FinalReason::Rst);
+                self.close(now, &flow, FinalReason::Rst, Side::Client);
             } else if f.fin() {
-                self.close(now, &flow, FinalReason::Fin);
+                self.close(now, &flow, FinalReason::Fin, Side::Client);
             }
         }
     }
 
-    /// Starts or shortens the linger of `flow`.
-    fn close(&mut self, now: Instant, flow: &FlowTuple, reason: FinalReason) {
+    /// Starts or shortens the linger of `flow` (an RST, or a FIN of the
+    /// second side), or records a half-close.
+    fn close(&mut self, now: Instant, flow: &FlowTuple, reason: FinalReason, side: Side) {
         let linger = match reason {
             FinalReason::Fin => self.settings.fin_linger,
             FinalReason::Rst => self.settings.rst_linger,
@@ -562,6 +566,16 @@ impl Classifier {
         let Some(conn) = self.inventory.get_mut(flow) else {
             return;
         };
+        if reason == FinalReason::Fin {
+            match side {
+                Side::Client => conn.client_fin = true,
+                Side::Host => conn.host_fin = true,
+            }
+            if !(conn.client_fin && conn.host_fin) {
+                // Half-closed: the other side may still send.
+                return;
+            }
+        }
         let Some(delete_at) = after(now, linger) else {
             return;
         };
@@ -645,6 +659,8 @@ impl Classifier {
             plumbed: true,
             last_plumb: now,
             last_miss: now,
+            client_fin: false,
+            host_fin: false,
             timer_at: None,
         });
         true
@@ -793,6 +809,8 @@ impl Classifier {
             plumbed: true,
             last_plumb: now,
             last_miss: now,
+            client_fin: false,
+            host_fin: false,
             timer_at: None,
         });
         if let Some(timeout) = affinity_timeout {

@@ -29,6 +29,16 @@ pub enum FinalReason {
     Rst,
 }
 
+/// Which end of a connection sent a packet: the client (client → VIP) or
+/// the host (the reply direction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The client.
+    Client,
+    /// The host.
+    Host,
+}
+
 /// Lifecycle of a connection's route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionState {
@@ -63,6 +73,10 @@ pub struct Connection {
     pub last_plumb: Instant,
     /// Last miss of the flow (its activity while not plumbed).
     pub last_miss: Instant,
+    /// Whether the client sent a FIN.
+    pub client_fin: bool,
+    /// Whether the host sent a FIN.
+    pub host_fin: bool,
     pub(crate) timer_at: Option<Instant>,
 }
 

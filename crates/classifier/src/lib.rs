@@ -48,7 +48,7 @@
 //! use std::time::{Duration, Instant};
 //!
 //! use switchyard_classifier::{
-//!     Action, AffinitySpec, Classifier, DeliverySpec, DeliveryPath, FinalReason, MissPacket,
+//!     Action, AffinitySpec, Classifier, DeliverySpec, DeliveryPath, FinalReason, MissPacket, Side,
 //!     NatSpec, PortRange, ServiceSpec, Settings, TcpFlags, Transport,
 //! };
 //! use switchyard_health::AllotmentSource;
@@ -110,8 +110,9 @@
 //! assert_eq!((d.path, d.ingress_ifindex), (DeliveryPath::Forwarder, 3));
 //! assert_eq!(classifier.nat_ports_in_use(), 1);
 //!
-//! // The client closes: the route lingers, then goes with its NAT port.
-//! classifier.on_final(now, &flow, FinalReason::Fin);
+//! // Both sides close: the route lingers, then goes with its NAT port.
+//! classifier.on_final(now, &flow, FinalReason::Fin, Side::Client);
+//! classifier.on_final(now, &flow, FinalReason::Fin, Side::Host);
 //! let later = classifier.poll_timeout().expect("linger deadline");
 //! assert_eq!(later, now + Duration::from_secs(10));
 //! classifier.handle_timeout(later);
@@ -139,7 +140,7 @@ pub use decision::{
     RouteLookup, TcpFlags, Transport, host_sees,
 };
 pub use error::ConfigError;
-pub use inventory::{Connection, ConnectionState, FinalReason, Inventory};
+pub use inventory::{Connection, ConnectionState, FinalReason, Inventory, Side};
 pub use nat_ports::{NatError, NatPorts};
 pub use service::{
     AffinitySpec, DeliverySpec, NatSpec, PortRange, ServiceId, ServiceSpec, Settings,

@@ -18,7 +18,7 @@ use std::time::Instant;
 use common::*;
 use proptest::prelude::*;
 use switchyard_classifier::{
-    Action, Classifier, FinalReason, PlumbFailure, PortRange, Settings, TcpFlags, host_sees,
+    Action, Classifier, FinalReason, PlumbFailure, PortRange, Settings, Side, TcpFlags, host_sees,
 };
 use switchyard_wire::health::DirectiveState;
 use switchyard_wire::plumbing::{Delivery, Route};
@@ -166,7 +166,12 @@ proptest! {
                 Op::Udp(k) => w.c.on_miss(now, &mut w.rows, udp(client_flow(k, Protocol::Udp))),
                 Op::Final(k, udp_flow, rst) => {
                     let f = client_flow(k, if udp_flow { Protocol::Udp } else { Protocol::Tcp });
-                    w.c.on_final(now, &f, if rst { FinalReason::Rst } else { FinalReason::Fin });
+                    if rst {
+                        w.c.on_final(now, &f, FinalReason::Rst, Side::Client);
+                    } else {
+                        w.c.on_final(now, &f, FinalReason::Fin, Side::Client);
+                        w.c.on_final(now, &f, FinalReason::Fin, Side::Host);
+                    }
                 }
                 Op::IdleAll(long) => {
                     let flows: Vec<FlowTuple> = w.forwarder.keys().copied().collect();
@@ -186,7 +191,7 @@ proptest! {
         // Retire everything: finals, then time.
         let flows: Vec<FlowTuple> = w.c.inventory().iter().map(|(f, _)| *f).collect();
         for f in &flows {
-            w.c.on_final(w.now, f, FinalReason::Rst);
+            w.c.on_final(w.now, f, FinalReason::Rst, Side::Client);
         }
         w.now += secs(3600);
         w.c.handle_timeout(w.now);

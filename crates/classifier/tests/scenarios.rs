@@ -12,7 +12,7 @@ use std::time::Instant;
 use common::*;
 use switchyard_classifier::{
     Action, AffinitySpec, Classifier, DeliveryPath, FinalReason, PlumbFailure, PortRange,
-    RouteLookup, ServiceId, Settings, TcpFlags, Transport, host_sees,
+    RouteLookup, ServiceId, Settings, Side, TcpFlags, Transport, host_sees,
 };
 use switchyard_wire::health::{DirectiveState, Health};
 use switchyard_wire::plumbing::{Delivery, Route};
@@ -294,7 +294,7 @@ fn route_lookup_seam_adopts_routes_of_other_classifiers() {
     assert_eq!(c.counters().mid_connection.from_lookup, 1);
     // Its NAT port is ours and now reserved.
     assert_eq!(c.nat_ports_in_use(), 1);
-    c.on_final(t0, &f, FinalReason::Rst);
+    c.on_final(t0, &f, FinalReason::Rst, Side::Client);
     c.handle_timeout(t0 + secs(2));
     assert_eq!(drain(&mut c), vec![Action::DeleteRoute(f)]);
     assert_eq!(c.nat_ports_in_use(), 0);
@@ -312,8 +312,10 @@ fn fin_and_rst_linger_then_delete_and_free_the_port() {
     drain(&mut c);
     assert_eq!(c.nat_ports_in_use(), 2);
 
-    c.on_final(t0 + secs(1), &a, FinalReason::Fin);
-    c.on_final(t0 + secs(1), &b, FinalReason::Rst);
+    c.on_final(t0 + secs(1), &a, FinalReason::Fin, Side::Client);
+
+    c.on_final(t0 + secs(1), &a, FinalReason::Fin, Side::Host);
+    c.on_final(t0 + secs(1), &b, FinalReason::Rst, Side::Client);
     assert_eq!(c.poll_timeout(), Some(t0 + secs(3)));
     c.handle_timeout(t0 + ms(2999));
     assert!(drain(&mut c).is_empty());
@@ -333,13 +335,15 @@ fn fin_and_rst_linger_then_delete_and_free_the_port() {
     // RST after FIN shortens the linger; FIN after RST does not extend it.
     c.on_miss(t0 + secs(20), &mut rows, syn(a));
     drain(&mut c);
-    c.on_final(t0 + secs(20), &a, FinalReason::Fin);
-    c.on_final(t0 + secs(21), &a, FinalReason::Rst);
-    c.on_final(t0 + secs(22), &a, FinalReason::Fin);
+    c.on_final(t0 + secs(20), &a, FinalReason::Fin, Side::Client);
+    c.on_final(t0 + secs(20), &a, FinalReason::Fin, Side::Host);
+    c.on_final(t0 + secs(21), &a, FinalReason::Rst, Side::Client);
+    c.on_final(t0 + secs(22), &a, FinalReason::Fin, Side::Client);
+    c.on_final(t0 + secs(22), &a, FinalReason::Fin, Side::Host);
     c.handle_timeout(t0 + secs(23));
     assert_eq!(drain(&mut c), vec![Action::DeleteRoute(a)]);
     // Finals of unknown flows are counted only.
-    c.on_final(t0 + secs(24), &a, FinalReason::Fin);
+    c.on_final(t0 + secs(24), &a, FinalReason::Fin, Side::Client);
     assert!(drain(&mut c).is_empty());
     assert_eq!(c.counters().final_unknown, 1);
 }
@@ -352,7 +356,8 @@ fn syn_during_linger_replaces_the_route() {
     let f = flow(Protocol::Tcp, "192.0.2.1:1000", VIP);
     c.on_miss(t0, &mut rows, syn(f));
     let (old, _) = plumb_then_deliver(&drain(&mut c));
-    c.on_final(t0 + secs(1), &f, FinalReason::Fin);
+    c.on_final(t0 + secs(1), &f, FinalReason::Fin, Side::Client);
+    c.on_final(t0 + secs(1), &f, FinalReason::Fin, Side::Host);
     c.on_miss(t0 + secs(2), &mut rows, syn(f));
     let actions = drain(&mut c);
     // The old route goes first, so a failed plumb cannot leave it behind.
@@ -432,7 +437,7 @@ fn nat_ports_exhaust_reject_and_are_reused_after_release() {
     // Free one: the client's retry gets exactly that port.
     let gone = flow(Protocol::Tcp, "192.0.2.1:1002", VIP);
     let freed = host_sees(&c.inventory().get(&gone).unwrap().route);
-    c.on_final(t0, &gone, FinalReason::Rst);
+    c.on_final(t0, &gone, FinalReason::Rst, Side::Client);
     c.handle_timeout(t0 + secs(2));
     assert_eq!(drain(&mut c), vec![Action::DeleteRoute(gone)]);
     c.on_miss(t0 + secs(3), &mut rows, syn(sixth));
@@ -654,7 +659,9 @@ fn table_full_delivers_through_the_slow_path_and_never_misroutes() {
     assert_eq!(drain(&mut c), vec![Action::DeleteRoute(f)]);
     assert_eq!(c.nat_ports_in_use(), 0);
 
-    // An unplumbed flow's FIN seen in the slow path starts the linger.
+    // An unplumbed flow's client FIN seen in the slow path counts as the
+    // client's; with the host's (its reply, seen in the slow path too) the
+    // linger starts.
     let g = flow(Protocol::Tcp, "192.0.2.1:1001", VIP);
     c.on_miss(t0, &mut rows, syn(g));
     c.poll_action();
@@ -668,6 +675,7 @@ fn table_full_delivers_through_the_slow_path_and_never_misroutes() {
     assert!(
         matches!(drain(&mut c).as_slice(), [Action::Deliver(d)] if d.path == DeliveryPath::SlowPath)
     );
+    c.on_final(t0 + ms(100), &g, FinalReason::Fin, Side::Host);
     c.handle_timeout(t0 + ms(100) + secs(10));
     assert_eq!(drain(&mut c), vec![Action::DeleteRoute(g)]);
 }
@@ -812,4 +820,38 @@ fn real_consolidated_cache_spreads_and_drains() {
     assert_eq!(got.values().sum::<u64>(), 1000);
     let sid = ServiceId::new(sa(VIP), Protocol::Tcp);
     assert_eq!(c.inventory().endpoint_connections(&sid, sa(E2)), 300);
+}
+
+/// A half-closed connection (one side sent FIN, the other keeps sending, as
+/// HTTP clients and bulk transfers do) keeps its route past the FIN linger;
+/// the linger starts once both sides have sent FIN.
+#[test]
+fn half_closed_connection_keeps_its_route_past_the_fin_linger() {
+    let t0 = Instant::now();
+    let mut rows = three_hosts();
+    let mut c = nat_classifier();
+    let f = flow(Protocol::Tcp, "192.0.2.1:1000", VIP);
+    c.on_miss(t0, &mut rows, syn(f));
+    drain(&mut c);
+
+    // The client half-closes; the host keeps sending for a minute.
+    c.on_final(t0 + secs(1), &f, FinalReason::Fin, Side::Client);
+    for s in 2..60 {
+        c.handle_timeout(t0 + secs(s));
+        assert!(drain(&mut c).is_empty(), "route deleted at {s} s");
+    }
+    assert!(c.inventory().get(&f).is_some());
+    // A retransmitted client FIN does not start the linger either.
+    c.on_final(t0 + secs(60), &f, FinalReason::Fin, Side::Client);
+    c.handle_timeout(t0 + secs(75));
+    assert!(drain(&mut c).is_empty());
+    assert!(c.inventory().get(&f).is_some());
+    // The host's FIN closes it: the route lingers, then goes with its port.
+    c.on_final(t0 + secs(80), &f, FinalReason::Fin, Side::Host);
+    assert_eq!(c.poll_timeout(), Some(t0 + secs(90)));
+    c.handle_timeout(t0 + ms(89_999));
+    assert!(drain(&mut c).is_empty());
+    c.handle_timeout(t0 + secs(90));
+    assert_eq!(drain(&mut c), vec![Action::DeleteRoute(f)]);
+    assert_eq!(c.nat_ports_in_use(), 0);
 }

@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_classifier::{
     Action, Classifier, Counters, DeliveryPath, FinalReason, MissPacket, NatSpec, PortRange,
-    ServiceSpec, Settings,
+    ServiceSpec, Settings, Side,
 };
 use switchyard_config::{Config, Unit};
 use switchyard_health::AllotmentSource;
@@ -663,8 +663,10 @@ impl Driver {
                 self.classifier.on_miss(now, source, packet);
                 self.execute_for(now, Some((flow, origin)));
             }
-            ClassifierInput::Final { flow, reason, .. } => {
-                self.classifier.on_final(now, &flow, reason);
+            ClassifierInput::Final {
+                flow, reason, side, ..
+            } => {
+                self.classifier.on_final(now, &flow, reason, side);
             }
             ClassifierInput::Idle {
                 idle_for, flows, ..
@@ -708,9 +710,11 @@ impl Driver {
         // The forwarder reports no final packets of flows without a route.
         if protocol == Protocol::Tcp {
             if tcp_flags & 0x04 != 0 {
-                self.classifier.on_final(now, &flow, FinalReason::Rst);
+                self.classifier
+                    .on_final(now, &flow, FinalReason::Rst, Side::Host);
             } else if tcp_flags & 0x01 != 0 {
-                self.classifier.on_final(now, &flow, FinalReason::Fin);
+                self.classifier
+                    .on_final(now, &flow, FinalReason::Fin, Side::Host);
             }
         }
     }
@@ -753,10 +757,16 @@ impl Driver {
                 let now = Instant::now();
                 match f.reason {
                     plumbing::FinalReason::Fin => {
-                        self.classifier.on_final(now, &f.flow, FinalReason::Fin);
+                        self.classifier
+                            .on_final(now, &f.flow, FinalReason::Fin, Side::Client);
+                    }
+                    plumbing::FinalReason::HostFin => {
+                        self.classifier
+                            .on_final(now, &f.flow, FinalReason::Fin, Side::Host);
                     }
                     plumbing::FinalReason::Rst => {
-                        self.classifier.on_final(now, &f.flow, FinalReason::Rst);
+                        self.classifier
+                            .on_final(now, &f.flow, FinalReason::Rst, Side::Client);
                     }
                     plumbing::FinalReason::IdleTimeout => {
                         let idle_for = self.classifier.settings().idle_timeout(f.flow.protocol());

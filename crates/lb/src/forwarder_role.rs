@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use switchyard_classifier::{FinalReason, MissPacket, PlumbFailure};
+use switchyard_classifier::{FinalReason, MissPacket, PlumbFailure, Side};
 use switchyard_config::{AttachPoint, ClassifierSettings, Config, Firewall, ServiceMode, Unit};
 use switchyard_forwarder::{
     self as fwd, AttachMode, Counters, Dataplane, Event, EventReader, Hook, VipStats,
@@ -330,16 +330,16 @@ impl ForwarderHandle {
         }
     }
 
-    /// The flow a packet seen in either direction belongs to.
-    fn flow_of(&self, w: &fwd::WireFlow) -> Option<FlowTuple> {
+    /// The flow a packet seen in either direction belongs to, and which side sent it.
+    fn flow_of(&self, w: &fwd::WireFlow) -> Option<(FlowTuple, Side)> {
         let state = self.lock();
         if let Some(flow) = flow_tuple(w)
             && state.routes.contains_key(&flow)
         {
-            return Some(flow);
+            return Some((flow, Side::Client));
         }
         let key = (crate::plumbing::wire_protocol(w.proto), w.src, w.dst);
-        state.replies.get(&key).copied()
+        state.replies.get(&key).map(|f| (*f, Side::Host))
     }
 
     /// Installed flows idle for at least their protocol's timeout, per protocol.
@@ -793,7 +793,7 @@ impl Agent {
 
     fn on_final(&mut self, f: &fwd::Final, out: &mut Vec<Message>) {
         bump(&self.counters().finals);
-        let Some(flow) = self.handle.flow_of(&f.flow) else {
+        let Some((flow, side)) = self.handle.flow_of(&f.flow) else {
             bump(&self.counters().finals_unknown);
             return;
         };
@@ -807,12 +807,14 @@ impl Agent {
                 origin: Origin::Local,
                 flow,
                 reason,
+                side,
             }),
             ClassifierLink::Remote { .. } => {
                 out.push(Message::FinalPacket(plumbing::FinalPacket {
                     flow,
                     reason: match reason {
                         FinalReason::Rst => plumbing::FinalReason::Rst,
+                        FinalReason::Fin if side == Side::Host => plumbing::FinalReason::HostFin,
                         FinalReason::Fin => plumbing::FinalReason::Fin,
                     },
                 }))

@@ -18,7 +18,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use switchyard_classifier::{FinalReason, MissPacket, TcpFlags, Transport};
+use switchyard_classifier::{FinalReason, MissPacket, Side, TcpFlags, Transport};
 use switchyard_forwarder::packet::transport_checksum;
 use switchyard_forwarder::{self as fwd, WireFlow};
 use switchyard_wire::plumbing::{Delivery, Route};
@@ -59,6 +59,8 @@ pub enum ClassifierInput {
         flow: FlowTuple,
         /// FIN or RST.
         reason: FinalReason,
+        /// Which side sent it.
+        side: Side,
     },
     /// A packet to one of the unit's NAT sources without a route: the reply of a full-NAT
     /// flow the forwarder's table could not hold (all-in-one only). The classifier maps it to

@@ -83,12 +83,15 @@ pub struct Ingress {
 wire_enum! {
     /// Why a flow ended.
     pub enum FinalReason {
-        /// A FIN was seen.
+        /// A FIN was seen from the client (or, from older forwarders, from
+        /// either side).
         Fin = 0,
         /// An RST was seen.
         Rst = 1,
         /// The route timed out.
         IdleTimeout = 2,
+        /// A FIN was seen from the host (reply direction).
+        HostFin = 3,
     }
 }
 
