@@ -238,6 +238,24 @@ where
     T::try_from(map).map_err(|e| Error::map(name, e))
 }
 
+/// Verifies and loads program `name` of type `P` (nothing is attached).
+fn load_program<P>(
+    bpf: &mut Ebpf,
+    name: &'static str,
+    what: &str,
+    load: fn(&mut P) -> Result<(), aya::programs::ProgramError>,
+) -> Result<(), Error>
+where
+    for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let program: &mut P = bpf
+        .program_mut(name)
+        .ok_or(Error::Missing(name))?
+        .try_into()
+        .map_err(|e| Error::program(format!("{what} type"), e))?;
+    load(program).map_err(|e| Error::program(format!("load the {what}"), e))
+}
+
 impl Dataplane {
     /// Loads the BPF object with `settings` and loads (verifies) both programs. Nothing is
     /// attached yet. Needs CAP_BPF and CAP_NET_ADMIN (root).
@@ -251,33 +269,9 @@ impl Dataplane {
             .map_max_entries("events", settings.event_ring_bytes)
             .load(program::FORWARDER)
             .map_err(|e| Error::Load(Box::new(e)))?;
-        {
-            let p: &mut Xdp = bpf
-                .program_mut(XDP_PROG)
-                .ok_or(Error::Missing(XDP_PROG))?
-                .try_into()
-                .map_err(|e| Error::program("XDP program type", e))?;
-            p.load()
-                .map_err(|e| Error::program("load the XDP program", e))?;
-        }
-        {
-            let p: &mut SchedClassifier = bpf
-                .program_mut(TC_PROG)
-                .ok_or(Error::Missing(TC_PROG))?
-                .try_into()
-                .map_err(|e| Error::program("tc program type", e))?;
-            p.load()
-                .map_err(|e| Error::program("load the tc program", e))?;
-        }
-        {
-            let p: &mut Xdp = bpf
-                .program_mut(SLOW_PROG)
-                .ok_or(Error::Missing(SLOW_PROG))?
-                .try_into()
-                .map_err(|e| Error::program("slow-path program type", e))?;
-            p.load()
-                .map_err(|e| Error::program("load the slow-path program", e))?;
-        }
+        load_program::<Xdp>(&mut bpf, XDP_PROG, "XDP program", Xdp::load)?;
+        load_program::<SchedClassifier>(&mut bpf, TC_PROG, "tc program", SchedClassifier::load)?;
+        load_program::<Xdp>(&mut bpf, SLOW_PROG, "slow-path program", Xdp::load)?;
         let vips = take(&mut bpf, "vips")?;
         let routes = take(&mut bpf, "routes")?;
         let fw_rules = take(&mut bpf, "fw_rules")?;
