@@ -14,13 +14,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io::ErrorKind;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use support::cluster::{Cluster, ClusterSpec, PacketSpec, SERVICE, VIP};
+use support::line_conn::LineConn;
 use support::wait;
 use switchyard_testbed::Netns;
 
@@ -69,81 +69,6 @@ impl Tally {
     }
 }
 
-/// The host name of an answer line `NAME TAG\n` to `TAG\n`.
-fn host_of(answer: &str, tag: &str) -> std::io::Result<String> {
-    let mut parts = answer.trim_end().splitn(2, ' ');
-    match (parts.next(), parts.next()) {
-        (Some(host), Some(t)) if t == tag && answer.ends_with('\n') => Ok(host.to_owned()),
-        _ => Err(std::io::Error::other(format!(
-            "answer {answer:?} to {tag:?}"
-        ))),
-    }
-}
-
-/// A connection to the VIP exchanging lines with one host.
-struct Conn {
-    stream: TcpStream,
-    reader: BufReader<TcpStream>,
-    host: String,
-    name: String,
-    exchanges: u64,
-}
-
-impl Conn {
-    /// Connects (in the calling thread's namespace) and does one exchange.
-    fn open(name: String) -> std::io::Result<Conn> {
-        let stream = TcpStream::connect_timeout(&VIP, TIMEOUT)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(TIMEOUT))?;
-        stream.set_write_timeout(Some(TIMEOUT))?;
-        let reader = BufReader::new(stream.try_clone()?);
-        let mut c = Conn {
-            stream,
-            reader,
-            host: String::new(),
-            name,
-            exchanges: 0,
-        };
-        c.host = c.round_trip()?;
-        Ok(c)
-    }
-
-    fn round_trip(&mut self) -> std::io::Result<String> {
-        let tag = format!("{}-{}", self.name, self.exchanges);
-        self.stream.write_all(format!("{tag}\n").as_bytes())?;
-        let mut answer = String::new();
-        self.reader.read_line(&mut answer)?;
-        self.exchanges += 1;
-        host_of(&answer, &tag)
-    }
-
-    /// One exchange that must be answered by the connection's host.
-    fn exchange(&mut self) -> std::io::Result<()> {
-        let host = self.round_trip()?;
-        if host == self.host {
-            Ok(())
-        } else {
-            Err(std::io::Error::other(format!(
-                "{} moved from {} to {host}",
-                self.name, self.host
-            )))
-        }
-    }
-
-    /// A last exchange; the client closes first and reads the server's FIN.
-    fn finish(mut self) -> std::io::Result<()> {
-        self.exchange()?;
-        self.stream.shutdown(Shutdown::Write)?;
-        let mut rest = Vec::new();
-        self.reader.read_to_end(&mut rest)?;
-        if rest.is_empty() {
-            Ok(())
-        } else {
-            Err(std::io::Error::other("bytes after the last answer"))
-        }
-    }
-}
-
 /// `n` short connections (one exchange, then close), `threads` at a time.
 fn short_connections(ns: &Netns, n: usize, threads: usize) -> Tally {
     let next = AtomicUsize::new(0);
@@ -158,8 +83,10 @@ fn short_connections(ns: &Netns, n: usize, threads: usize) -> Tally {
                         if i >= n {
                             break;
                         }
-                        match Conn::open(format!("s{i}")).and_then(Conn::finish) {
-                            Ok(()) => tally.ok += 1,
+                        match LineConn::open(VIP, format!("s{i}"), TIMEOUT)
+                            .and_then(LineConn::finish)
+                        {
+                            Ok(_) => tally.ok += 1,
                             Err(e) => tally.fail(&format!("short connection {i}"), &e),
                         }
                     }
@@ -226,10 +153,10 @@ fn a_full_table_still_serves_new_connections_on_the_slow_path() {
         Duration::from_secs(20),
         || {
             let r = ns
-                .enter(|| Conn::open("w".to_owned()).and_then(Conn::finish))
+                .enter(|| LineConn::open(VIP, "w".to_owned(), TIMEOUT).and_then(LineConn::finish))
                 .expect("enter the client namespace");
             match r {
-                Ok(()) => Ok(()),
+                Ok(_) => Ok(()),
                 Err(e) => {
                     warmup.fail("warm-up", &e);
                     Err(e.to_string())
@@ -249,7 +176,7 @@ fn a_full_table_still_serves_new_connections_on_the_slow_path() {
     let mut long_tally = Tally::default();
     for i in 0..LONG_LIVED {
         match ns
-            .enter(|| Conn::open(format!("l{i}")))
+            .enter(|| LineConn::open(VIP, format!("l{i}"), TIMEOUT))
             .expect("enter the client namespace")
         {
             Ok(c) => {
@@ -296,7 +223,7 @@ fn a_full_table_still_serves_new_connections_on_the_slow_path() {
     for c in long {
         let name = c.name.clone();
         match c.finish() {
-            Ok(()) => done.ok += 1,
+            Ok(_) => done.ok += 1,
             Err(e) => done.fail(&format!("{name} finish"), &e),
         }
     }

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use support::cluster::{
     Cluster, ClusterSpec, PacketSpec, SERVICE, SERVICE6, UDP_SERVICE, UDP_VIP, VIP, VIP6,
 };
+use support::line_conn::{LineConn, host_of};
 use support::wait;
 use switchyard_testbed::Netns;
 
@@ -119,17 +120,6 @@ fn is_reset(e: &std::io::Error) -> bool {
             | ErrorKind::ConnectionAborted
             | ErrorKind::BrokenPipe
     )
-}
-
-/// The host name of an answer line `NAME TAG\n` to `TAG\n`.
-fn host_of(answer: &str, tag: &str) -> std::io::Result<String> {
-    let mut parts = answer.trim_end().splitn(2, ' ');
-    match (parts.next(), parts.next()) {
-        (Some(host), Some(t)) if t == tag && answer.ends_with('\n') => Ok(host.to_owned()),
-        _ => Err(std::io::Error::other(format!(
-            "answer {answer:?} to {tag:?}"
-        ))),
-    }
 }
 
 /// One short connection: connect, one line there and back, close (our FIN first, then the
@@ -256,79 +246,20 @@ fn udp_flow(vip: SocketAddr, i: usize, exchanges: usize) -> std::io::Result<(Str
     Ok((host, socket))
 }
 
-/// A long-lived connection that answers with one host.
-struct LongLived {
-    stream: TcpStream,
-    reader: BufReader<TcpStream>,
-    host: String,
-    exchanges: u64,
-    index: usize,
-}
-
-impl LongLived {
-    fn open(ns: &Netns, vip: SocketAddr, index: usize) -> std::io::Result<Self> {
-        let stream = ns
-            .enter(|| TcpStream::connect_timeout(&vip, TIMEOUT))
-            .expect("enter the client namespace")?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(TIMEOUT))?;
-        stream.set_write_timeout(Some(TIMEOUT))?;
-        let reader = BufReader::new(stream.try_clone()?);
-        let mut conn = Self {
-            stream,
-            reader,
-            host: String::new(),
-            exchanges: 0,
-            index,
-        };
-        conn.host = conn.round_trip()?;
-        Ok(conn)
-    }
-
-    fn round_trip(&mut self) -> std::io::Result<String> {
-        let tag = format!("l{}-{}", self.index, self.exchanges);
-        self.stream.write_all(format!("{tag}\n").as_bytes())?;
-        let mut answer = String::new();
-        self.reader.read_line(&mut answer)?;
-        self.exchanges += 1;
-        host_of(&answer, &tag)
-    }
-
-    /// One exchange that must be answered by the connection's host.
-    fn exchange(&mut self) -> std::io::Result<()> {
-        let host = self.round_trip()?;
-        if host == self.host {
-            Ok(())
-        } else {
-            Err(std::io::Error::other(format!(
-                "long-lived connection {} moved from {} to {host}",
-                self.index, self.host
-            )))
-        }
-    }
-
-    /// A last exchange, then the client closes and reads the server's FIN.
-    fn finish(mut self) -> std::io::Result<u64> {
-        self.exchange()?;
-        self.stream.shutdown(Shutdown::Write)?;
-        let mut rest = Vec::new();
-        self.reader.read_to_end(&mut rest)?;
-        if rest.is_empty() {
-            Ok(self.exchanges)
-        } else {
-            Err(std::io::Error::other("bytes after the last answer"))
-        }
-    }
+/// Opens long-lived connection `index` to `vip` from the namespace `ns`.
+fn open_long_lived(ns: &Netns, vip: SocketAddr, index: usize) -> std::io::Result<LineConn> {
+    ns.enter(|| LineConn::open(vip, format!("l{index}"), TIMEOUT))
+        .expect("enter the client namespace")
 }
 
 /// Long-lived connections exchanging data on a background thread until stopped.
 struct Chatter {
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<(Vec<LongLived>, Tally)>,
+    thread: std::thread::JoinHandle<(Vec<LineConn>, Tally)>,
 }
 
 impl Chatter {
-    fn start(mut conns: Vec<LongLived>) -> Self {
+    fn start(mut conns: Vec<LineConn>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
@@ -337,7 +268,7 @@ impl Chatter {
                 for c in &mut conns {
                     match c.exchange() {
                         Ok(()) => tally.ok(&c.host),
-                        Err(e) => tally.fail(&format!("long-lived {} to {}", c.index, c.host), &e),
+                        Err(e) => tally.fail(&format!("long-lived {} to {}", c.name, c.host), &e),
                     }
                 }
                 // Bounded: a broken connection fails every round; stop early.
@@ -351,7 +282,7 @@ impl Chatter {
         Self { stop, thread }
     }
 
-    fn stop(self) -> (Vec<LongLived>, Tally) {
+    fn stop(self) -> (Vec<LineConn>, Tally) {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().expect("chatter thread")
     }
@@ -752,14 +683,14 @@ fn long_lived_connections_keep_their_host_through_weight_change_drain_and_failur
     // connections at even weights land 4 per host).
     let mut conns = Vec::new();
     for i in 0..12 {
-        conns.push(LongLived::open(&ns, VIP, i).unwrap_or_else(|e| {
+        conns.push(open_long_lived(&ns, VIP, i).unwrap_or_else(|e| {
             panic!(
                 "long-lived connection {i}: {e}\n{}",
                 cluster.dump_with_logs()
             )
         }));
     }
-    let on = |conns: &[LongLived], host: &str| conns.iter().filter(|c| c.host == host).count();
+    let on = |conns: &[LineConn], host: &str| conns.iter().filter(|c| c.host == host).count();
     let placement: Vec<usize> = (0..3).map(|k| on(&conns, &web(k))).collect();
     eprintln!("long-lived connections per host: {placement:?}");
     assert!(placement.iter().all(|n| *n > 0), "{placement:?}");
@@ -879,7 +810,7 @@ fn long_lived_connections_keep_their_host_through_weight_change_drain_and_failur
     all.merge(chat);
     let mut finished = Tally::default();
     for c in conns {
-        let (i, host) = (c.index, c.host.clone());
+        let (i, host) = (c.name.clone(), c.host.clone());
         match c.finish() {
             Ok(n) => {
                 assert!(n >= 3, "connection {i} exchanged {n} times");
@@ -966,7 +897,7 @@ fn firewall_prefixes_and_rate_limit_drop_what_they_should_and_nothing_else() {
 
     // Client 0: one long-lived connection (a token), then attempts in a row: the rest of the
     // burst passes, then SYNs are dropped but for the bucket's refill (1/s).
-    let mut long = LongLived::open(&client(0), VIP, 0).expect("long-lived connection");
+    let mut long = open_long_lived(&client(0), VIP, 0).expect("long-lived connection");
     let attempts = 40;
     let started = Instant::now();
     let outcomes: Vec<Result<String, std::io::Error>> = client(0)

@@ -8,6 +8,8 @@
 //!   hosts' tables"; a state dump (units, agents, process logs) printed when a test fails.
 //! - [`echo`]: a threaded TCP/UDP echo server naming its host in every answer, for the
 //!   packet-path traffic tests.
+//! - [`line_conn`]: a connection to a VIP exchanging tagged lines with the echo server,
+//!   checking every answer comes from the same host.
 //! - [`app`]: a tiny HTTP application to run inside a namespace and stop/start, as the
 //!   checked application behind a pool host.
 //! - [`wait`]: polling with deadlines (`wait_until`, `hold_for`) whose failures name what
@@ -20,4 +22,5 @@
 pub mod app;
 pub mod cluster;
 pub mod echo;
+pub mod line_conn;
 pub mod wait;
