@@ -12,7 +12,8 @@
  *
  * Per packet: parse; look the flow up in `routes` (both directions in one map):
  *   hit  -> rewrite per the entry (forward: full NAT / half NAT; reply: reverse translation),
- *           TTL-1, bpf_fib_lookup, send. One hash lookup: the fast path.
+ *           TTL-1, next hop (cached in the route; bpf_fib_lookup when stale), send. One hash
+ *           lookup: the fast path.
  *   miss -> look the destination up in `vips`: not a VIP -> pass untouched; a VIP -> for a
  *           new connection (TCP SYN, UDP) the VIP's firewall (prefix trie, per-source token
  *           bucket) may drop it; else ring-buffer event with the frame (the "default route" to
@@ -140,6 +141,11 @@ struct {
 /* last_seen_ns is rewritten at most this often per flow (in jiffies), so busy flows do not bounce the
  * route's cache line between CPUs on every packet. Idle expiry works in seconds. */
 #define SY_TOUCH_JIFFIES 25 /* 25 ms at HZ=1000, 100 ms at HZ=250 */
+
+/* A route's cached next hop (egress interface and MACs) is used for at most this long, then
+ * resolved again with bpf_fib_lookup: a changed neighbour or FIB route takes effect within
+ * this time. */
+#define SY_NEXT_HOP_JIFFIES 250 /* 250 ms at HZ=1000, 1 s at HZ=250 */
 
 static __always_inline struct sy_counters *counters_of(__u32 hook)
 {
@@ -668,6 +674,39 @@ static __always_inline int fib(void *ctx, const struct sy_decision *d, const str
 	return bpf_fib_lookup(ctx, f, sizeof(*f), 0);
 }
 
+/* The next hop of a decided packet: the route's cached one while it is fresh (and, with an MTU
+ * check (XDP: tot_len > 0), the packet is no longer than one the FIB accepted on that hop),
+ * else bpf_fib_lookup, whose successful result is cached in the route. Returns a
+ * BPF_FIB_LKUP_RET_* code; on SUCCESS *nh holds the egress interface and MACs. On NO_NEIGH the
+ * caller finds the neighbour's address in *f (never cached). */
+static __always_inline int next_hop(void *ctx, const struct sy_decision *d,
+				    const struct sy_rewrite *w, __u32 ifindex, __u32 tot_len,
+				    struct bpf_fib_lookup *f, struct sy_next_hop *nh)
+{
+	struct sy_route *r = d->route;
+	__u32 j = (__u32)bpf_jiffies64();
+	int fresh = r->nh.ifindex && j - r->nh.jiffies < SY_NEXT_HOP_JIFFIES;
+	if (fresh && tot_len <= r->nh.max_len) {
+		__builtin_memcpy(nh, &r->nh, sizeof(*nh));
+		count(d->cs, SY_CNT_NEXT_HOP_CACHED, 1);
+		return BPF_FIB_LKUP_RET_SUCCESS;
+	}
+	int rc = fib(ctx, d, w, ifindex, tot_len, f);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return rc;
+	nh->ifindex = f->ifindex;
+	/* Only a fresh entry's length bound is kept (same hop, a longer packet fitted too). */
+	nh->jiffies = fresh ? r->nh.jiffies : j;
+	__builtin_memcpy(nh->dmac, f->dmac, ETH_ALEN);
+	__builtin_memcpy(nh->smac, f->smac, ETH_ALEN);
+	nh->max_len = fresh && r->nh.ifindex == f->ifindex && r->nh.max_len > tot_len
+			      ? r->nh.max_len
+			      : tot_len;
+	nh->pad = 0;
+	__builtin_memcpy(&r->nh, nh, sizeof(*nh));
+	return rc;
+}
+
 /* Writes addresses, ports and TTL into the packet (direct access; bounds re-checked) and, when
  * `fix_csums` is set, folds the checksum updates by hand. Returns the IPv4 header checksum diff
  * of the TTL change through *ttl_diff (for the tc path, which applies it with a helper). */
@@ -761,7 +800,8 @@ static __always_inline int xdp_send(struct xdp_md *ctx, struct sy_decision *d, _
 	struct sy_rewrite w;
 	plan_rewrite(d, &w);
 	struct bpf_fib_lookup f;
-	int rc = fib(ctx, d, &w, ifindex, d->pkt.l3_len, &f);
+	struct sy_next_hop nh;
+	int rc = next_hop(ctx, d, &w, ifindex, d->pkt.l3_len, &f, &nh);
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
 		/* Untouched to the stack: a tc program on the same interface resolves the
 		 * neighbour with bpf_redirect_neigh; later packets take this path. */
@@ -791,16 +831,16 @@ static __always_inline int xdp_send(struct xdp_md *ctx, struct sy_decision *d, _
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > data_end)
 		return XDP_DROP;
-	__builtin_memcpy(eth->h_dest, f.dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, f.smac, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, nh.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, nh.smac, ETH_ALEN);
 	account_forward(d, pkt_len);
 	*why = SY_SLOW_SENT;
-	if (f.ifindex == ifindex) {
+	if (nh.ifindex == ifindex) {
 		count(cs, SY_CNT_TX, 1);
 		return XDP_TX;
 	}
 	count(cs, SY_CNT_REDIRECT, 1);
-	return bpf_redirect(f.ifindex, 0);
+	return bpf_redirect(nh.ifindex, 0);
 }
 
 SEC("xdp")
@@ -910,8 +950,9 @@ int sy_tc(struct __sk_buff *skb)
 	struct sy_rewrite w;
 	plan_rewrite(&d, &w);
 	struct bpf_fib_lookup f;
+	struct sy_next_hop nh;
 	/* tot_len 0: the kernel checks the skb itself against the MTU, which is GSO-aware. */
-	int rc = fib(skb, &d, &w, ifindex, 0, &f);
+	int rc = next_hop(skb, &d, &w, ifindex, 0, &f, &nh);
 	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
 		count(cs, SY_CNT_FIB_FRAG_NEEDED, 1);
 		return TC_ACT_SHOT;
@@ -931,8 +972,8 @@ int sy_tc(struct __sk_buff *skb)
 		struct ethhdr *eth = data;
 		if ((void *)(eth + 1) > data_end)
 			return TC_ACT_SHOT;
-		__builtin_memcpy(eth->h_dest, f.dmac, ETH_ALEN);
-		__builtin_memcpy(eth->h_source, f.smac, ETH_ALEN);
+		__builtin_memcpy(eth->h_dest, nh.dmac, ETH_ALEN);
+		__builtin_memcpy(eth->h_source, nh.smac, ETH_ALEN);
 	}
 
 	__u32 addr_diff = csum_fold64(w.addr_diff);
@@ -961,15 +1002,15 @@ int sy_tc(struct __sk_buff *skb)
 	count(cs, SY_CNT_REDIRECT, 1);
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
 		count(cs, SY_CNT_FIB_NO_NEIGH, 1);
-		struct bpf_redir_neigh nh = {};
+		struct bpf_redir_neigh neigh = {};
 		if (d.pkt.key.family == SY_FAMILY_V4) {
-			nh.nh_family = AF_INET;
-			nh.ipv4_nh = f.ipv4_dst;
+			neigh.nh_family = AF_INET;
+			neigh.ipv4_nh = f.ipv4_dst;
 		} else {
-			nh.nh_family = AF_INET6;
-			__builtin_memcpy(nh.ipv6_nh, f.ipv6_dst, 16);
+			neigh.nh_family = AF_INET6;
+			__builtin_memcpy(neigh.ipv6_nh, f.ipv6_dst, 16);
 		}
-		return bpf_redirect_neigh(f.ifindex, &nh, sizeof(nh), 0);
+		return bpf_redirect_neigh(f.ifindex, &neigh, sizeof(neigh), 0);
 	}
-	return bpf_redirect(f.ifindex, 0);
+	return bpf_redirect(nh.ifindex, 0);
 }

@@ -39,7 +39,20 @@ struct sy_flow_key {
 #define SY_ROUTE_SET_DST (1 << 1) /* rewrite the destination to new_daddr:new_dport */
 #define SY_ROUTE_REPLY (1 << 2)   /* a reply entry (host -> client direction) */
 
-/* The value of `routes`: how to rewrite a matching packet. 56 bytes.
+/* The next hop of a route, resolved by the program with bpf_fib_lookup on the route's first
+ * packet and cached in the route so later packets skip the FIB (refreshed every
+ * SY_NEXT_HOP_JIFFIES). Written only by the program; zero when userspace installs a route.
+ * 24 bytes. */
+struct sy_next_hop {
+	__u32 ifindex; /* egress interface; 0 = not resolved */
+	__u32 jiffies; /* low 32 bits of jiffies when resolved */
+	__u8 dmac[6];
+	__u8 smac[6];
+	__u16 max_len; /* XDP: largest L3 length the FIB accepted (MTU check); 0 = unknown */
+	__u16 pad;
+};
+
+/* The value of `routes`: how to rewrite a matching packet. 80 bytes.
  * Forward entry: new_daddr:new_dport = host; new_saddr:new_sport = NAT source (full NAT only).
  * Reply entry: new_saddr:new_sport = VIP; new_daddr:new_dport = client (full NAT only). */
 struct sy_route {
@@ -53,6 +66,7 @@ struct sy_route {
 	__u32 flow_id; /* tunnel mode (reserved) */
 	__u32 touch_jiffies; /* low 32 bits of jiffies at the last last_seen_ns refresh */
 	__u64 last_seen_ns; /* bpf_ktime_get_ns() of a recent packet, for idle expiry */
+	struct sy_next_hop nh; /* the cached FIB result, written by the program */
 };
 
 /* Key of `vips`: a service endpoint (destination address, port, protocol). 20 bytes. */
@@ -152,6 +166,7 @@ enum sy_counter {
 	SY_CNT_NAT_MISS,       /* packet to a NAT source (port in range) without route: event + drop */
 	SY_CNT_SLOW_SENT,      /* sy_xdp_slow: frame rewritten along `slow_route` and sent */
 	SY_CNT_SLOW_REFUSED,   /* sy_xdp_slow: frame not sent (not of the flow, unparseable, FIB) */
+	SY_CNT_NEXT_HOP_CACHED,/* routed packet sent along the route's cached next hop (no FIB lookup) */
 	SY_CNT_MAX
 };
 
@@ -213,7 +228,7 @@ struct sy_nat_ports {
 /* The only value of `slow_route` (an ARRAY of one): a route to apply to one frame without
  * installing it in `routes` (the classifier's slow path when the table is full). Both
  * directions: a frame whose key is fwd_key gets fwd, one whose key is rep_key gets rep.
- * 200 bytes. */
+ * 248 bytes. */
 struct sy_slow_route {
 	struct sy_flow_key fwd_key;
 	struct sy_route fwd;

@@ -5,7 +5,7 @@
 use crate::layout::VipStatsValue;
 
 /// Number of global counters per hook (`SY_CNT_MAX`).
-pub(crate) const COUNTER_COUNT: u32 = 28;
+pub(crate) const COUNTER_COUNT: u32 = 29;
 
 /// Which program a counter set or event belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -97,6 +97,8 @@ pub struct Counters {
     pub slow_sent: u64,
     /// Slow path: frames not sent (not of the flow, unparseable, TTL, FIB); dropped.
     pub slow_refused: u64,
+    /// Routed packets sent along their route's cached next hop, without a FIB lookup.
+    pub next_hop_cached: u64,
 }
 
 impl Counters {
@@ -131,6 +133,7 @@ impl Counters {
             nat_misses: g(25),
             slow_sent: g(26),
             slow_refused: g(27),
+            next_hop_cached: g(28),
         }
     }
 }

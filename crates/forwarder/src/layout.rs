@@ -84,6 +84,24 @@ pub struct FlowKey {
     pub pad: [u8; 2],
 }
 
+/// `struct sy_next_hop`: a route's next hop, cached by the program (zero when installed).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    /// Egress interface; 0 = not resolved.
+    pub ifindex: u32,
+    /// Low 32 bits of jiffies when resolved.
+    pub jiffies: u32,
+    /// Next hop's MAC address.
+    pub dmac: [u8; 6],
+    /// Egress interface's MAC address.
+    pub smac: [u8; 6],
+    /// XDP: largest L3 length the FIB accepted on this hop; 0 = unknown.
+    pub max_len: u16,
+    /// Zero.
+    pub pad: u16,
+}
+
 /// `struct sy_route`: the value of `routes` (forward and reply entries).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -109,6 +127,8 @@ pub struct RouteValue {
     pub touch_jiffies: u32,
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of a recent packet; 0 = none yet.
     pub last_seen_ns: u64,
+    /// The cached FIB result (written by the program; zero when installed).
+    pub nh: NextHop,
 }
 
 /// `struct sy_slow_route`: the one value of `slow_route`, both directions of a route for
@@ -276,7 +296,8 @@ pub struct EventHeader {
 // SAFETY: FlowKey is #[repr(C)], consists only of integers and integer arrays, has no implicit
 // padding (asserted below: 40 bytes = the sum of its fields) and every bit pattern is valid.
 unsafe impl aya::Pod for FlowKey {}
-// SAFETY: as above; 56 bytes, all fields integers, no implicit padding (asserted below).
+// SAFETY: as above; 80 bytes, all fields integers (the last a NextHop of integers), no
+// implicit padding (asserted below).
 unsafe impl aya::Pod for RouteValue {}
 // SAFETY: as above; 20 bytes, all fields integers, no implicit padding (asserted below).
 unsafe impl aya::Pod for VipKey {}
@@ -292,7 +313,7 @@ unsafe impl aya::Pod for BucketKey {}
 unsafe impl aya::Pod for Bucket {}
 // SAFETY: as above; one u32.
 unsafe impl aya::Pod for FwRule {}
-// SAFETY: as above; two FlowKeys, two RouteValues and two u32, 200 bytes, every field at an
+// SAFETY: as above; two FlowKeys, two RouteValues and two u32, 248 bytes, every field at an
 // offset that its alignment divides, no implicit padding (asserted below).
 unsafe impl aya::Pod for SlowRouteValue {}
 // SAFETY: as above; 16 + 1 + 3 bytes, 20 bytes, no implicit padding (asserted below).
@@ -309,7 +330,14 @@ const _: () = {
     assert!(offset_of!(FlowKey, family) == 37);
     assert!(offset_of!(FlowKey, pad) == 38);
 
-    assert!(size_of::<RouteValue>() == 56);
+    assert!(size_of::<NextHop>() == 24);
+    assert!(offset_of!(NextHop, jiffies) == 4);
+    assert!(offset_of!(NextHop, dmac) == 8);
+    assert!(offset_of!(NextHop, smac) == 14);
+    assert!(offset_of!(NextHop, max_len) == 20);
+    assert!(offset_of!(NextHop, pad) == 22);
+    assert!(size_of::<RouteValue>() == 80);
+    assert!(offset_of!(RouteValue, nh) == 56);
     assert!(offset_of!(RouteValue, new_daddr) == 16);
     assert!(offset_of!(RouteValue, new_sport) == 32);
     assert!(offset_of!(RouteValue, new_dport) == 34);
@@ -338,11 +366,11 @@ const _: () = {
     assert!(offset_of!(BucketKey, addr) == 4);
     assert!(size_of::<Bucket>() == 16);
     assert!(size_of::<FwRule>() == 4);
-    assert!(size_of::<SlowRouteValue>() == 200);
+    assert!(size_of::<SlowRouteValue>() == 248);
     assert!(offset_of!(SlowRouteValue, fwd) == 40);
-    assert!(offset_of!(SlowRouteValue, rep_key) == 96);
-    assert!(offset_of!(SlowRouteValue, rep) == 136);
-    assert!(offset_of!(SlowRouteValue, result) == 192);
+    assert!(offset_of!(SlowRouteValue, rep_key) == 120);
+    assert!(offset_of!(SlowRouteValue, rep) == 160);
+    assert!(offset_of!(SlowRouteValue, result) == 240);
     assert!(size_of::<NatSourceKey>() == 20);
     assert!(offset_of!(NatSourceKey, family) == 16);
     assert!(size_of::<NatPorts>() == 4);

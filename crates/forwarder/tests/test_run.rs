@@ -1039,3 +1039,125 @@ fn firewall_table_full_keeps_the_previous_rules() {
         })
         .expect("enter lb");
 }
+
+#[test]
+fn next_hops_are_cached_keep_the_mtu_check_and_follow_neighbour_changes() {
+    if !have_root("next_hops_are_cached") {
+        return;
+    }
+    let Some(lab) = lab("forwarder test_run next-hop cache") else {
+        return;
+    };
+    let new_mac: [u8; 6] = [0x02, 0, 0, 0, 0, 0xa2];
+    lab.lb
+        .enter(|| {
+            let front = ifindex("front");
+            let mut dp = dataplane(Settings::default());
+            let f = flow(Protocol::Tcp, false);
+            dp.add_route(&f, &Route::half_nat(sa(HOST4, HPORT)))
+                .expect("add route");
+            let frame = |payload: &[u8]| {
+                FrameSpec::tcp(f.client, f.vip)
+                    .macs(CLIENT_MAC, FRONT_MAC)
+                    .flags(tcp_flags::ACK)
+                    .payload(payload)
+                    .build()
+            };
+            let expected = |payload: &[u8], dmac: [u8; 6]| {
+                FrameSpec::tcp(f.client, sa(HOST4, HPORT))
+                    .macs(BACK_MAC, dmac)
+                    .ttl(63)
+                    .flags(tcp_flags::ACK)
+                    .payload(payload)
+                    .build()
+            };
+            let small = frame(b"hello");
+            // The first packet resolves the next hop, later ones reuse it (a stall longer
+            // than the cache lifetime between two runs would resolve it again: bounded retry).
+            let mut cached = 0;
+            for _ in 0..20 {
+                let x = dp.run_xdp(&small, front).expect("xdp");
+                assert_eq!(x.action, xdp_action::REDIRECT);
+                assert_eq!(
+                    x.frame,
+                    expected(b"hello", HOST_MAC),
+                    "cached output is exact"
+                );
+                cached = dp.counters(Hook::Xdp).expect("c").next_hop_cached;
+                if cached > 0 {
+                    break;
+                }
+            }
+            assert!(cached > 0, "the route's next hop was never reused");
+            let t = dp.run_tc(&small, front).expect("tc");
+            assert_eq!(
+                t.frame,
+                expected(b"hello", HOST_MAC),
+                "tc on the cached hop"
+            );
+
+            // A packet longer than any the FIB accepted on this hop is checked again: with the
+            // egress MTU lowered it is dropped, not sent along the cache.
+            lab.lb
+                .run(["ip", "link", "set", "back", "mtu", "1000"])
+                .expect("lower MTU");
+            let big_payload = vec![0x5a; 1100];
+            let big = frame(&big_payload);
+            let before = dp.counters(Hook::Xdp).expect("c");
+            let x = dp.run_xdp(&big, front).expect("xdp");
+            assert_eq!(x.action, xdp_action::DROP, "too big for the egress MTU");
+            let after = dp.counters(Hook::Xdp).expect("c");
+            assert_eq!(after.fib_frag_needed, before.fib_frag_needed + 1);
+            lab.lb
+                .run(["ip", "link", "set", "back", "mtu", "1500"])
+                .expect("restore MTU");
+            let x = dp.run_xdp(&big, front).expect("xdp");
+            assert_eq!(x.frame, expected(&big_payload, HOST_MAC), "fits again");
+
+            // The host's MAC changes (say, a replaced machine keeps its address): packets
+            // follow within the cache lifetime (≤ 1 s at HZ ≥ 250; bounded wait of 10 s).
+            let mac = new_mac
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":");
+            lab.lb
+                .run([
+                    "ip",
+                    "neigh",
+                    "replace",
+                    HOST4,
+                    "lladdr",
+                    &mac,
+                    "dev",
+                    "back",
+                    "nud",
+                    "permanent",
+                ])
+                .expect("new neighbour");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let mut followed = false;
+            while std::time::Instant::now() < deadline {
+                let x = dp.run_xdp(&small, front).expect("xdp");
+                if x.frame == expected(b"hello", new_mac) {
+                    followed = true;
+                    break;
+                }
+                assert_eq!(x.frame, expected(b"hello", HOST_MAC), "old or new MAC only");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            assert!(
+                followed,
+                "the cached next hop never picked up the new neighbour"
+            );
+
+            // Re-installing a route starts without a cached hop.
+            assert!(dp.delete_route(&f).expect("delete"));
+            dp.add_route(&f, &Route::half_nat(sa(HOST4, HPORT)))
+                .expect("add route");
+            let before = dp.counters(Hook::Xdp).expect("c").next_hop_cached;
+            dp.run_xdp(&small, front).expect("xdp");
+            assert_eq!(dp.counters(Hook::Xdp).expect("c").next_hop_cached, before);
+        })
+        .expect("enter lb");
+}
