@@ -153,9 +153,22 @@ pub struct VipInfo {
 
 struct State {
     dp: Dataplane,
-    routes: HashMap<FlowTuple, Route>,
+    routes: HashMap<FlowTuple, Installed>,
     replies: HashMap<(Protocol, SocketAddr, SocketAddr), FlowTuple>,
 }
+
+/// A route in the mirror, with when it was installed (CLOCK_MONOTONIC ns, the data plane's
+/// clock): a flow younger than its idle timeout cannot be idle, so the idle scan skips it
+/// without asking the data plane.
+#[derive(Debug, Clone, Copy)]
+struct Installed {
+    route: Route,
+    at_ns: u64,
+}
+
+/// Flows whose last activity is read from the data plane per lock hold: the scans release
+/// the lock between batches so route installs and events interleave with them.
+const SCAN_BATCH: usize = 512;
 
 struct Shared {
     state: Mutex<State>,
@@ -242,11 +255,16 @@ impl ForwarderHandle {
     /// Installs `route` (replacing the flow's route).
     pub fn add_route(&self, route: &Route) -> Result<(), PlumbFailure> {
         let flow = dataplane_flow(&route.flow);
+        let at_ns = fwd::monotonic_now_ns().unwrap_or(0);
         let mut state = self.lock();
         match state.dp.add_route(&flow, &dataplane_route(route)) {
             Ok(()) => {
-                if let Some(old) = state.routes.insert(route.flow, *route) {
-                    state.replies.remove(&reply_key(&old));
+                let installed = Installed {
+                    route: *route,
+                    at_ns,
+                };
+                if let Some(old) = state.routes.insert(route.flow, installed) {
+                    state.replies.remove(&reply_key(&old.route));
                 }
                 state.replies.insert(reply_key(route), route.flow);
                 bump(&self.shared.counters.routes_added);
@@ -271,7 +289,7 @@ impl ForwarderHandle {
             tracing::warn!(?flow, %error, "route not deleted");
         }
         if let Some(old) = state.routes.remove(flow) {
-            let key = reply_key(&old);
+            let key = reply_key(&old.route);
             if state.replies.get(&key) == Some(flow) {
                 state.replies.remove(&key);
             }
@@ -342,37 +360,62 @@ impl ForwarderHandle {
         state.replies.get(&key).map(|f| (*f, Side::Host))
     }
 
-    /// Installed flows idle for at least their protocol's timeout, per protocol.
+    /// Installed flows idle for at least their protocol's timeout, per protocol. Walks the
+    /// mirror, not the BPF map: flows installed less than their timeout ago are skipped, the
+    /// others' last activity is read from the data plane in batches of [`SCAN_BATCH`].
     fn idle_flows(&self, settings: &ClassifierSettings) -> Vec<(Duration, Vec<FlowTuple>)> {
-        let routes = match self.lock().dp.routes() {
-            Ok(r) => r,
-            Err(error) => {
-                tracing::warn!(%error, "idle scan: cannot walk the routing table");
-                return Vec::new();
-            }
+        let timeout = |flow: &FlowTuple| match flow.protocol() {
+            Protocol::Tcp => settings.tcp_idle_timeout,
+            Protocol::Udp => settings.udp_idle_timeout,
         };
         let now = fwd::monotonic_now_ns().unwrap_or(0);
+        let old_enough: Vec<FlowTuple> = self
+            .lock()
+            .routes
+            .iter()
+            .filter(|(flow, i)| Duration::from_nanos(now.saturating_sub(i.at_ns)) >= timeout(flow))
+            .map(|(flow, _)| *flow)
+            .collect();
         let mut tcp = Vec::new();
         let mut udp = Vec::new();
-        for r in routes {
-            let idle = Duration::from_nanos(now.saturating_sub(r.last_seen_ns));
-            let Ok(flow) = FlowTuple::new(
-                crate::plumbing::wire_protocol(r.flow.proto),
-                r.flow.client,
-                r.flow.vip,
-            ) else {
+        // The data plane stamps a route's activity when it is installed, so `seen` is never
+        // older than the install.
+        for (flow, seen) in self.activity(&old_enough) {
+            if Duration::from_nanos(now.saturating_sub(seen)) < timeout(&flow) {
                 continue;
-            };
+            }
             match flow.protocol() {
-                Protocol::Tcp if idle >= settings.tcp_idle_timeout => tcp.push(flow),
-                Protocol::Udp if idle >= settings.udp_idle_timeout => udp.push(flow),
-                _ => {}
+                Protocol::Tcp => tcp.push(flow),
+                Protocol::Udp => udp.push(flow),
             }
         }
         vec![
             (settings.tcp_idle_timeout, tcp),
             (settings.udp_idle_timeout, udp),
         ]
+    }
+
+    /// The data plane's last-activity time (either direction; 0 = no packet yet) of each of
+    /// `flows` that still has a route, read in batches of [`SCAN_BATCH`] per lock hold.
+    fn activity(&self, flows: &[FlowTuple]) -> Vec<(FlowTuple, u64)> {
+        let mut out = Vec::with_capacity(flows.len());
+        for batch in flows.chunks(SCAN_BATCH) {
+            let state = self.lock();
+            for flow in batch {
+                if !state.routes.contains_key(flow) {
+                    continue;
+                }
+                match state.dp.route(&dataplane_flow(flow)) {
+                    Ok(Some(info)) => out.push((*flow, info.last_seen_ns)),
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "scan: cannot read a route's activity");
+                        return out;
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Counters and flow counts.
@@ -382,7 +425,7 @@ impl ForwarderHandle {
         let (xdp, tc) = (read(Hook::Xdp), read(Hook::Tc));
         let mut per_vip: HashMap<SocketAddr, u64> = HashMap::new();
         let mut hosts: BTreeMap<SocketAddr, u64> = BTreeMap::new();
-        for route in state.routes.values() {
+        for Installed { route, .. } in state.routes.values() {
             *per_vip.entry(route.flow.vip()).or_default() += 1;
             *hosts.entry(route.target).or_default() += 1;
         }
@@ -436,27 +479,21 @@ impl ForwarderHandle {
         }
     }
 
-    /// The `n` most recently active routes (walks the routing table: O(flows)).
+    /// The `n` most recently active routes (reads every route's activity: O(flows), in
+    /// batches that release the lock).
     pub fn top_routes(&self, n: usize) -> Vec<RouteView> {
-        let state = self.lock();
-        let Ok(mut infos) = state.dp.routes() else {
-            return Vec::new();
-        };
-        infos.sort_by_key(|r| std::cmp::Reverse(r.last_seen_ns));
+        let flows: Vec<FlowTuple> = self.lock().routes.keys().copied().collect();
+        let mut active = self.activity(&flows);
+        active.sort_by_key(|(_, seen)| std::cmp::Reverse(*seen));
         let now = fwd::monotonic_now_ns().unwrap_or(0);
-        infos
+        let state = self.lock();
+        active
             .iter()
-            .filter_map(|r| {
-                let flow = FlowTuple::new(
-                    crate::plumbing::wire_protocol(r.flow.proto),
-                    r.flow.client,
-                    r.flow.vip,
-                )
-                .ok()?;
-                let route = state.routes.get(&flow)?;
+            .filter_map(|(flow, seen)| {
+                let installed = state.routes.get(flow)?;
                 Some(RouteView {
-                    route: *route,
-                    idle: Duration::from_nanos(now.saturating_sub(r.last_seen_ns)),
+                    route: installed.route,
+                    idle: Duration::from_nanos(now.saturating_sub(*seen)),
                 })
             })
             .take(n)

@@ -197,6 +197,9 @@ fn dataplane_counters(c: &Counters) -> BTreeMap<String, u64> {
         ("fw_not_allowed", c.fw_not_allowed),
         ("fw_rate_limited", c.fw_rate_limited),
         ("nat_misses", c.nat_misses),
+        ("slow_sent", c.slow_sent),
+        ("slow_refused", c.slow_refused),
+        ("next_hop_cached", c.next_hop_cached),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

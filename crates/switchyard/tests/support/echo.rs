@@ -4,7 +4,10 @@
 //! - TCP, one thread per connection: every line `X\n` the client sends is answered with
 //!   `NAME X\n` (`NAME` = the host's name, e.g. `web-2`), for as long as the client keeps the
 //!   connection; the server closes its side when the client does (so a test's connection ends
-//!   with FINs, never a reset from the server).
+//!   with FINs, never a reset from the server). A line `trickle N MS` (answered like any
+//!   other) makes the server keep its side open after the client's FIN: it then sends
+//!   `NAME tick-I\n` for I in 0..N, one every MS milliseconds, and closes (a half-closed
+//!   connection that still carries data).
 //! - UDP: every datagram `X` is answered with `NAME X` to its sender.
 //!
 //! It listens on every address it is given (the host's IPv4 and IPv6 endpoints) and counts
@@ -140,11 +143,29 @@ fn serve(conn: TcpStream, name: &str, stats: &EchoStats, stop: &AtomicBool) -> s
     let mut writer = conn.try_clone()?;
     let mut reader = BufReader::new(conn);
     let mut line = String::new();
+    let mut trickle: Option<(u32, u64)> = None;
     loop {
         match reader.read_line(&mut line) {
-            // The client closed its side: close ours (FIN).
-            Ok(0) => return Ok(()),
+            // The client closed its side: close ours (FIN), after the trickle if asked for.
+            Ok(0) => {
+                if let Some((n, ms)) = trickle {
+                    for i in 0..n {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(ms));
+                        writer.write_all(format!("{name} tick-{i}\n").as_bytes())?;
+                    }
+                }
+                return Ok(());
+            }
             Ok(_) if line.ends_with('\n') => {
+                if let Some(args) = line.trim_end().strip_prefix("trickle ") {
+                    let mut it = args.split(' ').map(str::parse::<u64>);
+                    if let (Some(Ok(n)), Some(Ok(ms))) = (it.next(), it.next()) {
+                        trickle = Some((u32::try_from(n).unwrap_or(u32::MAX).min(1000), ms));
+                    }
+                }
                 writer.write_all(format!("{name} {line}").as_bytes())?;
                 stats.lines.fetch_add(1, Ordering::Relaxed);
                 line.clear();
