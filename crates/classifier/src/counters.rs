@@ -107,6 +107,9 @@ pub struct Counters {
     pub plumb_errors: u64,
     /// Packets handed to the driver's slow path (flow not plumbed).
     pub slow_path_deliveries: u64,
+    /// New half-NAT connections the forwarder's table could not hold, served with full NAT
+    /// on the slow path instead (the service's overflow NAT sources).
+    pub half_nat_overflow: u64,
     /// Per-service counters.
     pub services: HashMap<ServiceId, ServiceCounters>,
 }

@@ -500,17 +500,58 @@ impl Classifier {
         };
         conn.plumbed = false;
         let last_miss = conn.last_miss;
+        let first_plumb = conn.last_plumb == conn.created;
+        if failure == PlumbFailure::TableFull && first_plumb {
+            self.overflow_half_nat(flow);
+        }
+        let route = self.inventory.get(flow).map(|c| c.route);
         for action in &mut self.actions {
             if let Action::Deliver(d) = action
                 && d.route.flow == *flow
                 && d.path == DeliveryPath::Forwarder
             {
                 d.path = DeliveryPath::SlowPath;
+                if let Some(route) = route {
+                    d.route = route;
+                }
                 self.counters.slow_path_deliveries += 1;
             }
         }
         if let Some(at) = after(last_miss, self.settings.idle_timeout(flow.protocol())) {
             self.inventory.schedule(*flow, at);
+        }
+    }
+
+    /// A new half-NAT connection whose route did not fit (its first packet not yet
+    /// delivered): switch it to full NAT from the service's overflow sources, whose replies
+    /// the forwarder reports to the slow path. The host sees the NAT source for this
+    /// connection. Without overflow sources (or ports) it stays half NAT: its packets are
+    /// dropped by the driver and counted.
+    fn overflow_half_nat(&mut self, flow: &FlowTuple) {
+        let Some(conn) = self.inventory.get(flow) else {
+            return;
+        };
+        if !matches!(conn.route.delivery, Delivery::HalfNat) {
+            return;
+        }
+        let Some(DeliverySpec::HalfNat {
+            overflow: Some(nat),
+        }) = self.services.get(&conn.service).map(|s| &s.spec.delivery)
+        else {
+            return;
+        };
+        let target = conn.route.target;
+        let Ok(source) = self
+            .nat
+            .allocate(&nat.sources, nat.ports, target, flow.protocol())
+        else {
+            self.counters.nat_ports_exhausted += 1;
+            return;
+        };
+        if self.inventory.set_delivery(flow, Delivery::Nat { source }) {
+            self.counters.half_nat_overflow += 1;
+        } else {
+            self.nat.release(source, target, flow.protocol());
         }
     }
 
@@ -755,7 +796,7 @@ impl Classifier {
         // (3) The route.
         let protocol = flow.protocol();
         let delivery = match &svc.spec.delivery {
-            DeliverySpec::HalfNat => Delivery::HalfNat,
+            DeliverySpec::HalfNat { .. } => Delivery::HalfNat,
             DeliverySpec::Nat(n) => {
                 match nat.allocate(&n.sources, n.ports, endpoint.endpoint, protocol) {
                     Ok(source) => Delivery::Nat { source },

@@ -173,6 +173,28 @@ impl Inventory {
         self.conns.insert(flow, conn);
     }
 
+    /// Changes how `flow`'s packets are delivered (and so its reply key). False, and nothing
+    /// changed, if the flow is unknown or another connection holds the new reply key.
+    pub(crate) fn set_delivery(&mut self, flow: &FlowTuple, delivery: Delivery) -> bool {
+        let Some(conn) = self.conns.get(flow) else {
+            return false;
+        };
+        let mut route = conn.route;
+        route.delivery = delivery;
+        if self.reply_taken(&route) {
+            return false;
+        }
+        let old = reply_key(&conn.route);
+        if self.by_reply.get(&old) == Some(flow) {
+            self.by_reply.remove(&old);
+        }
+        self.by_reply.insert(reply_key(&route), *flow);
+        if let Some(conn) = self.conns.get_mut(flow) {
+            conn.route = route;
+        }
+        true
+    }
+
     /// Removes the connection of `flow`.
     pub(crate) fn remove(&mut self, flow: &FlowTuple) -> Option<Connection> {
         let conn = self.conns.remove(flow)?;

@@ -115,7 +115,14 @@ pub enum DeliverySpec {
     /// Full NAT: destination := host, source := (NAT source, allocated port).
     Nat(NatSpec),
     /// Half NAT: destination := host; the host sees the client.
-    HalfNat,
+    HalfNat {
+        /// The unit's full-NAT sources, if it has any: a new connection whose route the
+        /// forwarder's table cannot hold is served with full NAT on the slow path instead
+        /// (the host then sees the NAT source), because the host's replies to a client
+        /// address cannot be caught without a route. `None`: such connections are dropped
+        /// and counted.
+        overflow: Option<NatSpec>,
+    },
 }
 
 /// Session affinity of a service.
@@ -175,7 +182,7 @@ impl ServiceSpec {
                     service: service.name.clone(),
                 })?)
             }
-            Delivery::HalfNat => DeliverySpec::HalfNat,
+            Delivery::HalfNat => DeliverySpec::HalfNat { overflow: nat },
             Delivery::Tunnel => {
                 return Err(ConfigError::Unsupported {
                     service: service.name.clone(),
@@ -414,7 +421,7 @@ mod tests {
             ServiceSpec::from_config(&half, &p, None)
                 .expect("valid")
                 .map(|s| s.delivery),
-            Some(DeliverySpec::HalfNat)
+            Some(DeliverySpec::HalfNat { overflow: None })
         );
         let tunnel = service(
             ServiceMode::Packet {

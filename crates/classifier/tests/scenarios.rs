@@ -11,8 +11,9 @@ use std::time::Instant;
 
 use common::*;
 use switchyard_classifier::{
-    Action, AffinitySpec, Classifier, DeliveryPath, FinalReason, PlumbFailure, PortRange,
-    RouteLookup, ServiceId, Settings, Side, TcpFlags, Transport, host_sees,
+    Action, AffinitySpec, Classifier, DeliveryPath, DeliverySpec, FinalReason, NatSpec,
+    PlumbFailure, PortRange, RouteLookup, ServiceId, Settings, Side, TcpFlags, Transport,
+    host_sees,
 };
 use switchyard_wire::health::{DirectiveState, Health};
 use switchyard_wire::plumbing::{Delivery, Route};
@@ -678,6 +679,83 @@ fn table_full_delivers_through_the_slow_path_and_never_misroutes() {
     c.on_final(t0 + ms(100), &g, FinalReason::Fin, Side::Host);
     c.handle_timeout(t0 + ms(100) + secs(10));
     assert_eq!(drain(&mut c), vec![Action::DeleteRoute(g)]);
+}
+
+#[test]
+fn half_nat_connections_that_do_not_fit_are_served_with_full_nat_on_the_slow_path() {
+    let t0 = Instant::now();
+    let mut rows = three_hosts();
+    let mut c = Classifier::new(Settings::default()).unwrap();
+    let mut spec = half_nat_service(VIP, Protocol::Tcp);
+    spec.delivery = DeliverySpec::HalfNat {
+        overflow: Some(NatSpec {
+            sources: vec![ip("198.18.200.10")],
+            ports: PortRange::new(20000, 20001).unwrap(),
+        }),
+    };
+    c.set_service(spec).unwrap();
+    let f = flow(Protocol::Tcp, "192.0.2.1:1000", VIP);
+    c.on_miss(t0, &mut rows, syn(f));
+    let Some(Action::PlumbRoute(route)) = c.poll_action() else {
+        panic!("plumb first")
+    };
+    assert_eq!(route.delivery, Delivery::HalfNat);
+    c.on_plumb_failed(t0, &f, PlumbFailure::TableFull);
+    // The first packet goes out on the slow path with full NAT: the host's replies come to
+    // the NAT source, where the forwarder can catch them without a route.
+    let Some(Action::Deliver(d)) = c.poll_action() else {
+        panic!("then deliver")
+    };
+    assert_eq!(d.path, DeliveryPath::SlowPath);
+    let source = sa("198.18.200.10:20000");
+    assert_eq!(d.route.delivery, Delivery::Nat { source });
+    assert_eq!((d.route.flow, d.route.target), (f, route.target));
+    assert_eq!(c.counters().half_nat_overflow, 1);
+    assert_eq!(c.nat_ports_in_use(), 1);
+    assert_eq!(
+        c.inventory()
+            .flow_of_reply(Protocol::Tcp, route.target, source),
+        Some(f),
+        "replies to the NAT source map to the flow"
+    );
+    assert_eq!(
+        c.inventory()
+            .flow_of_reply(Protocol::Tcp, route.target, f.client()),
+        None
+    );
+    // A retried plumb installs the full-NAT route: the host keeps seeing the same peer.
+    c.on_miss(t0 + ms(1500), &mut rows, ack(f));
+    let (r, _) = plumb_then_deliver(&drain(&mut c));
+    assert_eq!(r.delivery, Delivery::Nat { source });
+
+    // A connection that was plumbed with half NAT and loses its route later keeps half NAT
+    // (the host already saw the client's address).
+    let g = flow(Protocol::Tcp, "192.0.2.1:1001", VIP);
+    c.on_miss(t0, &mut rows, syn(g));
+    plumb_then_deliver(&drain(&mut c));
+    c.on_miss(t0 + ms(10), &mut rows, ack(g));
+    drain(&mut c);
+    c.on_plumb_failed(t0 + ms(10), &g, PlumbFailure::TableFull);
+    assert_eq!(
+        c.inventory().get(&g).unwrap().route.delivery,
+        Delivery::HalfNat
+    );
+    assert_eq!(c.counters().half_nat_overflow, 1);
+
+    // Without overflow sources a half-NAT connection that does not fit stays half NAT.
+    let mut c = Classifier::new(Settings::default()).unwrap();
+    c.set_service(half_nat_service(VIP, Protocol::Tcp)).unwrap();
+    c.on_miss(t0, &mut rows, syn(f));
+    c.poll_action();
+    c.on_plumb_failed(t0, &f, PlumbFailure::TableFull);
+    let Some(Action::Deliver(d)) = c.poll_action() else {
+        panic!("deliver")
+    };
+    assert_eq!(
+        (d.route.delivery, d.path),
+        (Delivery::HalfNat, DeliveryPath::SlowPath)
+    );
+    assert_eq!(c.counters().half_nat_overflow, 0);
 }
 
 #[test]

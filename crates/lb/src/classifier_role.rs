@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | `PlumbRoute` | `add_route`; on failure `on_plumb_failed` before the next action | `AddRoute` datagram |
 //! | `Deliver` (forwarder path) | reinject the frame | nothing: the forwarder reinjects its pending frames on `AddRoute` |
-//! | `Deliver` (slow path) | full NAT: `deliver_with_route` (`slow_path_delivered`); half NAT: dropped and counted (`slow_path_dropped`) | dropped and counted (`slow_path_dropped`) |
+//! | `Deliver` (slow path) | full NAT: `deliver_with_route` (`slow_path_delivered`); half NAT: dropped and counted (`slow_path_dropped`) | nothing: never asked for (the forwarder serves its overflow itself) |
 //! | `DeleteRoute` | `delete_route` | `DeleteRoute` datagram |
 //!
 //! **Table full** (the forwarder refused a route): the machine keeps the connection in its
@@ -23,9 +23,13 @@
 //! ([`ClassifierInput::ReplyMiss`]) instead of passing to the stack: the driver finds the flow
 //! with [`switchyard_classifier::Inventory::flow_of_reply`] and sends the reply along the same
 //! route (reverse direction); a FIN or RST among them closes the flow as a final packet would.
-//! Not served (dropped and counted, never mis-forwarded): half-NAT flows (the host's replies go
-//! to the client's address, which the forwarder cannot tell from other traffic without a
-//! route) and flows of remote forwarders (the plumbing protocol carries no slow path).
+//! Half NAT: the host's replies go to the client's address, which the forwarder cannot tell
+//! from other traffic without a route, so a *new* half-NAT connection that finds the table
+//! full is switched to full NAT from the unit's NAT sources (`half_nat_overflow`; the host
+//! sees the NAT source for that connection). Without NAT sources, or for a half-NAT
+//! connection that loses its route later, its packets are dropped and counted
+//! (`slow_path_dropped`), never mis-forwarded. A remote forwarder serves the routes it cannot
+//! hold itself (`crate::overflow`); the classifier never learns of them.
 //!
 //! Allotments come from the unit's health cache ([`HealthCacheHandle`]) when it runs that
 //! role, else from a health-cache unit over UDP through [`RemoteAllotments`]: the machine's

@@ -14,7 +14,11 @@
 //! - scans the routing table for idle flows and reports them (local: to the classifier;
 //!   remote: `FinalPacket` with reason `IdleTimeout`);
 //! - keeps a mirror of the routes it installed (flow → route, reply key → flow) to map
-//!   reply-direction final packets to their flow and to count flows per VIP and host.
+//!   reply-direction final packets to their flow and to count flows per VIP and host;
+//! - with a remote classifier, keeps the routes the table could not hold
+//!   ([`crate::overflow::Overflow`]) and sends those flows' packets itself on the slow path
+//!   (the classifier's unit cannot): client packets arrive as misses, the hosts' replies as
+//!   reply misses at the classifier's NAT sources, which the data plane reports for this.
 //!
 //! [`ForwarderHandle`] is the synchronous API the in-process classifier and the admin API
 //! use. Map operations are short syscalls under one mutex; the event loop never holds it
@@ -33,6 +37,8 @@ use switchyard_forwarder::{
     self as fwd, AttachMode, Counters, Dataplane, Event, EventReader, Hook, VipStats,
 };
 use switchyard_transport::{Throttle, UdpEndpoint};
+
+use crate::overflow::Overflow;
 use switchyard_wire::plumbing::{self, Ingress, Route};
 use switchyard_wire::{Codec, FlowTuple, Message, Protocol, SenderId, UnitId};
 use tokio::io::unix::AsyncFd;
@@ -128,6 +134,15 @@ pub struct AgentCounters {
     /// Slow-path frames the data plane refused (not of the flow, TTL, neighbour, FIB) or
     /// that failed to run.
     pub slow_path_failed: AtomicU64,
+    /// Routes of a remote classifier kept in memory because the table was full (now).
+    pub overflow_routes: AtomicU64,
+    /// Overflow routes installed later, when the table had room again.
+    pub overflow_installed: AtomicU64,
+    /// Reply misses that belong to no overflow route (dropped).
+    pub reply_misses_unknown: AtomicU64,
+    /// Half-NAT routes of a remote classifier refused for a full table: not kept (their
+    /// replies could not be caught), the flows' packets dropped.
+    pub overflow_half_nat_refused: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -169,6 +184,9 @@ struct Installed {
 /// Flows whose last activity is read from the data plane per lock hold: the scans release
 /// the lock between batches so route installs and events interleave with them.
 const SCAN_BATCH: usize = 512;
+
+/// Overflow routes the agent tries to install again per idle scan.
+const OVERFLOW_RETRIES: usize = 256;
 
 struct Shared {
     state: Mutex<State>,
@@ -465,6 +483,13 @@ impl ForwarderHandle {
             ("reply_misses", load(&c.reply_misses)),
             ("slow_path_sent", load(&c.slow_path_sent)),
             ("slow_path_failed", load(&c.slow_path_failed)),
+            ("overflow_routes", load(&c.overflow_routes)),
+            ("overflow_installed", load(&c.overflow_installed)),
+            ("reply_misses_unknown", load(&c.reply_misses_unknown)),
+            (
+                "overflow_half_nat_refused",
+                load(&c.overflow_half_nat_refused),
+            ),
         ];
         ForwarderSnapshot {
             interfaces: self.shared.interfaces.clone(),
@@ -591,12 +616,18 @@ pub async fn start(
             );
         }
     }
-    // All-in-one: the unit's own classifier allocates its NAT sources; replies to them
-    // without a route (flows the table could not hold) come to the classifier, which sends
-    // them along the reverse route. A split forwarder leaves them alone (it has no slow path).
-    if matches!(link, ClassifierLink::Local(_)) {
-        for addr in &settings.nat_sources {
-            dp.set_nat_source(*addr, settings.nat_ports.first, settings.nat_ports.last)?;
+    // The NAT sources the classifier allocates from: the unit's own (all-in-one) or its
+    // classifier unit's. Replies to them without a route (flows the table could not hold)
+    // are reported, and sent along the reverse route on the slow path: by the classifier
+    // (all-in-one) or by this agent (split; see `Overflow`).
+    let nat_unit = match &link {
+        ClassifierLink::Local(_) => Some(unit),
+        ClassifierLink::Remote { unit: id, .. } => config.unit_by_id(*id),
+    };
+    if let Some(nat_unit) = nat_unit {
+        let nat = &nat_unit.forwarder;
+        for addr in &nat.nat_sources {
+            dp.set_nat_source(*addr, nat.nat_ports.first, nat.nat_ports.last)?;
         }
     }
     for ifname in &settings.interfaces {
@@ -634,6 +665,7 @@ pub async fn start(
         link,
         endpoint,
         pending: HashMap::new(),
+        overflow: Overflow::default(),
         timeouts,
         idle_every: (shortest / 4).clamp(Duration::from_secs(1), Duration::from_secs(10)),
         throttle: Throttle::new(LOG_EVERY),
@@ -652,6 +684,7 @@ struct Agent {
     link: ClassifierLink,
     endpoint: Option<UdpEndpoint>,
     pending: HashMap<FlowTuple, Pending>,
+    overflow: Overflow,
     timeouts: ClassifierSettings,
     idle_every: Duration,
     throttle: Throttle,
@@ -735,7 +768,7 @@ impl Agent {
             match event {
                 Event::Miss(miss) => self.on_miss(miss, &mut out),
                 Event::Final(f) => self.on_final(&f, &mut out),
-                Event::ReplyMiss(miss) => self.on_reply_miss(miss),
+                Event::ReplyMiss(miss) => self.on_reply_miss(miss, &mut out),
             }
         }
         out
@@ -762,6 +795,10 @@ impl Agent {
                 },
             }),
             ClassifierLink::Remote { .. } => {
+                if let Some(route) = self.overflow.forward(&flow, Instant::now()) {
+                    self.overflow_packet(&flow, Side::Client, &route, miss, whole, out);
+                    return;
+                }
                 let packet = miss.frame.get(ETH_LEN..).unwrap_or_default().to_vec();
                 if whole {
                     self.keep(flow, miss.frame, miss.ifindex);
@@ -777,19 +814,87 @@ impl Agent {
         }
     }
 
-    fn on_reply_miss(&mut self, miss: fwd::Miss) {
+    fn on_reply_miss(&mut self, miss: fwd::Miss, out: &mut Vec<Message>) {
         bump(&self.counters().reply_misses);
         let whole = u32::try_from(miss.frame.len()).unwrap_or(u32::MAX) >= miss.len;
         if !whole {
             bump(&self.counters().truncated_misses);
         }
-        // Only a local classifier has the slow path (NAT sources are set only then).
+        if let ClassifierLink::Remote { .. } = &self.link {
+            let protocol = crate::plumbing::wire_protocol(miss.flow.proto);
+            match self
+                .overflow
+                .reply(protocol, miss.flow.src, miss.flow.dst, Instant::now())
+            {
+                Some((flow, side, route)) => {
+                    self.overflow_packet(&flow, side, &route, miss, whole, out);
+                }
+                None => bump(&self.counters().reply_misses_unknown),
+            }
+            return;
+        }
+        // The local classifier finds the flow and sends the frame on the slow path.
         self.give(ClassifierInput::ReplyMiss {
             wire: miss.flow,
             tcp_flags: miss.tcp_flags,
             ingress_ifindex: miss.ifindex,
             frame: if whole { miss.frame } else { Vec::new() },
         });
+    }
+
+    /// A packet of an overflow flow (either direction): sent along its route on the slow
+    /// path; a FIN or RST is reported to the classifier, as the data plane reports none for
+    /// flows without a route.
+    fn overflow_packet(
+        &mut self,
+        flow: &FlowTuple,
+        side: Side,
+        route: &Route,
+        miss: fwd::Miss,
+        whole: bool,
+        out: &mut Vec<Message>,
+    ) {
+        if whole {
+            self.handle
+                .deliver_with_route(miss.frame, miss.ifindex, route);
+        } else {
+            bump(&self.counters().slow_path_failed);
+        }
+        if flow.protocol() == Protocol::Tcp && miss.tcp_flags & 0x05 != 0 {
+            let reason = if miss.tcp_flags & 0x04 != 0 {
+                plumbing::FinalReason::Rst
+            } else if side == Side::Host {
+                plumbing::FinalReason::HostFin
+            } else {
+                plumbing::FinalReason::Fin
+            };
+            out.push(Message::FinalPacket(plumbing::FinalPacket {
+                flow: *flow,
+                reason,
+            }));
+        }
+    }
+
+    /// Overflow routes: forgets `flow`'s, updating the gauge.
+    fn forget_overflow(&mut self, flow: &FlowTuple) {
+        if self.overflow.remove(flow) {
+            self.counters()
+                .overflow_routes
+                .store(self.overflow.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Tries to install up to [`OVERFLOW_RETRIES`] overflow routes (the table may have room
+    /// again); installed ones leave the overflow.
+    fn retry_overflow(&mut self) {
+        for route in self.overflow.some_routes(OVERFLOW_RETRIES) {
+            if self.handle.add_route(&route).is_ok() {
+                bump(&self.counters().overflow_installed);
+                self.forget_overflow(&route.flow);
+            } else {
+                break;
+            }
+        }
     }
 
     fn keep(&mut self, flow: FlowTuple, frame: Vec<u8>, ifindex: u32) {
@@ -861,6 +966,23 @@ impl Agent {
 
     fn idle_scan(&mut self) -> Vec<Message> {
         let mut out = Vec::new();
+        if !self.overflow.is_empty() {
+            let t = self.timeouts;
+            let idle = self.overflow.idle(Instant::now(), |f| match f.protocol() {
+                Protocol::Tcp => t.tcp_idle_timeout,
+                Protocol::Udp => t.udp_idle_timeout,
+            });
+            self.counters()
+                .idle_reported
+                .fetch_add(idle.len() as u64, Ordering::Relaxed);
+            out.extend(idle.into_iter().map(|flow| {
+                Message::FinalPacket(plumbing::FinalPacket {
+                    flow,
+                    reason: plumbing::FinalReason::IdleTimeout,
+                })
+            }));
+            self.retry_overflow();
+        }
         for (idle_for, flows) in self.handle.idle_flows(&self.timeouts) {
             if flows.is_empty() {
                 continue;
@@ -910,19 +1032,42 @@ impl Agent {
         match envelope.message {
             Message::AddRoute(add) => {
                 for route in &add.routes {
-                    let ok = self.handle.add_route(route).is_ok();
-                    if let Some(p) = self.pending.remove(&route.flow)
-                        && ok
-                    {
-                        for (frame, ifindex) in p.frames {
-                            self.handle.reinject(frame, ifindex);
+                    let result = self.handle.add_route(route);
+                    let pending = self.pending.remove(&route.flow);
+                    match result {
+                        Ok(()) => {
+                            self.forget_overflow(&route.flow);
+                            for (frame, ifindex) in pending.map(|p| p.frames).unwrap_or_default() {
+                                self.handle.reinject(frame, ifindex);
+                            }
                         }
+                        Err(PlumbFailure::TableFull)
+                            if matches!(route.delivery, plumbing::Delivery::HalfNat) =>
+                        {
+                            // The host would answer the client directly, and without a route
+                            // that reply could not be caught and translated: not served
+                            // (the client's retransmissions come back as misses), counted.
+                            bump(&self.counters().overflow_half_nat_refused);
+                        }
+                        Err(PlumbFailure::TableFull) => {
+                            // The classifier's unit cannot send this unit's frames: keep the
+                            // route here and serve the flow on the slow path.
+                            self.overflow.insert(*route, Instant::now());
+                            self.counters()
+                                .overflow_routes
+                                .store(self.overflow.len() as u64, Ordering::Relaxed);
+                            for (frame, ifindex) in pending.map(|p| p.frames).unwrap_or_default() {
+                                self.handle.deliver_with_route(frame, ifindex, route);
+                            }
+                        }
+                        Err(PlumbFailure::Other) => {}
                     }
                 }
             }
             Message::DeleteRoute(del) => {
                 for flow in &del.flows {
                     self.handle.delete_route(flow);
+                    self.forget_overflow(flow);
                 }
             }
             _ => bump(&self.counters().plumbing_refused),

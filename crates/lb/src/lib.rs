@@ -45,6 +45,7 @@ pub mod classifier_role;
 pub mod forwarder_role;
 pub mod health_service;
 mod observe;
+mod overflow;
 pub mod packet_roles;
 pub mod plumbing;
 pub mod trust;

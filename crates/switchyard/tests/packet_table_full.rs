@@ -1,19 +1,28 @@
 //! Issue 4's capacity rule under real traffic: "when the table is full, new connections are
-//! still served and the event is counted, never silently mis-routed". One all-in-one unit
-//! (full NAT, tc) whose forwarder holds only 8 routes, three hosts running the echo server:
+//! still served and the event is counted, never silently mis-routed". A forwarder that holds
+//! only 8 routes, three hosts running the echo server; in each shape:
 //!
 //! - 40 long-lived connections are opened one after another (most find the table full) and
 //!   keep exchanging lines with the same host; then 200 short connections (4 at a time) come
 //!   and go while the long-lived ones stay open; then the long-lived ones finish cleanly;
-//! - every connection succeeds with zero resets and zero failures;
-//! - `/v1/flows` shows at most 8 installed routes, table-full events counted (forwarder agent
-//!   and classifier), slow-path deliveries in both directions (client → host frames and the
-//!   hosts' replies to the NAT source), and no slow-path frame dropped or refused.
+//! - every connection succeeds with zero resets and zero failures.
+//!
+//! Shapes and what is counted:
+//! - all-in-one, full NAT: `/v1/flows` shows at most 8 installed routes, table-full events
+//!   (forwarder agent and classifier), slow-path deliveries in both directions (client →
+//!   host frames and the hosts' replies to the NAT source), no slow-path frame dropped;
+//! - all-in-one, half NAT: the same, and every connection that found the table full was
+//!   switched to full NAT (`half_nat_overflow`), since the host's direct replies to the
+//!   client could not be caught without a route;
+//! - split units (full NAT): the forwarder unit keeps the routes it could not install and
+//!   sends those flows' packets itself (`slow_path_sent`, `reply_misses`), and drops them
+//!   when the classifier deletes them after the connections ended (`overflow_routes` 0).
 //!
 //! No timed assertions. Needs root (skipped otherwise).
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -129,19 +138,21 @@ fn assert_clean(cluster: &Cluster, what: &str, tally: &Tally, n: u64) {
     );
 }
 
-#[test]
-fn a_full_table_still_serves_new_connections_on_the_slow_path() {
+/// Starts a cluster whose forwarder holds [`MAX_FLOWS`] routes and runs the traffic: the
+/// long-lived connections, the short ones beside them, then the long-lived ones finish.
+/// Asserts every connection succeeded without a reset. `None` when skipped.
+fn run_full_table(what: &str, packet: PacketSpec) -> Option<Cluster> {
     let spec = ClusterSpec {
-        lb_units: 1,
+        lb_units: if packet.split { 2 } else { 1 },
         hosts: 3,
         echo_servers: true,
-        packet: Some(PacketSpec::all_in_one("nat")),
+        packet: Some(packet),
         max_flows: Some(MAX_FLOWS),
+        // Routes of finished connections go soon, so the end state is quick to see.
+        extra_toml: "\n[classifier]\nfin_linger = \"1s\"\n".to_owned(),
         ..ClusterSpec::default()
     };
-    let Some(cluster) = Cluster::start("packet table full", spec) else {
-        return;
-    };
+    let cluster = Cluster::start(what, spec)?;
     for k in 0..3 {
         cluster.set_service_status(k, SERVICE, Some("healthy"), Some(0), Some(50));
     }
@@ -228,8 +239,12 @@ fn a_full_table_still_serves_new_connections_on_the_slow_path() {
         }
     }
     assert_clean(&cluster, "long-lived finished", &done, LONG_LIVED as u64);
+    Some(cluster)
+}
 
-    // Counted: table full, slow-path deliveries both ways, nothing dropped or refused.
+/// The all-in-one unit's counters once its classifier caught up: table full, slow-path
+/// deliveries both ways, nothing dropped or refused.
+fn assert_classifier_slow_path(cluster: &Cluster) -> BTreeMap<String, u64> {
     let flows = wait::wait_until(
         "the unit published its slow-path counters",
         Duration::from_secs(5),
@@ -246,13 +261,13 @@ fn a_full_table_still_serves_new_connections_on_the_slow_path() {
                 || ag("slow_path_sent") != ev("slow_path_delivered")
                 || ag("reply_misses") != ev("slow_path_replies") + ev("reply_misses_unknown")
             {
-                return Err(report(&cluster));
+                return Err(report(cluster));
             }
             Ok(flows)
         },
     )
     .0;
-    eprintln!("{}", report(&cluster));
+    eprintln!("{}", report(cluster));
     let f = flows.forwarder.expect("forwarder");
     let c = flows.classifier.expect("classifier");
     let ev = |k: &str| c.events.get(k).copied().unwrap_or(0);
@@ -271,5 +286,79 @@ fn a_full_table_still_serves_new_connections_on_the_slow_path() {
     assert_eq!(
         f.tc.get("nat_misses").copied().unwrap_or(0),
         ag("reply_misses")
+    );
+    c.events
+}
+
+#[test]
+fn a_full_table_still_serves_new_connections_on_the_slow_path() {
+    let Some(cluster) = run_full_table("packet table full", PacketSpec::all_in_one("nat")) else {
+        return;
+    };
+    let events = assert_classifier_slow_path(&cluster);
+    assert_eq!(events.get("half_nat_overflow").copied(), Some(0));
+}
+
+#[test]
+fn half_nat_connections_beyond_a_full_table_are_served_with_full_nat() {
+    let Some(cluster) = run_full_table(
+        "packet table full, half NAT",
+        PacketSpec::all_in_one("half-nat"),
+    ) else {
+        return;
+    };
+    let events = assert_classifier_slow_path(&cluster);
+    // Every new connection that found the table full switched to full NAT.
+    let beyond = (LONG_LIVED - MAX_FLOWS as usize) as u64;
+    let overflow = events.get("half_nat_overflow").copied().unwrap_or(0);
+    assert!(overflow >= beyond, "{events:?}");
+    assert_eq!(
+        overflow,
+        events.get("table_full").copied().unwrap_or(0),
+        "only new connections overflowed (none lost an installed route)"
+    );
+}
+
+#[test]
+fn a_split_forwarder_serves_what_its_table_cannot_hold() {
+    let Some(cluster) = run_full_table("packet table full, split units", PacketSpec::split("nat"))
+    else {
+        return;
+    };
+    let beyond = (LONG_LIVED - MAX_FLOWS as usize) as u64;
+    // The forwarder unit (lb-1) kept the routes it could not install and sent those flows'
+    // packets itself; once every connection ended, the classifier (lb-2) deleted them.
+    let (agent, _) = wait::wait_until(
+        "lb-1 sent the overflow flows' packets and dropped their routes when they ended",
+        Duration::from_secs(20),
+        || {
+            let f = cluster.unit_flows(0)?.forwarder.ok_or("no forwarder")?;
+            let ag = |k: &str| f.agent.get(k).copied().unwrap_or(0);
+            if ag("table_full") < beyond
+                || ag("slow_path_sent") == 0
+                || ag("reply_misses") == 0
+                || ag("overflow_routes") != 0
+                || f.flows != 0
+            {
+                return Err(format!("{} routes, agent {:?}", f.flows, f.agent));
+            }
+            Ok(f.agent)
+        },
+    );
+    eprintln!("lb-1 agent: {agent:?}");
+    let ag = |k: &str| agent.get(k).copied().unwrap_or(0);
+    assert_eq!(ag("slow_path_failed"), 0, "{agent:?}");
+    assert_eq!(ag("reply_misses_unknown"), 0, "{agent:?}");
+    assert_eq!(ag("overflow_half_nat_refused"), 0, "{agent:?}");
+    let c = cluster
+        .unit_flows(1)
+        .expect("lb-2 flows")
+        .classifier
+        .expect("lb-2 classifier");
+    assert_eq!(
+        c.events.get("slow_path_dropped").copied(),
+        Some(0),
+        "{:?}",
+        c.events
     );
 }

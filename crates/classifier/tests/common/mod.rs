@@ -114,7 +114,7 @@ pub fn half_nat_service(vip: &str, protocol: Protocol) -> ServiceSpec {
     ServiceSpec {
         vip: sa(vip),
         protocol,
-        delivery: DeliverySpec::HalfNat,
+        delivery: DeliverySpec::HalfNat { overflow: None },
         affinity: AffinitySpec::None,
         allotment_info: String::new(),
     }

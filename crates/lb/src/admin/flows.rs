@@ -290,6 +290,7 @@ fn classifier_events(s: &ClassifierSnapshot) -> BTreeMap<String, u64> {
         ("table_full", c.table_full),
         ("plumb_errors", c.plumb_errors),
         ("slow_path_deliveries", c.slow_path_deliveries),
+        ("half_nat_overflow", c.half_nat_overflow),
         ("slow_path_dropped", s.slow_path_dropped),
         ("slow_path_delivered", s.slow_path_delivered),
         ("slow_path_replies", s.slow_path_replies),

@@ -1536,9 +1536,24 @@ fn nat_sources(spec: &ClusterSpec, j: usize) -> String {
 
 /// What the packet path needs from the topology: GRO on the peers of every LB unit's
 /// interfaces (frames the forwarder reinjects or redirects with XDP reach a veth only when its
-/// peer has NAPI), and for a split cluster the VIP routed to `lb-1` only (`lb-2` does not
-/// forward).
+/// peer has NAPI), for a split cluster the VIP routed to `lb-1` only (`lb-2` does not
+/// forward), and for half NAT every host's route to the clients via `lb-1`'s backend address
+/// (hosts answer the client directly, through the forwarder).
 fn prepare_packet_path(topo: &Topology, packet: &PacketSpec, units: usize) {
+    if packet.delivery == "half-nat" {
+        let via = topo
+            .lb_unit(0)
+            .iface("eth1")
+            .expect("LB units have eth1")
+            .v4();
+        for host in topo.hosts() {
+            for client in topo.clients() {
+                host.ns()
+                    .add_route(client.primary().v4_cidr(), via)
+                    .expect("host route to the client via the forwarder");
+            }
+        }
+    }
     for j in 0..units {
         let port = format!("lb{j}");
         topo.router()
