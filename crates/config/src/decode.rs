@@ -94,6 +94,9 @@ pub(crate) fn wrong_type(
         {
             Some(format!("write the number without quotes: {}", s.trim()))
         }
+        DeValue::String(_) if expected.contains("boolean") => {
+            Some("write true or false without quotes".to_owned())
+        }
         DeValue::String(_) if expected.contains("array") => {
             Some("write a list in brackets, e.g. [\"a\", \"b\"]".to_owned())
         }
@@ -129,6 +132,20 @@ impl Decode for String {
 
     fn decode(value: &DeValue<'_>, span: &Span, field: &str, sink: &mut Sink) -> Option<Self> {
         text(value, Self::EXPECTED, span, field, sink).map(str::to_owned)
+    }
+}
+
+impl Decode for bool {
+    const EXPECTED: &'static str = "a boolean (true or false)";
+
+    fn decode(value: &DeValue<'_>, span: &Span, field: &str, sink: &mut Sink) -> Option<Self> {
+        match value {
+            DeValue::Boolean(b) => Some(*b),
+            other => {
+                wrong_type(sink, Self::EXPECTED, other, span, field);
+                None
+            }
+        }
     }
 }
 

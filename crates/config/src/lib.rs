@@ -26,6 +26,7 @@ mod files;
 mod location;
 mod model;
 mod raw;
+mod router;
 mod secret;
 mod validate;
 
@@ -40,6 +41,9 @@ pub use model::{
     Config, Delivery, Firewall, ForwarderSettings, HealthCheck, HealthSettings, Host, HostGroup,
     HostId, Listener, ListenerProtocol, Pool, PortSpan, Prefix, Probe, Protocol, Role, Service,
     ServiceManager, ServiceMode, Unit, UnitId,
+};
+pub use router::{
+    HeaderMatch, PathMatch, Route, RouterSettings, UpstreamSettings, router_defaults,
 };
 pub use secret::{ClusterSecret, MIN_SECRET_BYTES, SecretError};
 pub use validate::{

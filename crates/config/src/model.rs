@@ -38,6 +38,11 @@ pub struct Config {
     /// Per-service firewalls (`services[].firewall`), by service name; services without one
     /// are absent.
     pub firewalls: BTreeMap<String, Firewall>,
+    /// Settings of the request router role (`[router]`, all defaults when absent).
+    pub router: crate::router::RouterSettings,
+    /// Routing rules of request-mode services (`services[].routes`), by service name;
+    /// services without rules are absent.
+    pub routes: BTreeMap<String, Vec<crate::router::Route>>,
 }
 
 impl Config {
@@ -111,6 +116,22 @@ impl Config {
     /// The firewall of `service`, if it has one.
     pub fn firewall(&self, service: &Service) -> Option<&Firewall> {
         self.firewalls.get(&service.name)
+    }
+
+    /// The routing rules of `service`, in file order; empty when it has none.
+    pub fn routes(&self, service: &Service) -> &[crate::router::Route] {
+        self.routes.get(&service.name).map_or(&[], Vec::as_slice)
+    }
+
+    /// The request-mode services that accept connections at the listener `name`, in file
+    /// order.
+    pub fn services_of_listener<'c>(
+        &'c self,
+        name: &'c str,
+    ) -> impl Iterator<Item = &'c Service> + 'c {
+        self.services.iter().filter(
+            move |s| matches!(&s.mode, ServiceMode::Request { listener } if listener == name),
+        )
     }
 
     /// The unit that classifies the new connections `forwarder` sees: itself when it has

@@ -156,6 +156,7 @@ pub(crate) struct RawConfig {
     pub(crate) agent: Option<RawAgent>,
     pub(crate) host_groups: Vec<RawHostGroup>,
     pub(crate) classifier: Option<RawClassifier>,
+    pub(crate) router: Option<RawRouter>,
 }
 
 #[derive(Debug)]
@@ -225,6 +226,59 @@ pub(crate) struct RawService {
     pub(crate) listener: Field<String>,
     pub(crate) affinity: Option<RawAffinity>,
     pub(crate) firewall: Option<RawFirewall>,
+    pub(crate) routes: Vec<RawRoute>,
+}
+
+/// `[router]`: request limits of the request router.
+#[derive(Debug)]
+pub(crate) struct RawRouter {
+    pub(crate) at: At,
+    pub(crate) max_header_bytes: Field<u32>,
+    pub(crate) max_headers: Field<u32>,
+    pub(crate) header_read_timeout: Field<Duration>,
+    pub(crate) max_body_bytes: Field<u32>,
+    pub(crate) max_requests_per_client: Field<u32>,
+    pub(crate) request_id_header: Field<String>,
+    pub(crate) upstream: Option<RawUpstream>,
+}
+
+/// `[router.upstream]`: how the request router talks to hosts.
+#[derive(Debug)]
+pub(crate) struct RawUpstream {
+    pub(crate) at: At,
+    pub(crate) connect_timeout: Field<Duration>,
+    pub(crate) request_timeout: Field<Duration>,
+    pub(crate) idle_timeout: Field<Duration>,
+    pub(crate) max_connections_per_host: Field<u32>,
+    pub(crate) retries: Field<u32>,
+    pub(crate) http2: Field<bool>,
+    pub(crate) outlier_errors: Field<u32>,
+    pub(crate) outlier_ejection: Field<Duration>,
+}
+
+/// `[[services.routes]]`: one routing rule of a request-mode service.
+#[derive(Debug)]
+pub(crate) struct RawRoute {
+    pub(crate) at: At,
+    pub(crate) host: Field<String>,
+    pub(crate) path: Field<String>,
+    pub(crate) path_prefix: Field<String>,
+    pub(crate) path_regex: Field<String>,
+    pub(crate) methods: Field<Vec<Spanned<String>>>,
+    pub(crate) headers: Vec<RawHeaderPair>,
+    pub(crate) pool: Field<String>,
+    pub(crate) rewrite_prefix: Field<String>,
+    pub(crate) add_headers: Vec<RawHeaderPair>,
+    pub(crate) remove_headers: Field<Vec<Spanned<String>>>,
+    pub(crate) max_body_bytes: Field<u32>,
+}
+
+/// `{ name = "…", value = "…" }` in a route's `headers` or `add_headers`.
+#[derive(Debug)]
+pub(crate) struct RawHeaderPair {
+    pub(crate) at: At,
+    pub(crate) name: Field<String>,
+    pub(crate) value: Field<String>,
 }
 
 #[derive(Debug)]
@@ -342,6 +396,7 @@ pub(crate) fn read(root: &DeTable<'_>, sink: &mut Sink) -> RawConfig {
             "agent",
             "host_groups",
             "classifier",
+            "router",
         ],
     );
     let cluster = match root.table(sink, "cluster") {
@@ -412,6 +467,111 @@ pub(crate) fn read(root: &DeTable<'_>, sink: &mut Sink) -> RawConfig {
         classifier: root
             .table(sink, "classifier")
             .map(|n| read_classifier(&n, sink)),
+        router: root.table(sink, "router").map(|n| read_router(&n, sink)),
+    }
+}
+
+fn read_router(node: &Node<'_, '_>, sink: &mut Sink) -> RawRouter {
+    node.check_fields(
+        sink,
+        "[router]",
+        &[
+            "max_header_bytes",
+            "max_headers",
+            "header_read_timeout",
+            "max_body_bytes",
+            "max_requests_per_client",
+            "request_id_header",
+            "upstream",
+        ],
+    );
+    RawRouter {
+        at: At::of(node),
+        max_header_bytes: node.integer(sink, "max_header_bytes", 1024, 1024 * 1024),
+        max_headers: node.integer(sink, "max_headers", 1, 10_000),
+        header_read_timeout: node.optional(sink, "header_read_timeout"),
+        max_body_bytes: node.integer(sink, "max_body_bytes", 0, u32::MAX),
+        max_requests_per_client: node.integer(sink, "max_requests_per_client", 1, u32::MAX),
+        request_id_header: node.optional(sink, "request_id_header"),
+        upstream: node
+            .table(sink, "upstream")
+            .map(|n| read_upstream(&n, sink)),
+    }
+}
+
+fn read_upstream(node: &Node<'_, '_>, sink: &mut Sink) -> RawUpstream {
+    node.check_fields(
+        sink,
+        "[router.upstream]",
+        &[
+            "connect_timeout",
+            "request_timeout",
+            "idle_timeout",
+            "max_connections_per_host",
+            "retries",
+            "http2",
+            "outlier_errors",
+            "outlier_ejection",
+        ],
+    );
+    RawUpstream {
+        at: At::of(node),
+        connect_timeout: node.optional(sink, "connect_timeout"),
+        request_timeout: node.optional(sink, "request_timeout"),
+        idle_timeout: node.optional(sink, "idle_timeout"),
+        max_connections_per_host: node.integer(sink, "max_connections_per_host", 1, 100_000),
+        retries: node.integer(sink, "retries", 0, 10),
+        http2: node.optional(sink, "http2"),
+        outlier_errors: node.integer(sink, "outlier_errors", 1, 1_000_000),
+        outlier_ejection: node.optional(sink, "outlier_ejection"),
+    }
+}
+
+fn read_route(node: &Node<'_, '_>, sink: &mut Sink) -> RawRoute {
+    const WHAT: &str = "route";
+    node.check_fields(
+        sink,
+        WHAT,
+        &[
+            "host",
+            "path",
+            "path_prefix",
+            "path_regex",
+            "methods",
+            "headers",
+            "pool",
+            "rewrite_prefix",
+            "add_headers",
+            "remove_headers",
+            "max_body_bytes",
+        ],
+    );
+    let pairs = |key: &str, sink: &mut Sink| -> Vec<RawHeaderPair> {
+        node.tables(sink, key)
+            .iter()
+            .map(|h| {
+                h.check_fields(sink, "header", &["name", "value"]);
+                RawHeaderPair {
+                    at: At::of(h),
+                    name: h.required(sink, "header", "name"),
+                    value: h.optional(sink, "value"),
+                }
+            })
+            .collect()
+    };
+    RawRoute {
+        at: At::of(node),
+        host: node.optional(sink, "host"),
+        path: node.optional(sink, "path"),
+        path_prefix: node.optional(sink, "path_prefix"),
+        path_regex: node.optional(sink, "path_regex"),
+        methods: node.optional(sink, "methods"),
+        headers: pairs("headers", sink),
+        pool: node.required(sink, WHAT, "pool"),
+        rewrite_prefix: node.optional(sink, "rewrite_prefix"),
+        add_headers: pairs("add_headers", sink),
+        remove_headers: node.optional(sink, "remove_headers"),
+        max_body_bytes: node.integer(sink, "max_body_bytes", 0, u32::MAX),
     }
 }
 
@@ -521,7 +681,7 @@ fn read_service(node: &Node<'_, '_>, sink: &mut Sink) -> RawService {
         WHAT,
         &[
             "name", "vip", "protocol", "mode", "delivery", "pool", "listener", "affinity",
-            "firewall",
+            "firewall", "routes",
         ],
     );
     let firewall = node.table(sink, "firewall").map(|f| {
@@ -560,6 +720,11 @@ fn read_service(node: &Node<'_, '_>, sink: &mut Sink) -> RawService {
         listener: node.optional(sink, "listener"),
         affinity,
         firewall,
+        routes: node
+            .tables(sink, "routes")
+            .iter()
+            .map(|n| read_route(n, sink))
+            .collect(),
     }
 }
 

@@ -87,6 +87,28 @@ const fn whole(
     }
 }
 
+/// A request-mode service `s` on listener `l` (13 lines), followed by the header of its
+/// first routing rule (line 14); a case's own lines start at 15.
+macro_rules! request_service {
+    () => {
+        r#"[[listeners]]
+name = "l"
+address = "192.0.2.5:80"
+protocol = "http"
+
+[[services]]
+name = "s"
+vip = "192.0.2.5:80"
+protocol = "tcp"
+mode = "request"
+listener = "l"
+pool = "p"
+
+[[services.routes]]
+"#
+    };
+}
+
 const CASES: &[Case] = &[
     whole(
         "unknown field at top level",
@@ -1538,6 +1560,230 @@ tcp_idle_timeout = "0s"
         "tcp_idle_timeout must be longer than zero",
         2,
         "classifier.tcp_idle_timeout",
+    ),
+    case(
+        "unknown field in [router]",
+        r#"[router]
+max_header_bites = 100
+"#,
+        "unknown-field",
+        "unknown field `max_header_bites` in [router]",
+        2,
+        "router.max_header_bites",
+    ),
+    case(
+        "zero header read timeout",
+        r#"[router]
+header_read_timeout = "0s"
+"#,
+        "bad-duration",
+        "header_read_timeout must be longer than zero",
+        2,
+        "router.header_read_timeout",
+    ),
+    case(
+        "no upstream connections allowed",
+        r#"[router.upstream]
+max_connections_per_host = 0
+"#,
+        "out-of-range",
+        "max_connections_per_host 0 is out of range",
+        2,
+        "router.upstream.max_connections_per_host",
+    ),
+    case(
+        "quoted boolean",
+        r#"[router.upstream]
+http2 = "yes"
+"#,
+        "wrong-type",
+        "expected a boolean (true or false), found a string",
+        2,
+        "router.upstream.http2",
+    ),
+    case(
+        "request id header with a space",
+        r#"[router]
+request_id_header = "X Request"
+"#,
+        "bad-value",
+        "\"X Request\" is not a valid request id header name",
+        2,
+        "router.request_id_header",
+    ),
+    case(
+        "routes on a packet service",
+        r#"[[services]]
+name = "s"
+vip = "192.0.2.5:80"
+protocol = "tcp"
+mode = "packet"
+delivery = "nat"
+pool = "p"
+
+[[services.routes]]
+pool = "p"
+"#,
+        "conflicting-settings",
+        "`routes` only apply to request-mode services",
+        9,
+        "services[0].routes",
+    ),
+    case(
+        "route to an undefined pool",
+        concat!(
+            request_service!(),
+            r#"pool = "nope"
+"#
+        ),
+        "undefined-pool",
+        "pool \"nope\" is not defined",
+        15,
+        "services[0].routes[0].pool",
+    ),
+    case(
+        "route without a pool",
+        concat!(
+            request_service!(),
+            r#"path = "/a"
+"#
+        ),
+        "missing-field",
+        "route has no `pool`",
+        14,
+        "services[0].routes[0].pool",
+    ),
+    case(
+        "route with two path conditions",
+        concat!(
+            request_service!(),
+            r#"path_prefix = "/a/"
+path_regex = "^/a"
+pool = "p"
+"#
+        ),
+        "conflicting-settings",
+        "a route takes one path condition, but has `path_prefix` and `path_regex`",
+        16,
+        "services[0].routes[0].path_regex",
+    ),
+    case(
+        "route regex that does not compile",
+        concat!(
+            request_service!(),
+            r#"path_regex = "^/(["
+pool = "p"
+"#
+        ),
+        "bad-value",
+        "path_regex \"^/([\" does not compile",
+        15,
+        "services[0].routes[0].path_regex",
+    ),
+    case(
+        "relative route path prefix",
+        concat!(
+            request_service!(),
+            r#"path_prefix = "api/"
+pool = "p"
+"#
+        ),
+        "bad-value",
+        "\"api/\" is not an absolute request path",
+        15,
+        "services[0].routes[0].path_prefix",
+    ),
+    case(
+        "rewrite without a prefix match",
+        concat!(
+            request_service!(),
+            r#"path = "/a"
+rewrite_prefix = "/"
+pool = "p"
+"#
+        ),
+        "conflicting-settings",
+        "`rewrite_prefix` without `path_prefix`",
+        16,
+        "services[0].routes[0].rewrite_prefix",
+    ),
+    case(
+        "route method with a space",
+        concat!(
+            request_service!(),
+            r#"methods = ["GET", "BAD METHOD"]
+pool = "p"
+"#
+        ),
+        "bad-value",
+        "\"BAD METHOD\" is not an HTTP method",
+        15,
+        "services[0].routes[0].methods[1]",
+    ),
+    case(
+        "route header name with a space",
+        concat!(
+            request_service!(),
+            r#"headers = [{ name = "X Canary" }]
+pool = "p"
+"#
+        ),
+        "bad-value",
+        "\"X Canary\" is not a valid header name",
+        15,
+        "services[0].routes[0].headers[0].name",
+    ),
+    case(
+        "added header without a value",
+        concat!(
+            request_service!(),
+            r#"add_headers = [{ name = "X-A" }]
+pool = "p"
+"#
+        ),
+        "missing-field",
+        "a header to add has no `value`",
+        15,
+        "services[0].routes[0].add_headers[0].value",
+    ),
+    case(
+        "header value with a control character",
+        concat!(
+            request_service!(),
+            r#"headers = [{ name = "X-A", value = "a\u0001" }]
+pool = "p"
+"#
+        ),
+        "bad-value",
+        "header value holds characters HTTP does not allow",
+        15,
+        "services[0].routes[0].headers[0].value",
+    ),
+    case(
+        "route host with a port",
+        concat!(
+            request_service!(),
+            r#"host = "example.com:80"
+pool = "p"
+"#
+        ),
+        "bad-value",
+        "\"example.com:80\" is not a host name",
+        15,
+        "services[0].routes[0].host",
+    ),
+    case(
+        "unknown field in a route",
+        concat!(
+            request_service!(),
+            r#"pool = "p"
+prefix = "/a"
+"#
+        ),
+        "unknown-field",
+        "unknown field `prefix` in route",
+        16,
+        "services[0].routes[0].prefix",
     ),
 ];
 

@@ -86,3 +86,38 @@ fn request_router_offers_certificates_by_sni() {
         assert!(cert.cert_file.is_file() && cert.key_file.is_file());
     }
 }
+
+#[test]
+fn request_router_example_has_its_routes_and_default_limits() {
+    use switchyard_config::{PathMatch, RouterSettings};
+    let config = switchyard_config::load_file(&examples_dir().join("request-router.toml"))
+        .unwrap_or_else(|d| panic!("{d}"));
+    let www = config.service("www").unwrap_or_else(|| panic!("no www"));
+    let routes = config.routes(www);
+    assert_eq!(routes.len(), 2);
+    assert_eq!(routes[0].host.as_deref(), Some("www.example.com"));
+    assert_eq!(routes[0].path, Some(PathMatch::Prefix("/api/".to_owned())));
+    assert_eq!(routes[0].pool, "api");
+    assert_eq!(routes[0].rewrite_prefix.as_deref(), Some("/v1/"));
+    assert_eq!(
+        routes[0].add_headers,
+        vec![("x-forwarded-prefix".to_owned(), "/api".to_owned())]
+    );
+    assert_eq!(routes[0].remove_headers, vec!["x-debug".to_owned()]);
+    assert_eq!(routes[0].max_body_bytes, Some(1_048_576));
+    assert_eq!(
+        routes[1].path,
+        Some(PathMatch::Regex("^/static/[a-z0-9._-]+$".to_owned()))
+    );
+    assert_eq!(routes[1].methods, vec!["GET".to_owned(), "HEAD".to_owned()]);
+    let internal = config
+        .service("internal-api")
+        .unwrap_or_else(|| panic!("no internal-api"));
+    assert!(config.routes(internal).is_empty());
+    assert_eq!(config.router, RouterSettings::default());
+    let on_https: Vec<&str> = config
+        .services_of_listener("public-https")
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(on_https, ["www"]);
+}

@@ -10,6 +10,7 @@ mod cluster;
 mod health;
 mod packet;
 mod pools;
+mod router;
 mod services;
 mod tls;
 
@@ -111,6 +112,8 @@ pub(crate) fn validate(raw: &RawConfig, source: &Path, sink: &mut Sink) -> Optio
     }
     let firewalls = v.firewalls(&raw.services, services.as_deref());
     let classifier = v.classifier(raw.classifier.as_ref());
+    let router = v.router(raw.router.as_ref());
+    let routes = v.routes(&raw.services, services.as_deref(), &pools.names);
     let health = v.health(raw.health.as_ref());
     let agent = v.agent(raw.agent.as_ref());
     let host_groups = v.host_groups(&raw.host_groups, &host_names, agent.as_ref());
@@ -127,6 +130,7 @@ pub(crate) fn validate(raw: &RawConfig, source: &Path, sink: &mut Sink) -> Optio
         certificates.items,
         (health, agent, host_groups),
         (classifier, firewalls),
+        (router, routes),
     ) {
         (
             Some(cluster),
@@ -137,6 +141,7 @@ pub(crate) fn validate(raw: &RawConfig, source: &Path, sink: &mut Sink) -> Optio
             Some(certificates),
             (Some(health), Some(agent), Some(host_groups)),
             (Some(classifier), Some(firewalls)),
+            (Some(router), Some(routes)),
         ) => Some(Config {
             source: source.to_path_buf(),
             cluster,
@@ -150,6 +155,8 @@ pub(crate) fn validate(raw: &RawConfig, source: &Path, sink: &mut Sink) -> Optio
             host_groups,
             classifier,
             firewalls,
+            router,
+            routes,
         }),
         _ => {
             // Unreachable in practice: every part that failed to build reported why. Never

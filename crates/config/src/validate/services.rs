@@ -357,6 +357,6 @@ impl Validator<'_> {
 }
 
 /// RFC 9110 `tchar`, the characters of header names and cookie names.
-fn is_token_char(c: char) -> bool {
+pub(super) fn is_token_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }

@@ -1,0 +1,331 @@
+//! switchyard's request router (layer 7): owns HTTP/1.1, h2c and HTTPS listeners (the
+//! certificate chosen by SNI, ALPN h2/http/1.1), per-request routing by host, path,
+//! method and headers, forwarding headers and request ids, host choice with cookie and
+//! hash affinity, pooled and capped connections to hosts with retries and passive outlier
+//! detection, request limits, the access log and the router's metrics.
+//!
+//! It does not own health or load: the caller feeds [`Backends`] snapshots (from the static
+//! configuration today, from the consolidated health & load cache later) through an
+//! `ArcSwap`, and reads back [`Router::ejected_hosts`]. It reads no TOML: it takes a
+//! validated [`switchyard_config::Config`].
+//!
+//! ```no_run
+//! # async fn run(config: switchyard_config::Config) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use switchyard_router::{Backends, Router, RouterConfig};
+//! let backends = Arc::new(arc_swap::ArcSwap::from_pointee(Backends::from_config(&config)));
+//! let mut registry = prometheus_client::registry::Registry::default();
+//! let router = Router::new(RouterConfig::from_config(&config)?, backends, &mut registry);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! router.serve("public", listener).await?;
+//! # Ok(()) }
+//! ```
+
+mod affinity;
+mod backends;
+mod metrics;
+mod proxy;
+mod rules;
+mod tls;
+mod upstream;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use prometheus_client::registry::Registry;
+use switchyard_config::{Config, HostId, ListenerProtocol, RouterSettings};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use affinity::{CookieKey, find_cookie, parse_cookie, rendezvous};
+pub use backends::{Backend, Backends, HostState};
+
+use metrics::Metrics;
+use rules::ListenerRules;
+use upstream::Upstreams;
+
+/// Why the router could not be built or could not serve.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RouterError {
+    /// The configuration cannot be used by the router.
+    #[error("router configuration: {0}")]
+    Config(String),
+    /// A certificate or key could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// `serve` was given a listener name the configuration does not define.
+    #[error("no listener called \"{0}\"")]
+    UnknownListener(String),
+}
+
+/// Everything the router needs from the configuration, checked and compiled.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    settings: RouterSettings,
+    listeners: HashMap<String, ListenerConfig>,
+    cookie_key: CookieKey,
+    drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct ListenerConfig {
+    protocol: Protocol,
+    rules: ListenerRules,
+}
+
+#[derive(Clone)]
+enum Protocol {
+    Http,
+    H2c,
+    Https(Arc<rustls::ServerConfig>),
+}
+
+impl std::fmt::Debug for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Http => "http",
+            Self::H2c => "h2c",
+            Self::Https(_) => "https",
+        })
+    }
+}
+
+impl RouterConfig {
+    /// Compiles the router's part of `config`: every listener that a request-mode service
+    /// uses, its routes and certificates; the affinity cookie key is derived from the
+    /// cluster secret.
+    pub fn from_config(config: &Config) -> Result<Self, RouterError> {
+        let mut listeners = HashMap::new();
+        for listener in &config.listeners {
+            if config.services_of_listener(&listener.name).next().is_none() {
+                continue;
+            }
+            let protocol = match &listener.protocol {
+                ListenerProtocol::Http => Protocol::Http,
+                ListenerProtocol::H2c => Protocol::H2c,
+                ListenerProtocol::Https { certificates } => {
+                    let certs = certificates
+                        .iter()
+                        .map(|name| {
+                            config.certificate(name).ok_or_else(|| {
+                                RouterError::Config(format!("no certificate called \"{name}\""))
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Protocol::Https(tls::server_config(&certs)?)
+                }
+            };
+            listeners.insert(
+                listener.name.clone(),
+                ListenerConfig {
+                    protocol,
+                    rules: ListenerRules::build(config, &listener.name)?,
+                },
+            );
+        }
+        Ok(Self {
+            settings: config.router.clone(),
+            listeners,
+            cookie_key: CookieKey::derive(config.cluster.secret.as_bytes()),
+            drain_timeout: Duration::from_secs(30),
+        })
+    }
+
+    /// Replaces the affinity cookie key (e.g. to share one across clusters).
+    pub fn with_cookie_key(mut self, key: CookieKey) -> Self {
+        self.cookie_key = key;
+        self
+    }
+
+    /// How long [`Router::shutdown`] lets open connections finish (default 30 s).
+    pub fn with_drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// The names of the listeners the router serves.
+    pub fn listener_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.listeners.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+}
+
+/// The request router. Cheap to clone; clones share everything.
+#[derive(Debug, Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: RouterConfig,
+    backends: Arc<ArcSwap<Backends>>,
+    upstreams: Upstreams,
+    metrics: Metrics,
+    clients: Mutex<HashMap<IpAddr, u32>>,
+    shutdown: watch::Sender<bool>,
+    counter: AtomicU64,
+    seed: u64,
+}
+
+impl Router {
+    /// A router over `backends` (the caller swaps in new snapshots at any time), with its
+    /// metrics registered on `registry` under `switchyard_router_`.
+    pub fn new(
+        config: RouterConfig,
+        backends: Arc<ArcSwap<Backends>>,
+        registry: &mut Registry,
+    ) -> Self {
+        let metrics = Metrics::register(registry);
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id());
+        Self {
+            inner: Arc::new(Inner {
+                upstreams: Upstreams::new(config.settings.upstream, metrics.clone()),
+                config,
+                backends,
+                metrics,
+                clients: Mutex::new(HashMap::new()),
+                shutdown: watch::channel(false).0,
+                counter: AtomicU64::new(0),
+                seed,
+            }),
+        }
+    }
+
+    /// Serves listener `name` on `listener` until [`Router::shutdown`]; then stops
+    /// accepting and waits (up to the drain timeout) for open connections to finish.
+    pub fn serve(
+        &self,
+        name: &str,
+        listener: TcpListener,
+    ) -> impl Future<Output = Result<(), RouterError>> + Send + 'static {
+        let inner = self.inner.clone();
+        let config = inner.config.listeners.get(name).cloned();
+        let name = name.to_owned();
+        async move {
+            let config = Arc::new(config.ok_or(RouterError::UnknownListener(name.clone()))?);
+            let graceful = GracefulShutdown::new();
+            let mut stop = inner.shutdown.subscribe();
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder = match config.protocol {
+                Protocol::Http => builder.http1_only(),
+                Protocol::H2c => builder.http2_only(),
+                Protocol::Https(_) => builder,
+            };
+            let s = &inner.config.settings;
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(s.header_read_timeout)
+                .max_buf_size(
+                    usize::try_from(s.max_header_bytes)
+                        .unwrap_or(usize::MAX)
+                        .max(8192),
+                )
+                .max_headers(usize::try_from(s.max_headers).unwrap_or(usize::MAX));
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_header_list_size(s.max_header_bytes);
+            let builder = Arc::new(builder);
+            tracing::info!(listener = %name, protocol = ?config.protocol, "router listening");
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let (stream, peer) = match accepted {
+                            Ok(a) => a,
+                            Err(e) => {
+                                // Out of descriptors and the like: back off, keep serving.
+                                tracing::warn!(error = %e, "accept failed");
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                continue;
+                            }
+                        };
+                        let _ = stream.set_nodelay(true);
+                        let ctx = proxy::ConnCtx {
+                            inner: inner.clone(),
+                            listener: config.clone(),
+                            peer,
+                            tls: matches!(config.protocol, Protocol::Https(_)),
+                        };
+                        let watcher = graceful.watcher();
+                        let builder = builder.clone();
+                        let handshake = inner.config.settings.header_read_timeout;
+                        tokio::spawn(async move {
+                            let service = proxy::service(Arc::new(ctx.clone()));
+                            match &ctx.listener.protocol {
+                                Protocol::Https(tls) => {
+                                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+                                    let stream = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                                        Ok(Ok(s)) => s,
+                                        Ok(Err(e)) => {
+                                            tracing::debug!(peer = %ctx.peer, error = %e, "TLS handshake failed");
+                                            return;
+                                        }
+                                        Err(_) => return,
+                                    };
+                                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                                    let _ = watcher.watch(conn.into_owned()).await;
+                                }
+                                Protocol::Http | Protocol::H2c => {
+                                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                                    let _ = watcher.watch(conn.into_owned()).await;
+                                }
+                            }
+                        });
+                    }
+                    () = until_stopped(&mut stop) => break,
+                }
+            }
+            drop(listener);
+            tokio::select! {
+                () = graceful.shutdown() => {}
+                () = tokio::time::sleep(inner.config.drain_timeout) => {
+                    tracing::warn!(listener = %name, "drain timeout; closing remaining connections");
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// Stops every `serve` from accepting; each then drains its connections and returns.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// Hosts that passive outlier detection took out of rotation right now (the caller may
+    /// report them to the health & load cache).
+    pub fn ejected_hosts(&self) -> Vec<HostId> {
+        self.inner.upstreams.ejected()
+    }
+
+    /// The backends snapshot the router reads.
+    pub fn backends(&self) -> &Arc<ArcSwap<Backends>> {
+        &self.inner.backends
+    }
+}
+
+/// Resolves once shutdown was requested (the guard `wait_for` yields stays inside).
+async fn until_stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+impl Inner {
+    /// A fresh pseudo-random number (not for secrets).
+    fn random(&self) -> u64 {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        xxhash_rust::xxh3::xxh3_64_with_seed(&n.to_le_bytes(), self.seed)
+    }
+}
