@@ -110,6 +110,8 @@ pub struct Counters {
     /// New half-NAT connections the forwarder's table could not hold, served with full NAT
     /// on the slow path instead (the service's overflow NAT sources).
     pub half_nat_overflow: u64,
+    /// Lingering connections opened again by a SYN on their route (kept, back to open).
+    pub reopened: u64,
     /// Per-service counters.
     pub services: HashMap<ServiceId, ServiceCounters>,
 }

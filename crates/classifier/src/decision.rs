@@ -467,6 +467,23 @@ impl Classifier {
         self.close(now, flow, reason, side);
     }
 
+    /// The forwarder saw a SYN (no ACK) from the client on `flow`'s route: the client opens
+    /// the same 4-tuple again — after an RST, or reusing its port while the route lingers —
+    /// and the packet went to the same host along the route. A lingering connection goes back
+    /// to open (its FINs forgotten), so the route is not deleted under the new connection.
+    pub fn on_reopen(&mut self, _now: Instant, flow: &FlowTuple) {
+        let Some(conn) = self.inventory.get_mut(flow) else {
+            self.counters.final_unknown += 1;
+            return;
+        };
+        conn.client_fin = false;
+        conn.host_fin = false;
+        if conn.is_closing() {
+            conn.state = ConnectionState::Active;
+            self.counters.reopened += 1;
+        }
+    }
+
     /// The forwarder reports `flows` without a packet for at least
     /// `idle_for`. Those whose protocol's idle timeout is at most `idle_for`
     /// lose their routes now (unknown ones too: nobody else will delete

@@ -759,6 +759,45 @@ fn half_nat_connections_that_do_not_fit_are_served_with_full_nat_on_the_slow_pat
 }
 
 #[test]
+fn a_syn_on_a_lingering_route_keeps_the_route_for_the_new_connection() {
+    let t0 = Instant::now();
+    let mut rows = three_hosts();
+    let mut c = nat_classifier();
+    let f = flow(Protocol::Tcp, "192.0.2.1:1000", VIP);
+    c.on_miss(t0, &mut rows, syn(f));
+    let (route, _) = plumb_then_deliver(&drain(&mut c));
+    // The client resets the connection; the route lingers for rst_linger (2 s)...
+    c.on_final(t0 + secs(1), &f, FinalReason::Rst, Side::Client);
+    assert!(c.inventory().get(&f).unwrap().is_closing());
+    // ...and opens the same 4-tuple again: its SYN hit the route and went to the same host.
+    c.on_reopen(t0 + secs(2), &f);
+    assert_eq!(c.counters().reopened, 1);
+    let conn = c.inventory().get(&f).unwrap();
+    assert!(!conn.is_closing() && !conn.client_fin && !conn.host_fin);
+    assert_eq!(conn.route, route);
+    // The old linger's deadline passes: the route stays.
+    c.handle_timeout(t0 + secs(60));
+    assert!(drain(&mut c).is_empty());
+    assert!(c.inventory().get(&f).is_some());
+    // The new connection ends normally: both FINs, then the linger.
+    c.on_final(t0 + secs(61), &f, FinalReason::Fin, Side::Client);
+    c.on_final(t0 + secs(61), &f, FinalReason::Fin, Side::Host);
+    c.handle_timeout(t0 + secs(71));
+    assert_eq!(drain(&mut c), vec![Action::DeleteRoute(f)]);
+
+    // A SYN on an open route (a retransmission) changes nothing; on an unknown flow it is
+    // counted as unknown.
+    let g = flow(Protocol::Tcp, "192.0.2.1:1001", VIP);
+    c.on_miss(t0, &mut rows, syn(g));
+    drain(&mut c);
+    c.on_reopen(t0 + secs(1), &g);
+    assert_eq!(c.counters().reopened, 1);
+    let before = c.counters().final_unknown;
+    c.on_reopen(t0, &flow(Protocol::Tcp, "192.0.2.9:9", VIP));
+    assert_eq!(c.counters().final_unknown, before + 1);
+}
+
+#[test]
 fn half_nat_reply_conflicts_are_rejected() {
     let t0 = Instant::now();
     let vip2 = "198.19.0.11:80";

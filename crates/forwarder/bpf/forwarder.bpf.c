@@ -342,15 +342,17 @@ static __always_inline void fill_header(struct sy_event_header *h, __u32 kind, _
 	h->ts_ns = bpf_ktime_get_ns();
 }
 
-static __always_inline void report_final(struct sy_counters *cs, const struct sy_pkt *p,
-					  __u32 ifindex, __u16 vip_id, __u32 hook, __u32 pkt_len)
+/* A header-only event about a routed flow (SY_EVENT_FINAL / SY_EVENT_REOPEN). */
+static __always_inline void report_route_event(struct sy_counters *cs, const struct sy_pkt *p,
+						__u32 kind, __u32 ifindex, __u16 vip_id,
+						__u32 hook, __u32 pkt_len)
 {
 	struct sy_event_header *h = bpf_ringbuf_reserve(&events, sizeof(*h), 0);
 	if (!h) {
 		count(cs, SY_CNT_RINGBUF_FULL, 1);
 		return;
 	}
-	fill_header(h, SY_EVENT_FINAL, ifindex, p, vip_id, hook, pkt_len, 0);
+	fill_header(h, kind, ifindex, p, vip_id, hook, pkt_len, 0);
 	bpf_ringbuf_submit(h, 0);
 }
 
@@ -593,7 +595,13 @@ static __always_inline int classify(void *ctx, int is_xdp, void *data, void *dat
 		struct sy_vip_stats *vs = vip_stat(d->vip_id);
 		if (vs)
 			vs->finals++;
-		report_final(cs, &d->pkt, ifindex, d->vip_id, hook, pkt_len);
+		report_route_event(cs, &d->pkt, SY_EVENT_FINAL, ifindex, d->vip_id, hook, pkt_len);
+	} else if (d->pkt.key.proto == IPPROTO_TCP && !d->is_reply &&
+		   (d->pkt.tcp_flags & 0x12) == 0x02) { /* SYN without ACK */
+		/* The client opens the same 4-tuple again (port reuse, or after an RST) while the
+		 * route lingers: the classifier must keep the route for the new connection. */
+		count(cs, SY_CNT_REOPEN, 1);
+		report_route_event(cs, &d->pkt, SY_EVENT_REOPEN, ifindex, d->vip_id, hook, pkt_len);
 	}
 	/* bpf_jiffies64 is inlined (a load); bpf_ktime_get_ns reads the clocksource, which is
 	 * costly under some hypervisors, so it runs only when the entry is refreshed. */

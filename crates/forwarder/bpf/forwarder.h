@@ -167,6 +167,7 @@ enum sy_counter {
 	SY_CNT_SLOW_SENT,      /* sy_xdp_slow: frame rewritten along `slow_route` and sent */
 	SY_CNT_SLOW_REFUSED,   /* sy_xdp_slow: frame not sent (not of the flow, unparseable, FIB) */
 	SY_CNT_NEXT_HOP_CACHED,/* routed packet sent along the route's cached next hop (no FIB lookup) */
+	SY_CNT_REOPEN,         /* SYN without ACK on a routed flow: REOPEN event, still forwarded */
 	SY_CNT_MAX
 };
 
@@ -178,6 +179,7 @@ enum sy_counter {
 #define SY_EVENT_MISS 1
 #define SY_EVENT_FINAL 2
 #define SY_EVENT_REPLY_MISS 3 /* like MISS, for a packet to a NAT source (host -> NAT source) */
+#define SY_EVENT_REOPEN 4     /* a SYN (no ACK) on a routed flow: the 4-tuple opens again */
 
 /* Largest frame copied into a miss event. */
 #define SY_MAX_CAPTURE 1514

@@ -5,7 +5,7 @@
 use crate::layout::VipStatsValue;
 
 /// Number of global counters per hook (`SY_CNT_MAX`).
-pub(crate) const COUNTER_COUNT: u32 = 29;
+pub(crate) const COUNTER_COUNT: u32 = 30;
 
 /// Which program a counter set or event belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -99,6 +99,8 @@ pub struct Counters {
     pub slow_refused: u64,
     /// Routed packets sent along their route's cached next hop, without a FIB lookup.
     pub next_hop_cached: u64,
+    /// SYNs without ACK on routed flows (reported as [`crate::Event::Reopen`]; forwarded).
+    pub reopens: u64,
 }
 
 impl Counters {
@@ -134,6 +136,7 @@ impl Counters {
             slow_sent: g(26),
             slow_refused: g(27),
             next_hop_cached: g(28),
+            reopens: g(29),
         }
     }
 }

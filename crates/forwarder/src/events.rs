@@ -14,7 +14,9 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use crate::counters::Hook;
 use crate::error::Error;
 use crate::flow::{Protocol, addr_from};
-use crate::layout::{EVENT_FINAL, EVENT_MISS, EVENT_REPLY_MISS, EventHeader, FlowKey};
+use crate::layout::{
+    EVENT_FINAL, EVENT_MISS, EVENT_REOPEN, EVENT_REPLY_MISS, EventHeader, FlowKey,
+};
 
 use std::net::SocketAddr;
 
@@ -88,6 +90,10 @@ pub enum Event {
     /// reply of a full-NAT flow the table could not hold (`flow` is host → NAT source,
     /// `vip_id` is 0). Dropped by the data plane, like a miss.
     ReplyMiss(Miss),
+    /// A SYN without ACK on a routed flow (client → VIP): the client opens the same 4-tuple
+    /// again — after an RST, or reusing its port while the route lingers. Forwarded along
+    /// the route; the classifier should keep the route for the new connection.
+    Reopen(Final),
 }
 
 /// Decodes one ring-buffer record; `None` for a record this version does not understand.
@@ -115,14 +121,21 @@ pub fn decode(record: &[u8]) -> Option<Event> {
                 Event::ReplyMiss(miss)
             })
         }
-        EVENT_FINAL => Some(Event::Final(Final {
-            flow,
-            ifindex: h.ifindex,
-            vip_id: h.vip_id,
-            hook,
-            tcp_flags: h.tcp_flags,
-            ts_ns: h.ts_ns,
-        })),
+        EVENT_FINAL | EVENT_REOPEN => {
+            let f = Final {
+                flow,
+                ifindex: h.ifindex,
+                vip_id: h.vip_id,
+                hook,
+                tcp_flags: h.tcp_flags,
+                ts_ns: h.ts_ns,
+            };
+            Some(if h.kind == EVENT_FINAL {
+                Event::Final(f)
+            } else {
+                Event::Reopen(f)
+            })
+        }
         _ => None,
     }
 }

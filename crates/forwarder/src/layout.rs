@@ -43,6 +43,8 @@ pub const FW_DENY: u32 = 2;
 pub const EVENT_MISS: u32 = 1;
 /// `SY_EVENT_FINAL`.
 pub const EVENT_FINAL: u32 = 2;
+/// `SY_EVENT_REOPEN`.
+pub const EVENT_REOPEN: u32 = 4;
 /// `SY_EVENT_REPLY_MISS`: a packet to a NAT source without a route.
 pub const EVENT_REPLY_MISS: u32 = 3;
 

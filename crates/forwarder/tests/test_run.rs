@@ -376,6 +376,53 @@ fn final_packets_are_reported_and_still_forwarded() {
                 (sa(HOST4, HPORT), sa(BACK4, NPORT))
             );
             assert_eq!(dp.counters(Hook::Xdp).expect("c").finals, 3);
+
+            // A SYN from the client on the route (the 4-tuple opened again) is forwarded
+            // and reported as a reopen; the host's SYN-ACK and plain ACKs are not reported.
+            let syn = FrameSpec::tcp(f.client, f.vip)
+                .macs(CLIENT_MAC, FRONT_MAC)
+                .flags(tcp_flags::SYN)
+                .build();
+            let x = dp.run_xdp(&syn, front).expect("xdp");
+            assert_eq!(x.action, xdp_action::REDIRECT, "forwarded along the route");
+            let Some(Event::Reopen(r)) = events.next_timeout(Duration::from_secs(1)).expect("read")
+            else {
+                panic!("expected a reopen event")
+            };
+            assert_eq!(
+                (r.flow.src, r.flow.dst, r.tcp_flags),
+                (f.client, f.vip, tcp_flags::SYN)
+            );
+            for (frame, ifindex) in [
+                (
+                    FrameSpec::tcp(sa(HOST4, HPORT), sa(BACK4, NPORT))
+                        .macs(HOST_MAC, BACK_MAC)
+                        .flags(tcp_flags::SYN | tcp_flags::ACK)
+                        .build(),
+                    back,
+                ),
+                (
+                    FrameSpec::tcp(f.client, f.vip)
+                        .macs(CLIENT_MAC, FRONT_MAC)
+                        .flags(tcp_flags::ACK)
+                        .build(),
+                    front,
+                ),
+            ] {
+                assert_eq!(
+                    dp.run_xdp(&frame, ifindex).expect("xdp").action,
+                    xdp_action::REDIRECT
+                );
+            }
+            assert_eq!(
+                events
+                    .next_timeout(Duration::from_millis(200))
+                    .expect("read"),
+                None,
+                "no event for a SYN-ACK or an ACK"
+            );
+            let c = dp.counters(Hook::Xdp).expect("c");
+            assert_eq!((c.reopens, c.finals), (1, 3));
         })
         .expect("enter lb");
 }

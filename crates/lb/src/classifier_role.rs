@@ -672,6 +672,7 @@ impl Driver {
             } => {
                 self.classifier.on_final(now, &flow, reason, side);
             }
+            ClassifierInput::Reopen { flow, .. } => self.classifier.on_reopen(now, &flow),
             ClassifierInput::Idle {
                 idle_for, flows, ..
             } => self.classifier.on_idle(now, idle_for, &flows),
@@ -776,6 +777,7 @@ impl Driver {
                         let idle_for = self.classifier.settings().idle_timeout(f.flow.protocol());
                         self.classifier.on_idle(now, idle_for, &[f.flow]);
                     }
+                    plumbing::FinalReason::Reopened => self.classifier.on_reopen(now, &f.flow),
                 }
             }
             _ => self.refused += 1,

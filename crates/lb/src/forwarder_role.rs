@@ -105,8 +105,10 @@ pub struct AgentCounters {
     pub dropped_events: AtomicU64,
     /// Final packets reported.
     pub finals: AtomicU64,
-    /// Final packets of flows this forwarder did not plumb.
+    /// Final packets (and reopening SYNs) of flows this forwarder did not plumb.
     pub finals_unknown: AtomicU64,
+    /// SYNs on routed flows reported (the 4-tuple opened again).
+    pub reopens: AtomicU64,
     /// Idle flows reported.
     pub idle_reported: AtomicU64,
     /// Routes installed.
@@ -483,6 +485,7 @@ impl ForwarderHandle {
             ("reply_misses", load(&c.reply_misses)),
             ("slow_path_sent", load(&c.slow_path_sent)),
             ("slow_path_failed", load(&c.slow_path_failed)),
+            ("reopens", load(&c.reopens)),
             ("overflow_routes", load(&c.overflow_routes)),
             ("overflow_installed", load(&c.overflow_installed)),
             ("reply_misses_unknown", load(&c.reply_misses_unknown)),
@@ -769,6 +772,7 @@ impl Agent {
                 Event::Miss(miss) => self.on_miss(miss, &mut out),
                 Event::Final(f) => self.on_final(&f, &mut out),
                 Event::ReplyMiss(miss) => self.on_reply_miss(miss, &mut out),
+                Event::Reopen(f) => self.on_reopen(&f, &mut out),
             }
         }
         out
@@ -930,6 +934,28 @@ impl Agent {
             self.counters()
                 .pending_expired
                 .fetch_add(expired, Ordering::Relaxed);
+        }
+    }
+
+    /// A SYN on a routed flow: the client reuses the 4-tuple, so the classifier must keep
+    /// the route past its linger.
+    fn on_reopen(&mut self, f: &fwd::Final, out: &mut Vec<Message>) {
+        bump(&self.counters().reopens);
+        let Some((flow, Side::Client)) = self.handle.flow_of(&f.flow) else {
+            bump(&self.counters().finals_unknown);
+            return;
+        };
+        match &self.link {
+            ClassifierLink::Local(_) => self.give(ClassifierInput::Reopen {
+                origin: Origin::Local,
+                flow,
+            }),
+            ClassifierLink::Remote { .. } => {
+                out.push(Message::FinalPacket(plumbing::FinalPacket {
+                    flow,
+                    reason: plumbing::FinalReason::Reopened,
+                }));
+            }
         }
     }
 

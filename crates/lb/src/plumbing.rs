@@ -62,6 +62,14 @@ pub enum ClassifierInput {
         /// Which side sent it.
         side: Side,
     },
+    /// A SYN (no ACK) on a routed flow: the client opens the same 4-tuple again, so the
+    /// route must outlive its linger.
+    Reopen {
+        /// From which forwarder.
+        origin: Origin,
+        /// The flow.
+        flow: FlowTuple,
+    },
     /// A packet to one of the unit's NAT sources without a route: the reply of a full-NAT
     /// flow the forwarder's table could not hold (all-in-one only). The classifier maps it to
     /// its flow and sends it along the reverse route (slow path).

@@ -8,7 +8,10 @@
 //!   every line and a clean end, and only after both FINs does the route go away;
 //! - a UDP pseudo-connection's route expires when idle (the classifier counts it); the next
 //!   datagram from the same client port is a new pseudo-connection and is answered again;
-//! - an idle TCP connection's route expires too.
+//! - an idle TCP connection's route expires too;
+//! - a client that resets its connection and opens the same 4-tuple again at once (its SYN
+//!   hits the lingering route) keeps a working connection after the RST linger (1 s) ran
+//!   out: the forwarder reports the SYN and the classifier keeps the route.
 //!
 //! No timed assertions: waits poll with generous deadlines. Needs root (skipped otherwise).
 
@@ -16,6 +19,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use support::cluster::{Cluster, ClusterSpec, PacketSpec, SERVICE, UDP_SERVICE, UDP_VIP, VIP};
@@ -69,6 +73,45 @@ fn new_connections(cluster: &Cluster, vip: SocketAddr) -> Result<u64, String> {
         .sum())
 }
 
+/// A TCP connection to `vip` from the fixed client port `port` (SO_REUSEADDR, so the port can
+/// be used again right after an RST), in the calling thread's namespace.
+fn connect_from(port: u16, vip: SocketAddr) -> std::io::Result<TcpStream> {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, setsockopt, socket, sockopt,
+    };
+    let SocketAddr::V4(vip) = vip else {
+        return Err(std::io::Error::other("IPv4 only"));
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    // connect() gives up after the send timeout instead of the kernel's two minutes.
+    setsockopt(
+        &fd,
+        sockopt::SendTimeout,
+        &nix::sys::time::TimeVal::new(5, 0),
+    )?;
+    bind(fd.as_raw_fd(), &SockaddrIn::new(0, 0, 0, 0, port))?;
+    connect(fd.as_raw_fd(), &SockaddrIn::from(vip))?;
+    let stream = TcpStream::from(fd);
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    Ok(stream)
+}
+
+/// One line there and back on `stream`; returns the answering host.
+fn line_exchange(stream: &TcpStream, tag: &str) -> std::io::Result<String> {
+    let mut s = stream;
+    s.write_all(format!("{tag}\n").as_bytes())?;
+    let mut reader = BufReader::new(stream);
+    let mut answer = String::new();
+    reader.read_line(&mut answer)?;
+    host_of(&answer, tag)
+}
+
 /// One UDP exchange on `socket`; returns the answering host.
 fn udp_exchange(socket: &UdpSocket, tag: &str) -> std::io::Result<String> {
     socket.send(tag.as_bytes())?;
@@ -86,8 +129,8 @@ fn half_closed_connections_keep_their_route_and_idle_routes_expire() {
         echo_servers: true,
         udp: true,
         packet: Some(PacketSpec::all_in_one("nat")),
-        extra_toml: "\n[classifier]\nfin_linger = \"1s\"\nudp_idle_timeout = \"2s\"\n\
-                     tcp_idle_timeout = \"3s\"\n"
+        extra_toml: "\n[classifier]\nfin_linger = \"1s\"\nrst_linger = \"1s\"\n\
+                     udp_idle_timeout = \"2s\"\ntcp_idle_timeout = \"3s\"\n"
             .to_owned(),
         ..ClusterSpec::default()
     };
@@ -232,4 +275,47 @@ fn half_closed_connections_keep_their_route_and_idle_routes_expire() {
     );
     eprintln!("TCP: idle route deleted {took:?} after the exchange");
     drop(conn);
+
+    // ---- the same 4-tuple again right after an RST ---------------------------------------------
+    const PORT: u16 = 47_001;
+    let result = ns
+        .enter(|| -> std::io::Result<(String, String, String)> {
+            let first = connect_from(PORT, VIP)?;
+            let h1 = line_exchange(&first, "before-rst")?;
+            // Close with an RST (linger 0): the route lingers for rst_linger.
+            nix::sys::socket::setsockopt(
+                &first,
+                nix::sys::socket::sockopt::Linger,
+                &nix::libc::linger {
+                    l_onoff: 1,
+                    l_linger: 0,
+                },
+            )?;
+            drop(first);
+            let again = connect_from(PORT, VIP)?;
+            let h2 = line_exchange(&again, "reopened")?;
+            // Well past the RST linger: the route must still be there.
+            std::thread::sleep(Duration::from_secs(3));
+            let h3 = line_exchange(&again, "after-linger")?;
+            Ok((h1, h2, h3))
+        })
+        .expect("enter the client namespace");
+    let (h1, h2, h3) = result.unwrap_or_else(|e| {
+        panic!(
+            "the reopened connection broke: {e}\n{}\n{}",
+            report(&cluster),
+            cluster.dump_with_logs()
+        )
+    });
+    assert_eq!(
+        (&h2, &h3),
+        (&h1, &h1),
+        "same 4-tuple, same route, same host"
+    );
+    let flows = cluster.unit_flows(0).expect("flows");
+    let reopened = flows
+        .classifier
+        .and_then(|c| c.events.get("reopened").copied())
+        .unwrap_or(0);
+    assert!(reopened >= 1, "{}", report(&cluster));
 }

@@ -92,6 +92,10 @@ wire_enum! {
         IdleTimeout = 2,
         /// A FIN was seen from the host (reply direction).
         HostFin = 3,
+        /// Not an end: a SYN (no ACK) from the client on a routed flow, which opens the
+        /// same 4-tuple again (after an RST, or reusing its port while the route lingers);
+        /// the classifier keeps the route for the new connection.
+        Reopened = 4,
     }
 }
 

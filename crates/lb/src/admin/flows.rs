@@ -200,6 +200,7 @@ fn dataplane_counters(c: &Counters) -> BTreeMap<String, u64> {
         ("slow_sent", c.slow_sent),
         ("slow_refused", c.slow_refused),
         ("next_hop_cached", c.next_hop_cached),
+        ("reopens", c.reopens),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -291,6 +292,7 @@ fn classifier_events(s: &ClassifierSnapshot) -> BTreeMap<String, u64> {
         ("plumb_errors", c.plumb_errors),
         ("slow_path_deliveries", c.slow_path_deliveries),
         ("half_nat_overflow", c.half_nat_overflow),
+        ("reopened", c.reopened),
         ("slow_path_dropped", s.slow_path_dropped),
         ("slow_path_delivered", s.slow_path_delivered),
         ("slow_path_replies", s.slow_path_replies),
