@@ -232,7 +232,7 @@ impl Classifier {
             services: HashMap::new(),
             inventory: Inventory::new(),
             affinity: AffinityTable::new(),
-            nat: NatPorts::new(),
+            nat: NatPorts::with_salt(settings.nat_port_salt),
             counters: Counters::default(),
             actions: VecDeque::new(),
             lookup: Box::new(NoRouteLookup),

@@ -48,11 +48,12 @@ struct Pool {
 }
 
 impl Pool {
-    fn new(range: PortRange, key: &PoolKey) -> Self {
+    fn new(range: PortRange, key: &PoolKey, salt: u64) -> Self {
         // Start pools at different points so that sources and endpoints do
-        // not all begin with the same port (purely cosmetic for hosts'
-        // logs, and it spreads reuse).
-        let seed = xxhash_rust::xxh3::xxh3_64(format!("{key:?}").as_bytes());
+        // not all begin with the same port, and (with a per-process salt) a
+        // restarted classifier does not begin with the ports its predecessor
+        // just used, which hosts may hold in TIME_WAIT.
+        let seed = xxhash_rust::xxh3::xxh3_64_with_seed(format!("{key:?}").as_bytes(), salt);
         let offset = u16::try_from(seed % u64::from(range.len())).unwrap_or(0);
         Self {
             range,
@@ -126,6 +127,7 @@ fn count_u32(n: usize) -> u32 {
 pub struct NatPorts {
     pools: HashMap<PoolKey, Pool>,
     in_use: u64,
+    salt: u64,
 }
 
 fn key(source: IpAddr, endpoint: SocketAddr, protocol: Protocol) -> PoolKey {
@@ -140,6 +142,15 @@ impl NatPorts {
     /// No ports in use.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// No ports in use; pools start at points derived from `salt` (see
+    /// [`crate::Settings::nat_port_salt`]).
+    pub fn with_salt(salt: u64) -> Self {
+        Self {
+            salt,
+            ..Self::default()
+        }
     }
 
     /// Allocates a source address and port from `sources` / `range` for a
@@ -167,9 +178,13 @@ impl NatPorts {
         }
         // Fewest in use first; stable, so ties keep configuration order.
         candidates.sort_by_key(|c| c.0);
+        let salt = self.salt;
         for (_, source) in candidates {
             let k = key(source, endpoint, protocol);
-            let pool = self.pools.entry(k).or_insert_with(|| Pool::new(range, &k));
+            let pool = self
+                .pools
+                .entry(k)
+                .or_insert_with(|| Pool::new(range, &k, salt));
             pool.set_range(range);
             if let Some(port) = pool.allocate() {
                 self.in_use += 1;
@@ -190,7 +205,11 @@ impl NatPorts {
         protocol: Protocol,
     ) -> bool {
         let k = key(source.ip(), endpoint, protocol);
-        let pool = self.pools.entry(k).or_insert_with(|| Pool::new(range, &k));
+        let salt = self.salt;
+        let pool = self
+            .pools
+            .entry(k)
+            .or_insert_with(|| Pool::new(range, &k, salt));
         let taken = pool.take(source.port());
         if taken {
             self.in_use += 1;
@@ -276,6 +295,20 @@ mod tests {
             n.allocate(&[ip("10.9.0.1")], range, e, Protocol::Tcp),
             Ok(freed)
         );
+    }
+
+    #[test]
+    fn the_salt_moves_where_a_pool_starts() {
+        let range = PortRange::new(20000, 60999).expect("range");
+        let e = sa("10.0.0.1:80");
+        let first = |salt: u64| {
+            NatPorts::with_salt(salt)
+                .allocate(&[ip("10.9.0.1")], range, e, Protocol::Tcp)
+                .expect("port")
+        };
+        assert_eq!(first(7), first(7), "a salt gives one start");
+        let starts: HashSet<SocketAddr> = (0..16).map(first).collect();
+        assert!(starts.len() >= 15, "salts spread the start: {starts:?}");
     }
 
     #[test]

@@ -284,6 +284,11 @@ pub struct Settings {
     pub plumb_retry_interval: Duration,
     /// Tokens asked for per allotment request (0: the handler's default).
     pub wanted_tokens: u32,
+    /// Mixed into where each NAT port pool starts. A driver passes a random value per
+    /// process, so a restarted classifier does not hand out the ports its predecessor just
+    /// used — hosts may still hold those connections in TIME_WAIT (default 0: a fixed start,
+    /// for tests).
+    pub nat_port_salt: u64,
 }
 
 impl Default for Settings {
@@ -295,6 +300,7 @@ impl Default for Settings {
             udp_idle_timeout: Duration::from_secs(30),
             plumb_retry_interval: Duration::from_secs(1),
             wanted_tokens: 0,
+            nat_port_salt: 0,
         }
     }
 }

@@ -152,6 +152,12 @@ pub fn build(config: &Config, unit: &Unit) -> Result<Classifier, ClassifierError
         rst_linger: c.rst_linger,
         tcp_idle_timeout: c.tcp_idle_timeout,
         udp_idle_timeout: c.udp_idle_timeout,
+        // Random per process (std's hasher keys are), so a restarted unit starts its NAT
+        // port pools elsewhere.
+        nat_port_salt: std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            unit.id,
+        ),
         ..Settings::default()
     };
     let mut classifier =
