@@ -34,6 +34,7 @@ pub mod checks;
 pub mod daemon;
 pub mod group;
 pub mod service;
+pub mod sessions;
 pub mod status;
 
 pub use checks::{CheckRunner, ProbeResult, RiseFall};

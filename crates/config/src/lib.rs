@@ -28,6 +28,7 @@ mod model;
 mod raw;
 mod router;
 mod secret;
+mod sessions;
 mod validate;
 
 use std::path::Path;
@@ -43,9 +44,10 @@ pub use model::{
     ServiceManager, ServiceMode, Unit, UnitId,
 };
 pub use router::{
-    HeaderMatch, PathMatch, Route, RouterSettings, UpstreamSettings, router_defaults,
+    HeaderMatch, PathMatch, Route, RouteCache, RouterSettings, UpstreamSettings, router_defaults,
 };
 pub use secret::{ClusterSecret, MIN_SECRET_BYTES, SecretError};
+pub use sessions::{SessionReplication, SessionSettings, ZombieTimes, session_defaults};
 pub use validate::{
     DEFAULT_ADMIN, DEFAULT_AFFINITY_TIMEOUT, DEFAULT_AGENT_API, DEFAULT_AGENT_LISTEN,
     DEFAULT_AGENT_SOCKET, DEFAULT_CAPACITY, DEFAULT_CONTROL_PORT, DEFAULT_EXPECT_STATUS,

@@ -43,6 +43,8 @@ pub struct Config {
     /// Routing rules of request-mode services (`services[].routes`), by service name;
     /// services without rules are absent.
     pub routes: BTreeMap<String, Vec<crate::router::Route>>,
+    /// Session tracking and the DAM (`[sessions]`, all defaults when absent).
+    pub sessions: crate::sessions::SessionSettings,
 }
 
 impl Config {

@@ -157,6 +157,7 @@ pub(crate) struct RawConfig {
     pub(crate) host_groups: Vec<RawHostGroup>,
     pub(crate) classifier: Option<RawClassifier>,
     pub(crate) router: Option<RawRouter>,
+    pub(crate) sessions: Option<crate::sessions::RawSessions>,
 }
 
 #[derive(Debug)]
@@ -271,6 +272,16 @@ pub(crate) struct RawRoute {
     pub(crate) add_headers: Vec<RawHeaderPair>,
     pub(crate) remove_headers: Field<Vec<Spanned<String>>>,
     pub(crate) max_body_bytes: Field<u32>,
+    pub(crate) cache: Option<RawRouteCache>,
+}
+
+/// `cache = { … }` on a route: the route's response cache.
+#[derive(Debug)]
+pub(crate) struct RawRouteCache {
+    pub(crate) at: At,
+    pub(crate) max_bytes: Field<i64>,
+    pub(crate) max_object_bytes: Field<i64>,
+    pub(crate) default_ttl: Field<Duration>,
 }
 
 /// `{ name = "…", value = "…" }` in a route's `headers` or `add_headers`.
@@ -397,6 +408,7 @@ pub(crate) fn read(root: &DeTable<'_>, sink: &mut Sink) -> RawConfig {
             "host_groups",
             "classifier",
             "router",
+            "sessions",
         ],
     );
     let cluster = match root.table(sink, "cluster") {
@@ -468,6 +480,9 @@ pub(crate) fn read(root: &DeTable<'_>, sink: &mut Sink) -> RawConfig {
             .table(sink, "classifier")
             .map(|n| read_classifier(&n, sink)),
         router: root.table(sink, "router").map(|n| read_router(&n, sink)),
+        sessions: root
+            .table(sink, "sessions")
+            .map(|n| crate::sessions::read(&n, sink)),
     }
 }
 
@@ -544,6 +559,7 @@ fn read_route(node: &Node<'_, '_>, sink: &mut Sink) -> RawRoute {
             "add_headers",
             "remove_headers",
             "max_body_bytes",
+            "cache",
         ],
     );
     let pairs = |key: &str, sink: &mut Sink| -> Vec<RawHeaderPair> {
@@ -572,6 +588,19 @@ fn read_route(node: &Node<'_, '_>, sink: &mut Sink) -> RawRoute {
         add_headers: pairs("add_headers", sink),
         remove_headers: node.optional(sink, "remove_headers"),
         max_body_bytes: node.integer(sink, "max_body_bytes", 0, u32::MAX),
+        cache: node.table(sink, "cache").map(|c| {
+            c.check_fields(
+                sink,
+                "cache",
+                &["max_bytes", "max_object_bytes", "default_ttl"],
+            );
+            RawRouteCache {
+                at: At::of(&c),
+                max_bytes: c.integer(sink, "max_bytes", 1024, 1 << 40),
+                max_object_bytes: c.integer(sink, "max_object_bytes", 1, 1 << 40),
+                default_ttl: c.optional(sink, "default_ttl"),
+            }
+        }),
     }
 }
 

@@ -132,6 +132,22 @@ pub struct Route {
     pub remove_headers: Vec<String>,
     /// Largest request body on this route; `None` takes `[router].max_body_bytes`.
     pub max_body_bytes: Option<u64>,
+    /// The route's response cache, when enabled (`cache = { … }`).
+    pub cache: Option<RouteCache>,
+}
+
+/// A route's shared response cache (`cache = { max_bytes, max_object_bytes, default_ttl }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteCache {
+    /// Bytes of stored responses (bodies and headers) at most; least recently used ones are
+    /// evicted beyond it (1024..=2^40).
+    pub max_bytes: u64,
+    /// Largest single response stored (default: an eighth of `max_bytes`, at most
+    /// `max_bytes`).
+    pub max_object_bytes: u64,
+    /// Freshness of cacheable responses that carry no `max-age`/`s-maxage`; `None` (the
+    /// default) stores only responses with explicit freshness.
+    pub default_ttl: Option<Duration>,
 }
 
 /// How a route matches the request path.

@@ -48,10 +48,14 @@ mod observe;
 mod overflow;
 pub mod packet_roles;
 pub mod plumbing;
+pub mod router_role;
+mod session_members;
+pub mod session_role;
 pub mod trust;
 pub mod unit;
 
 pub use health_service::{
     HealthCacheHandle, HealthCounters, HealthServiceSettings, ServiceCounters,
 };
+pub use session_role::{SessionLocation, SessionStoreHandle};
 pub use unit::{RunningUnit, UnitError, UnitOptions};

@@ -5,8 +5,8 @@
 //! Roles come from `cluster.units[].roles`. Built today: `health-cache`
 //! ([`crate::health_service`]), then `forwarder` and `classifier`
 //! ([`crate::packet_roles`], which get the [`HealthCacheHandle`] for
-//! allotments); `router` and `session-store` are logged as not built yet and
-//! skipped.
+//! allotments), then `router` ([`crate::router_role`], fed from the same
+//! cache), and `session-store` ([`crate::session_role`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -84,6 +84,12 @@ pub enum UnitError {
     /// The forwarder or classifier role did not start.
     #[error(transparent)]
     Packet(#[from] PacketRoleError),
+    /// The router role did not start.
+    #[error(transparent)]
+    Router(#[from] crate::router_role::RouterRoleError),
+    /// The session-store role did not start.
+    #[error(transparent)]
+    Sessions(#[from] crate::session_role::SessionRoleError),
 }
 
 /// The name of a role as the configuration spells it.
@@ -139,6 +145,8 @@ pub struct RunningUnit {
     id: UnitId,
     admin: SocketAddr,
     health: Option<HealthCacheHandle>,
+    router: Option<crate::router_role::RouterHandle>,
+    sessions: Option<crate::SessionStoreHandle>,
     stop: watch::Sender<bool>,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
 }
@@ -172,6 +180,7 @@ impl RunningUnit {
         let mut tasks = Vec::new();
         let mut running = Vec::new();
         let mut health = None;
+        let mut sessions = None;
         for role in &unit.roles {
             match role {
                 Role::HealthCache => {
@@ -193,15 +202,26 @@ impl RunningUnit {
                     tasks.push(("health-cache", task));
                     running.push(role_name(*role).to_owned());
                 }
-                // Started below, once the health cache they take allotments from runs.
-                Role::Forwarder | Role::Classifier => {}
-                other => {
-                    tracing::warn!(
-                        unit = %unit.name,
-                        role = role_name(*other),
-                        "role is configured but not built into this switchyard yet; skipped"
+                Role::SessionStore => {
+                    let settings = crate::session_role::SessionRoleSettings::from_config(
+                        config,
+                        unit,
+                        switchyard_transport::cluster_codec(config)?,
                     );
+                    let (handle, task) =
+                        crate::session_role::start(settings, stopped.clone()).await?;
+                    tracing::info!(
+                        unit = %unit.name,
+                        sessions = %handle.addr(),
+                        replication = ?config.sessions.replication,
+                        "session-store role listening for hosts' sessions and DAM calls (UDP)"
+                    );
+                    sessions = Some(handle);
+                    tasks.push(("session-store", task));
+                    running.push(role_name(*role).to_owned());
                 }
+                // Started below, once the health cache they take allotments from runs.
+                Role::Forwarder | Role::Classifier | Role::Router => {}
             }
         }
         let packet = packet_roles::start(config, unit, health.clone(), stopped.clone()).await?;
@@ -212,6 +232,15 @@ impl RunningUnit {
                 "unit does not run the health-cache role; running the admin API only"
             );
         }
+        let router = if unit.has_role(Role::Router) {
+            let (handle, router_tasks) =
+                crate::router_role::start(config, unit, health.clone(), stopped.clone()).await?;
+            tasks.extend(router_tasks);
+            running.push(role_name(Role::Router).to_owned());
+            Some(handle)
+        } else {
+            None
+        };
         let state = AdminState {
             unit: UnitInfo {
                 name: unit.name.clone(),
@@ -224,7 +253,9 @@ impl RunningUnit {
                 running: running.clone(),
             },
             health: health.clone(),
+            sessions: sessions.clone(),
             services: Arc::new(service_names(config)),
+            router: router.clone(),
             packet: admin::PacketState {
                 forwarder: packet.forwarder.clone(),
                 classifier: packet.classifier.clone(),
@@ -248,6 +279,8 @@ impl RunningUnit {
             id: unit.id,
             admin: admin_addr,
             health,
+            router,
+            sessions,
             stop,
             tasks,
         })
@@ -276,6 +309,16 @@ impl RunningUnit {
     /// The health-cache role's API, if the unit runs it.
     pub fn health(&self) -> Option<&HealthCacheHandle> {
         self.health.as_ref()
+    }
+
+    /// The session-store role's API (DAM lookups), if the unit runs it.
+    pub fn sessions(&self) -> Option<&crate::SessionStoreHandle> {
+        self.sessions.as_ref()
+    }
+
+    /// The router role, if the unit runs it.
+    pub fn router(&self) -> Option<&crate::router_role::RouterHandle> {
+        self.router.as_ref()
     }
 
     /// Stops every role and the admin API and waits for them (a few

@@ -20,6 +20,17 @@ pub enum HostState {
     Down,
 }
 
+impl HostState {
+    /// Lower-case name for logs, documents and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Draining => "draining",
+            Self::Down => "down",
+        }
+    }
+}
+
 /// One host of a pool as the router sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
@@ -85,6 +96,17 @@ impl Backends {
     /// The hosts of pool `name`.
     pub fn pool(&self, name: &str) -> &[Backend] {
         self.pools.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every pool with its hosts, by name.
+    pub fn pools(&self) -> Vec<(&str, &[Backend])> {
+        let mut out: Vec<(&str, &[Backend])> = self
+            .pools
+            .iter()
+            .map(|(name, hosts)| (name.as_str(), hosts.as_slice()))
+            .collect();
+        out.sort_unstable_by_key(|(name, _)| *name);
+        out
     }
 }
 

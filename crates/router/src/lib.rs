@@ -23,6 +23,7 @@
 
 mod affinity;
 mod backends;
+mod cache;
 mod metrics;
 mod proxy;
 mod rules;
@@ -46,6 +47,7 @@ use tokio::sync::watch;
 
 pub use affinity::{CookieKey, find_cookie, parse_cookie, rendezvous};
 pub use backends::{Backend, Backends, HostState};
+pub use metrics::RouterCounters;
 
 use metrics::Metrics;
 use rules::ListenerRules;
@@ -64,6 +66,42 @@ pub enum RouterError {
     /// `serve` was given a listener name the configuration does not define.
     #[error("no listener called \"{0}\"")]
     UnknownListener(String),
+    /// An invalidation named a route without a response cache.
+    #[error("no route \"{0}\" with a response cache")]
+    NoCache(String),
+}
+
+/// What to remove from the response caches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Invalidation {
+    /// Everything a route's cache holds (`service#N`), or only the keys (host and path)
+    /// starting with `prefix`.
+    Route {
+        /// The route label, as in metrics.
+        route: String,
+        /// Key prefix: `host/path…` (host lower case); `None` clears the route's cache.
+        prefix: Option<String>,
+    },
+    /// In every cache: responses for `host` whose path starts with `path_prefix`.
+    Host {
+        /// Request host without port.
+        host: String,
+        /// Path prefix (`/` for all of the host).
+        path_prefix: String,
+    },
+}
+
+/// One route cache's size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// The route label (`service#N`).
+    pub route: String,
+    /// Responses held (variants count separately).
+    pub entries: u64,
+    /// Bytes held.
+    pub bytes: u64,
 }
 
 /// Everything the router needs from the configuration, checked and compiled.
@@ -149,6 +187,22 @@ impl RouterConfig {
     pub fn with_drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
         self
+    }
+
+    /// Every route with a response cache, by label.
+    fn caches(&self) -> Vec<(String, Arc<cache::ResponseCache>)> {
+        let mut out = Vec::new();
+        for listener in self.listeners.values() {
+            for service in &listener.rules.services {
+                for route in &service.routes {
+                    if let Some(c) = &route.cache {
+                        out.push((format!("{}#{}", service.name, route.index), c.clone()));
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// The names of the listeners the router serves.
@@ -309,6 +363,52 @@ impl Router {
     /// report them to the health & load cache).
     pub fn ejected_hosts(&self) -> Vec<HostId> {
         self.inner.upstreams.ejected()
+    }
+
+    /// Totals since the router started (requests by status class, retries, rejections,
+    /// outlier ejections).
+    pub fn counters(&self) -> RouterCounters {
+        self.inner.metrics.totals.snapshot()
+    }
+
+    /// Removes stored responses from the response caches (out-of-band invalidation);
+    /// returns how many. Fails for a route that does not exist or has no cache.
+    pub fn invalidate(&self, target: &Invalidation) -> Result<u64, RouterError> {
+        let caches = self.inner.config.caches();
+        let mut removed = 0;
+        match target {
+            Invalidation::Route { route, prefix } => {
+                let Some((label, cache)) = caches.iter().find(|(l, _)| l == route) else {
+                    return Err(RouterError::NoCache(route.clone()));
+                };
+                let n = cache.invalidate(prefix.as_deref().unwrap_or(""));
+                proxy::cache_removed(&self.inner, label, cache, n);
+                removed += n;
+            }
+            Invalidation::Host { host, path_prefix } => {
+                let prefix = cache::key(&host.to_ascii_lowercase(), path_prefix);
+                for (label, cache) in &caches {
+                    let n = cache.invalidate(&prefix);
+                    proxy::cache_removed(&self.inner, label, cache, n);
+                    removed += n;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Every route with a response cache: label, entries and bytes held.
+    pub fn caches(&self) -> Vec<CacheStats> {
+        self.inner
+            .config
+            .caches()
+            .into_iter()
+            .map(|(route, c)| CacheStats {
+                entries: c.entries(),
+                bytes: c.bytes(),
+                route,
+            })
+            .collect()
     }
 
     /// The backends snapshot the router reads.

@@ -1,5 +1,8 @@
 //! The router's Prometheus metrics, registered on the caller's registry.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -34,6 +37,84 @@ pub(crate) struct Metrics {
     pub(crate) retries: Family<RouteLabels, Counter>,
     pub(crate) outlier_ejections: Family<HostLabels, Counter>,
     pub(crate) rejected: Family<RejectLabels, Counter>,
+    pub(crate) cache_hits: Family<RouteLabels, Counter>,
+    pub(crate) cache_misses: Family<RouteLabels, Counter>,
+    pub(crate) cache_stores: Family<RouteLabels, Counter>,
+    pub(crate) cache_evictions: Family<RouteLabels, Counter>,
+    pub(crate) cache_invalidations: Family<RouteLabels, Counter>,
+    pub(crate) cache_bytes: Family<RouteLabels, Gauge>,
+    pub(crate) totals: Arc<Totals>,
+}
+
+/// Plain totals next to the labelled families, for JSON documents.
+#[derive(Debug, Default)]
+pub(crate) struct Totals {
+    pub(crate) requests: AtomicU64,
+    /// By status class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    pub(crate) by_class: [AtomicU64; 5],
+    pub(crate) retries: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) outlier_ejections: AtomicU64,
+    pub(crate) cache_hits: AtomicU64,
+    pub(crate) cache_misses: AtomicU64,
+}
+
+impl Totals {
+    pub(crate) fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn response(&self, status: u16) {
+        Self::add(&self.requests);
+        if let Some(c) = self.by_class.get(usize::from(status / 100).wrapping_sub(1)) {
+            Self::add(c);
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> RouterCounters {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RouterCounters {
+            requests: get(&self.requests),
+            responses_1xx: get(&self.by_class[0]),
+            responses_2xx: get(&self.by_class[1]),
+            responses_3xx: get(&self.by_class[2]),
+            responses_4xx: get(&self.by_class[3]),
+            responses_5xx: get(&self.by_class[4]),
+            retries: get(&self.retries),
+            rejected: get(&self.rejected),
+            outlier_ejections: get(&self.outlier_ejections),
+            cache_hits: get(&self.cache_hits),
+            cache_misses: get(&self.cache_misses),
+        }
+    }
+}
+
+/// The router's totals since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RouterCounters {
+    /// Requests answered (by a host or by the router itself).
+    pub requests: u64,
+    /// Answers with a 1xx status (upgrades).
+    pub responses_1xx: u64,
+    /// Answers with a 2xx status.
+    pub responses_2xx: u64,
+    /// Answers with a 3xx status.
+    pub responses_3xx: u64,
+    /// Answers with a 4xx status.
+    pub responses_4xx: u64,
+    /// Answers with a 5xx status.
+    pub responses_5xx: u64,
+    /// Attempts repeated on another host.
+    pub retries: u64,
+    /// Requests refused by a protection limit.
+    pub rejected: u64,
+    /// Times a host was taken out of rotation by outlier detection.
+    pub outlier_ejections: u64,
+    /// Requests answered from a response cache.
+    pub cache_hits: u64,
+    /// Cacheable requests a response cache could not answer.
+    pub cache_misses: u64,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -51,6 +132,13 @@ impl Metrics {
             retries: Family::default(),
             outlier_ejections: Family::default(),
             rejected: Family::default(),
+            cache_hits: Family::default(),
+            cache_misses: Family::default(),
+            cache_stores: Family::default(),
+            cache_evictions: Family::default(),
+            cache_invalidations: Family::default(),
+            cache_bytes: Family::default(),
+            totals: Arc::new(Totals::default()),
         };
         let r = registry.sub_registry_with_prefix("switchyard_router");
         r.register(
@@ -87,6 +175,36 @@ impl Metrics {
             "rejected",
             "Requests refused by a protection limit, by reason",
             m.rejected.clone(),
+        );
+        r.register(
+            "cache_hits",
+            "Requests answered from the route's response cache",
+            m.cache_hits.clone(),
+        );
+        r.register(
+            "cache_misses",
+            "Cacheable requests the route's response cache could not answer",
+            m.cache_misses.clone(),
+        );
+        r.register(
+            "cache_stores",
+            "Responses stored in the route's cache",
+            m.cache_stores.clone(),
+        );
+        r.register(
+            "cache_evictions",
+            "Responses evicted (least recently used) to make room",
+            m.cache_evictions.clone(),
+        );
+        r.register(
+            "cache_invalidations",
+            "Responses removed by invalidation (API or unsafe requests)",
+            m.cache_invalidations.clone(),
+        );
+        r.register(
+            "cache_bytes",
+            "Bytes held by the route's response cache",
+            m.cache_bytes.clone(),
         );
         m
     }

@@ -20,6 +20,8 @@ use switchyard_config::{Affinity, HostId};
 use tokio::time::Instant;
 
 use crate::backends::{Placement, choose};
+use crate::cache::ResponseCache;
+use crate::metrics::Totals;
 use crate::metrics::{RejectLabels, RequestLabels, RouteLabels};
 use crate::rules::Decision;
 use crate::upstream::{BoxError, Lease, UpstreamBody};
@@ -146,6 +148,7 @@ async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RouterBod
     };
     let (resp, route_label, slot) = route_request(&ctx, req, &mut log).await;
     log.status = resp.status().as_u16();
+    inner.metrics.totals.response(log.status);
     inner
         .metrics
         .requests
@@ -179,6 +182,7 @@ fn reject(
         .rejected
         .get_or_create(&RejectLabels { reason })
         .inc();
+    crate::metrics::Totals::add(&ctx.inner.metrics.totals.rejected);
     local(status, text)
 }
 
@@ -322,12 +326,153 @@ async fn route_request(
             Some(slot),
         );
     }
+    let cache = decision.route.and_then(|r| r.cache.clone());
+    let method = req.method().clone();
+    let mut store_for: Option<(String, HeaderMap)> = None;
+    let mut invalidate: Option<String> = None;
+    if let Some(c) = &cache {
+        let target = req
+            .uri()
+            .path_and_query()
+            .map_or(path.as_str(), |pq| pq.as_str());
+        let key = crate::cache::key(&host, target);
+        if ResponseCache::applies(&method, req.headers()) {
+            if ResponseCache::may_serve(req.headers())
+                && let Some(hit) = c.lookup(&key, req.headers(), Instant::now())
+            {
+                Totals::add(&inner.metrics.totals.cache_hits);
+                inner
+                    .metrics
+                    .cache_hits
+                    .get_or_create(&RouteLabels {
+                        route: label.clone(),
+                    })
+                    .inc();
+                let body = if method == Method::HEAD {
+                    Bytes::new()
+                } else {
+                    hit.body
+                };
+                let mut resp = Response::new(RouterBody::local(body));
+                *resp.status_mut() = hit.status;
+                *resp.headers_mut() = hit.headers;
+                if let Ok(name) = HeaderName::from_bytes(settings.request_id_header.as_bytes()) {
+                    resp.headers_mut().insert(name, request_id);
+                }
+                return (resp, label, Some(slot));
+            }
+            Totals::add(&inner.metrics.totals.cache_misses);
+            inner
+                .metrics
+                .cache_misses
+                .get_or_create(&RouteLabels {
+                    route: label.clone(),
+                })
+                .inc();
+            if method == Method::GET {
+                store_for = Some((key, req.headers().clone()));
+            }
+        } else if !is_safe(&method) {
+            invalidate = Some(key);
+        }
+    }
+    let affinity_cookie = match &decision.service.affinity {
+        Affinity::Cookie { name, .. } => Some(name.clone()),
+        _ => None,
+    };
     let resp = forward(ctx, req, decision, &path, &request_id, limit, log).await;
     let mut resp = resp;
+    if let (Some(c), Some(key)) = (&cache, invalidate)
+        && (resp.status().is_success() || resp.status().is_redirection())
+    {
+        let removed = c.invalidate_key(&key);
+        cache_removed(inner, &label, c, removed);
+    }
+    if let (Some(c), Some((key, request_headers))) = (&cache, store_for) {
+        let host_headers = without_cookie(resp.headers(), affinity_cookie.as_deref());
+        if c.wants(resp.status(), &host_headers) {
+            let (parts, body) = resp.into_parts();
+            let bytes = match body.collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(_) => {
+                    return (
+                        local(StatusCode::BAD_GATEWAY, "bad gateway\n"),
+                        label,
+                        Some(slot),
+                    );
+                }
+            };
+            let stored = c.store(
+                &key,
+                &request_headers,
+                parts.status,
+                &host_headers,
+                bytes.clone(),
+                Instant::now(),
+            );
+            if stored.stored {
+                let labels = RouteLabels {
+                    route: label.clone(),
+                };
+                inner.metrics.cache_stores.get_or_create(&labels).inc();
+                inner
+                    .metrics
+                    .cache_evictions
+                    .get_or_create(&labels)
+                    .inc_by(stored.evicted);
+                inner
+                    .metrics
+                    .cache_bytes
+                    .get_or_create(&labels)
+                    .set(i64::try_from(c.bytes()).unwrap_or(i64::MAX));
+            }
+            resp = Response::from_parts(parts, RouterBody::local(bytes));
+        }
+    }
     if let Ok(name) = HeaderName::from_bytes(settings.request_id_header.as_bytes()) {
         resp.headers_mut().insert(name, request_id);
     }
     (resp, label, Some(slot))
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// The response headers as the host sent them: without the router's own affinity cookie.
+fn without_cookie(headers: &HeaderMap, cookie: Option<&str>) -> HeaderMap {
+    let Some(name) = cookie else {
+        return headers.clone();
+    };
+    let prefix = format!("{name}=");
+    let mut out = headers.clone();
+    out.remove(header::SET_COOKIE);
+    for v in headers.get_all(header::SET_COOKIE) {
+        if !v.as_bytes().starts_with(prefix.as_bytes()) {
+            out.append(header::SET_COOKIE, v.clone());
+        }
+    }
+    out
+}
+
+/// Counts responses removed from a route's cache and updates its size gauge.
+pub(crate) fn cache_removed(inner: &Inner, route: &str, cache: &ResponseCache, removed: u64) {
+    let labels = RouteLabels {
+        route: route.to_owned(),
+    };
+    inner
+        .metrics
+        .cache_invalidations
+        .get_or_create(&labels)
+        .inc_by(removed);
+    inner
+        .metrics
+        .cache_bytes
+        .get_or_create(&labels)
+        .set(i64::try_from(cache.bytes()).unwrap_or(i64::MAX));
 }
 
 fn new_request_id(inner: &Inner) -> HeaderValue {
@@ -506,6 +651,7 @@ async fn forward(
         tried.push(host_id);
         log.host_id = Some(host_id);
         if attempt > 0 {
+            crate::metrics::Totals::add(&inner.metrics.totals.retries);
             inner
                 .metrics
                 .retries

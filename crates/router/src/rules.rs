@@ -37,6 +37,8 @@ pub(crate) struct CompiledRoute {
     pub(crate) add_headers: Vec<(HeaderName, HeaderValue)>,
     pub(crate) remove_headers: Vec<HeaderName>,
     pub(crate) max_body_bytes: Option<u64>,
+    /// The route's response cache, when enabled.
+    pub(crate) cache: Option<std::sync::Arc<crate::cache::ResponseCache>>,
 }
 
 #[derive(Debug, Clone)]
@@ -175,6 +177,9 @@ fn compile(index: usize, r: &Route) -> Result<CompiledRoute, RouterError> {
             .map(|n| name(n))
             .collect::<Result<_, _>>()?,
         max_body_bytes: r.max_body_bytes,
+        cache: r
+            .cache
+            .map(|c| std::sync::Arc::new(crate::cache::ResponseCache::new(c))),
     })
 }
 
@@ -235,6 +240,7 @@ mod tests {
             add_headers: vec![],
             remove_headers: vec![],
             max_body_bytes: None,
+            cache: None,
         };
         match compile(0, &r) {
             Ok(r) => r,

@@ -140,6 +140,7 @@ impl Upstreams {
                     host: host.0.to_string(),
                 })
                 .inc();
+            crate::metrics::Totals::add(&self.metrics.totals.outlier_ejections);
             tracing::warn!(host = host.0, "host ejected after consecutive errors");
             return true;
         }

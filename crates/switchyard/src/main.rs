@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "switchyard", version, about, long_about = None)]
 #[command(after_help = "Examples:\n  \
+    sudo switchyard demo --traffic\n  \
     switchyard check-config examples/all-in-one.toml\n  \
     switchyard lb --config examples/all-in-one.toml --unit lb-1\n  \
     switchyard agent --config examples/all-in-one.toml --host web-1\n  \
@@ -27,6 +28,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Try it: a load balancer in front of three built-in demo hosts, in network namespaces
+    /// it creates (as root); with traffic, draining and a status line. Ctrl-C removes
+    /// everything.
+    Demo(commands::demo::DemoArgs),
+    /// The demo's built-in host application (started by `switchyard demo`).
+    #[command(hide = true)]
+    DemoHost(commands::demo::host::DemoHostArgs),
     /// Run a load-balancing unit: the roles its configuration gives it.
     Lb(commands::lb::LbArgs),
     /// Run the host agent: health and load of this host's applications, reported to every
@@ -66,6 +74,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => commands::demo::run(args),
+        Command::DemoHost(args) => commands::demo::host::run(args),
         Command::Lb(args) => commands::lb::run(args),
         Command::Agent(args) => commands::agent::run(args),
         Command::Ctl(args) => commands::ctl::run(args),

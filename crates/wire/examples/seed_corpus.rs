@@ -510,6 +510,20 @@ fn samples() -> Result<Vec<Message>, Box<dyn Error>> {
             data: vec![],
         }
         .into(),
+        SessionResync {
+            channel: 0x1795_6676_0219_2992,
+            message_id: 7,
+            host: HostId(7),
+            sessions: 2,
+        }
+        .into(),
+        SessionKeepalive {
+            channel: 0x1795_6676_0219_2992,
+            host: HostId(7),
+            next_id: 10,
+        }
+        .into(),
+        SessionResyncRequest { known_channel: 0 }.into(),
     ];
     Ok(messages)
 }

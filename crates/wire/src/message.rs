@@ -166,6 +166,12 @@ messages! {
         SessionDown = 0x31 => session::SessionDown,
         /// [`session::SessionAck`].
         SessionAck = 0x32 => session::SessionAck,
+        /// [`session::SessionResync`].
+        SessionResync = 0x33 => session::SessionResync,
+        /// [`session::SessionKeepalive`].
+        SessionKeepalive = 0x34 => session::SessionKeepalive,
+        /// [`session::SessionResyncRequest`].
+        SessionResyncRequest = 0x35 => session::SessionResyncRequest,
     },
     /// Distributed atom manager calls (FIGS. 22 to 23B).
     Dam = 0x4, "dam" {

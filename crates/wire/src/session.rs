@@ -5,6 +5,21 @@
 //! ([`SessionDown`]) a session, over a reliable channel; the unit
 //! acknowledges cumulatively ([`SessionAck`]). Also owns [`SessionId`] and
 //! its canonical key, by which the DAM stores session atoms.
+//!
+//! # Channels
+//!
+//! Message ids grow monotonically for the life of a host agent's process. A
+//! *channel* is one host's conversation with one unit: it starts with a
+//! [`SessionResync`] (a new channel number, the message id it takes, and
+//! how many [`SessionUp`]s follow it carrying the host's whole session
+//! table), after which ups and downs take the following ids. The unit
+//! processes a channel's messages strictly in id order and acknowledges the
+//! highest it processed ([`SessionAck`]); the host resends what is not
+//! acknowledged. An idle host sends [`SessionKeepalive`]s so it notices a
+//! silent unit; a unit that does not know a host's channel (it restarted)
+//! answers with a [`SessionResyncRequest`] and the host starts a new
+//! channel. A host starts a new channel after every (re)connection and
+//! rebinding as well.
 
 use std::net::IpAddr;
 
@@ -190,6 +205,92 @@ pub struct SessionDown {
 pub struct SessionAck {
     /// Highest message id processed (cumulative).
     pub up_to: u64,
+}
+
+/// Starts channel `channel` of `host` at `message_id`: the next `sessions`
+/// messages (ids `message_id + 1 ..= message_id + sessions`) are
+/// [`SessionUp`]s carrying the host's whole session table; once they are
+/// processed, sessions the unit had recorded for the host and that were not
+/// among them are gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionResync {
+    /// Channel number, chosen by the host, new for every channel.
+    pub channel: u64,
+    /// The message id of this message; the channel's first.
+    pub message_id: u64,
+    /// The host.
+    pub host: HostId,
+    /// Number of [`SessionUp`]s making up the table.
+    pub sessions: u64,
+}
+
+/// An idle host's liveness probe on its channel: the unit answers with a
+/// [`SessionAck`] if it knows the channel, else with a
+/// [`SessionResyncRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionKeepalive {
+    /// The host's current channel.
+    pub channel: u64,
+    /// The host.
+    pub host: HostId,
+    /// The id the host's next message will take (everything below was
+    /// sent).
+    pub next_id: u64,
+}
+
+/// The unit does not know the host's current channel (it restarted, or
+/// never saw the channel's [`SessionResync`]): the host should start a new
+/// channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionResyncRequest {
+    /// The channel the unit knows for the host (0: none).
+    pub known_channel: u64,
+}
+
+impl Wire for SessionResync {
+    fn encode(&self, w: &mut Writer) {
+        w.u64(self.channel);
+        w.u64(self.message_id);
+        self.host.encode(w);
+        w.u64(self.sessions);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            channel: r.u64("SessionResync.channel")?,
+            message_id: r.u64("SessionResync.message_id")?,
+            host: HostId::decode(r)?,
+            sessions: r.u64("SessionResync.sessions")?,
+        })
+    }
+}
+
+impl Wire for SessionKeepalive {
+    fn encode(&self, w: &mut Writer) {
+        w.u64(self.channel);
+        self.host.encode(w);
+        w.u64(self.next_id);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            channel: r.u64("SessionKeepalive.channel")?,
+            host: HostId::decode(r)?,
+            next_id: r.u64("SessionKeepalive.next_id")?,
+        })
+    }
+}
+
+impl Wire for SessionResyncRequest {
+    fn encode(&self, w: &mut Writer) {
+        w.u64(self.known_channel);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            known_channel: r.u64("SessionResyncRequest.known_channel")?,
+        })
+    }
 }
 
 impl Wire for SessionUp {

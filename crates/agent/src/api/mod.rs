@@ -20,6 +20,7 @@
 //! | `POST /v1/hosts/{host}/apps/{app}/{drain,undrain,disable}` | set one row's target |
 //! | `POST /v1/hosts/{host}/{drain,undrain,disable}` | set every row's target |
 //! | `GET /v1/counters` | transport, protocol and agent counters |
+//! | `POST /v1/sessions`, `POST /v1/sessions/down` (or `DELETE /v1/sessions`), `GET /v1/sessions` | session up, down, the hosts' session tables (module `sessions`) |
 //! | `GET /metrics` | the same counters in the Prometheus text format |
 //!
 //! The handlers hold no state of their own: each request becomes a command to the host's
@@ -30,6 +31,7 @@ pub mod client;
 mod metrics;
 pub mod model;
 mod serve;
+mod sessions;
 pub mod validate;
 
 use std::sync::Arc;
@@ -129,11 +131,15 @@ impl<T: Serialize> IntoResponse for Json<T> {
 #[derive(Debug, Clone)]
 pub(crate) struct ApiState {
     hosts: Arc<[HostHandle]>,
+    sessions: Arc<[crate::sessions::SessionHost]>,
 }
 
 impl ApiState {
-    pub(crate) fn new(hosts: Arc<[HostHandle]>) -> Self {
-        Self { hosts }
+    pub(crate) fn new(
+        hosts: Arc<[HostHandle]>,
+        sessions: Arc<[crate::sessions::SessionHost]>,
+    ) -> Self {
+        Self { hosts, sessions }
     }
 
     fn host(&self, name: &str) -> Result<&HostHandle, ApiError> {
@@ -192,6 +198,13 @@ pub(crate) fn router(state: ApiState, listener: Listener) -> Router {
         .route("/v1/hosts/{host}/apps/{app}/{command}", post(row_command))
         .route("/v1/hosts/{host}/{command}", post(host_command))
         .route("/v1/counters", get(counters))
+        .route(
+            "/v1/sessions",
+            get(sessions::list)
+                .post(sessions::up)
+                .delete(sessions::down),
+        )
+        .route("/v1/sessions/down", post(sessions::down))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(listener, local_only))

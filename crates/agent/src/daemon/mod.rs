@@ -312,8 +312,28 @@ impl Agent {
                 tasks,
             )));
         }
+        let session_hosts: Vec<_> = handles
+            .iter()
+            .map(|h| {
+                let apps = config
+                    .agent_apps(&h.name)
+                    .iter()
+                    .map(|a| (a.service.clone(), app_id(a)))
+                    .collect();
+                (h.name.clone(), h.id, apps)
+            })
+            .collect();
+        let (sessions, session_tasks) = crate::sessions::start(
+            config,
+            &session_hosts,
+            listen,
+            codec.clone(),
+            shutdown_rx.clone(),
+        )
+        .await?;
+        drivers.extend(session_tasks);
         let hosts: Arc<[HostHandle]> = handles.into();
-        let state = ApiState::new(Arc::clone(&hosts));
+        let state = ApiState::new(Arc::clone(&hosts), sessions.into());
         let tcp_router = api::router(state.clone(), api::Listener::Tcp);
         let unix_router = api::router(state, api::Listener::Unix);
         let servers = vec![

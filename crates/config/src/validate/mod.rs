@@ -12,6 +12,7 @@ mod packet;
 mod pools;
 mod router;
 mod services;
+mod sessions;
 mod tls;
 
 use std::collections::HashMap;
@@ -117,6 +118,10 @@ pub(crate) fn validate(raw: &RawConfig, source: &Path, sink: &mut Sink) -> Optio
     let health = v.health(raw.health.as_ref());
     let agent = v.agent(raw.agent.as_ref());
     let host_groups = v.host_groups(&raw.host_groups, &host_names, agent.as_ref());
+    let sessions = v.sessions(
+        raw.sessions.as_ref(),
+        cluster.as_ref().map(|c| c.units.as_slice()),
+    );
 
     if v.sink.has_errors() {
         return None;
@@ -157,6 +162,7 @@ pub(crate) fn validate(raw: &RawConfig, source: &Path, sink: &mut Sink) -> Optio
             firewalls,
             router,
             routes,
+            sessions,
         }),
         _ => {
             // Unreachable in practice: every part that failed to build reported why. Never

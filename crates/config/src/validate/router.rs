@@ -11,9 +11,11 @@ use toml::Spanned;
 
 use crate::decode::{Field, Span};
 use crate::diagnostics::codes;
-use crate::raw::{At, ModeKind, RawHeaderPair, RawRoute, RawRouter, RawService, RawUpstream};
+use crate::raw::{
+    At, ModeKind, RawHeaderPair, RawRoute, RawRouteCache, RawRouter, RawService, RawUpstream,
+};
 use crate::router::router_defaults as d;
-use crate::router::{HeaderMatch, PathMatch, Route, RouterSettings, UpstreamSettings};
+use crate::router::{HeaderMatch, PathMatch, Route, RouteCache, RouterSettings, UpstreamSettings};
 
 use super::services::is_token_char;
 use super::{Names, Validator};
@@ -212,6 +214,10 @@ impl Validator<'_> {
                 }
             }
         };
+        let cache = match &raw.cache {
+            None => Some(None),
+            Some(c) => self.route_cache(c).map(Some),
+        };
         if !ok {
             return None;
         }
@@ -227,6 +233,55 @@ impl Validator<'_> {
             max_body_bytes: match &raw.max_body_bytes {
                 Field::Absent => None,
                 other => Some(u64::from(*other.get()?)),
+            },
+            cache: cache?,
+        })
+    }
+
+    /// A route's `cache` table: `max_bytes` required, `max_object_bytes` at most
+    /// `max_bytes`, `default_ttl` longer than zero.
+    fn route_cache(&mut self, raw: &RawRouteCache) -> Option<RouteCache> {
+        let at = &raw.at;
+        let ttl_ok = self.positive(&raw.default_ttl, at.field("default_ttl"), "default_ttl");
+        let max_bytes = match &raw.max_bytes {
+            Field::Absent => {
+                self.missing(
+                    at,
+                    "max_bytes",
+                    "a route cache has no `max_bytes`".to_owned(),
+                    "add `max_bytes = 67108864` (bytes the cache may hold)".to_owned(),
+                );
+                return None;
+            }
+            other => u64::try_from(*other.get()?).ok()?,
+        };
+        let max_object_bytes = match raw.max_object_bytes.spanned() {
+            None if matches!(raw.max_object_bytes, Field::Invalid) => return None,
+            None => (max_bytes / 8).max(1),
+            Some(n) => {
+                let n = u64::try_from(*n.get_ref()).ok()?;
+                if n > max_bytes {
+                    self.sink.error(
+                        codes::CONFLICTING_SETTINGS,
+                        &raw.max_object_bytes.spanned()?.span(),
+                        at.field("max_object_bytes"),
+                        format!("max_object_bytes {n} is larger than max_bytes {max_bytes}"),
+                        Some("one response cannot be larger than the whole cache".to_owned()),
+                    );
+                    return None;
+                }
+                n
+            }
+        };
+        if !ttl_ok {
+            return None;
+        }
+        Some(RouteCache {
+            max_bytes,
+            max_object_bytes,
+            default_ttl: match &raw.default_ttl {
+                Field::Absent => None,
+                other => Some(*other.get()?),
             },
         })
     }

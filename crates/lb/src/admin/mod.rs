@@ -14,6 +14,9 @@
 //!   counted as an allotment; the classifier's in-process handle issues counted ones);
 //! - `GET /v1/counters`: transport, cache and service counters;
 //! - `GET /metrics`: the same counters in the Prometheus text format.
+//! - `GET /v1/sessions?key=HEX|client_ip=IP|cookie=NAME=VALUE|…`: where a session is
+//!   held (looked up through this unit's DAM portion) and `GET /v1/sessions/summary`:
+//!   membership, counters and atoms per host ([`sessions`]);
 //! - `GET /v1/flows?top=N`: the forwarder's flows per VIP and host, its
 //!   counters, the classifier's counters and the N most recently active
 //!   routes ([`flows`]); `/v1/counters` and `/metrics` carry the packet
@@ -30,6 +33,7 @@ pub mod client;
 pub mod flows;
 mod metrics;
 mod routes;
+pub mod sessions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,6 +57,10 @@ pub struct AdminState {
     pub services: Arc<Vec<(SocketAddr, Protocol, String)>>,
     /// The forwarder and classifier roles, if the unit runs them.
     pub packet: PacketState,
+    /// The router role, if the unit runs it.
+    pub router: Option<crate::router_role::RouterHandle>,
+    /// The session-store role, if the unit runs it.
+    pub sessions: Option<crate::SessionStoreHandle>,
 }
 
 pub use flows::PacketState;

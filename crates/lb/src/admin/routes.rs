@@ -41,6 +41,8 @@ pub(super) fn router(state: AdminState) -> Router {
         .route("/v1/counters", get(counters))
         .route("/metrics", get(metrics))
         .route("/v1/flows", get(super::flows::flows))
+        .merge(crate::router_role::admin_routes())
+        .merge(super::sessions::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(local_only))
         .with_state(state)
@@ -493,6 +495,12 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     let counters = state.health.as_ref().map(HealthCacheHandle::counters);
     let mut body = super::metrics::render(&state.unit, counters.as_ref());
     super::flows::render_metrics(&state.packet, &mut body);
+    if let Some(router) = &state.router {
+        router.render_metrics(&mut body);
+    }
+    if let Some(sessions) = &state.sessions {
+        super::sessions::render_metrics(sessions, &mut body);
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -1,6 +1,8 @@
 //! `switchyard ctl`: inspects a running cluster through a unit's admin API
 //! (HTTP on loopback; see docs/LB.md).
 
+mod sessions;
+
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -14,7 +16,8 @@ use switchyard_lb::admin::client::{self, ClientError};
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     switchyard ctl hosts\n  \
-    switchyard ctl --unit 127.0.0.1:9180 hosts --json")]
+    switchyard ctl --unit 127.0.0.1:9180 hosts --json\n  \
+    switchyard ctl sessions --client-ip 198.51.100.7")]
 pub struct CtlArgs {
     /// Admin API address of the unit to ask.
     #[arg(
@@ -42,6 +45,10 @@ pub enum CtlCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Session tracking: look one session up through the unit's DAM portion (where it is
+    /// held, its host, zombie or live), or without a session the unit's summary
+    /// (membership, atoms per host, lookup counters).
+    Sessions(sessions::SessionsArgs),
 }
 
 fn parse_timeout(text: &str) -> Result<Duration, String> {
@@ -66,6 +73,7 @@ pub fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
         let addr = resolve(&args.unit).await?;
         match args.command {
             CtlCommand::Hosts { json } => hosts(addr, args.timeout, json).await,
+            CtlCommand::Sessions(s) => sessions::run(addr, args.timeout, s).await,
         }
     })
 }

@@ -60,6 +60,15 @@ pub const VIP6: SocketAddr = SocketAddr::new(
 );
 /// The UDP service's VIP (the IPv4 VIP, port 7), with [`ClusterSpec::udp`].
 pub const UDP_VIP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 19, 0, 10)), 7);
+/// The request-mode service's VIP and the router listener's address, with
+/// [`ClusterSpec::router`].
+pub const ROUTER_VIP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 19, 0, 10)), 8000);
+/// The request-mode service (and row name), with [`ClusterSpec::router`].
+pub const ROUTER_SERVICE: &str = "web-http";
+/// The router's listener, with [`ClusterSpec::router`].
+pub const ROUTER_LISTENER: &str = "web-http";
+/// The request-mode service's affinity cookie, with [`ClusterSpec::router`].
+pub const ROUTER_COOKIE: &str = "SYID";
 /// The configured service, and so the name of every host's configured row.
 pub const SERVICE: &str = "web";
 /// The IPv6 service (and row name of the `web6-N` hosts).
@@ -157,6 +166,14 @@ pub struct ClusterSpec {
     /// Start an [`EchoServer`] (TCP and UDP, answers name the host) on every host's
     /// endpoints before the agents (instead of, not next to, `app_servers`).
     pub echo_servers: bool,
+    /// Add the `router` role to every unit, an http listener [`ROUTER_LISTENER`] at
+    /// [`ROUTER_VIP`] (the VIP is put on every unit's `lo`, so the VIP route reaches the
+    /// listener) and the request-mode service [`ROUTER_SERVICE`] on pool `web` with cookie
+    /// affinity ([`ROUTER_COOKIE`]): a second row, `web-http`, of every `web-N` host.
+    pub router: bool,
+    /// Add the `session-store` role to every unit (session tracking; `[sessions]` settings
+    /// go in `extra_toml`).
+    pub sessions: bool,
 }
 
 /// The packet path of a cluster: forwarders attached to each forwarding unit's `eth0` (VIP
@@ -221,6 +238,8 @@ impl Default for ClusterSpec {
             udp: false,
             firewall: None,
             echo_servers: false,
+            router: false,
+            sessions: false,
         }
     }
 }
@@ -477,6 +496,17 @@ impl Cluster {
                 let server =
                     EchoServer::start(cluster.topo.host(k).ns(), &cluster.host_name(k), &addrs);
                 cluster.echoes.push(server);
+            }
+        }
+        if cluster.spec.router {
+            for j in 0..cluster.spec.lb_units {
+                let vip = format!("{}/32", ROUTER_VIP.ip());
+                cluster
+                    .topo
+                    .lb_unit(j)
+                    .ns()
+                    .run(["ip", "addr", "add", vip.as_str(), "dev", "lo"])
+                    .expect("put the router VIP on the unit's lo");
             }
         }
         for j in 0..cluster.spec.lb_units {
@@ -759,6 +789,11 @@ impl Cluster {
         ns.enter(|| block_on(admin_client::get_json::<T>(ADMIN, path, REQUEST_TIMEOUT)))
             .map_err(|e| format!("enter {}: {e}", ns.name()))?
             .map_err(|e| format!("{} GET {path}: {e}", self.unit_name(j)))
+    }
+
+    /// Unit `j`'s `/v1/router` (with [`ClusterSpec::router`]).
+    pub fn unit_router(&self, j: usize) -> Result<serde_json::Value, String> {
+        self.unit_json(j, "/v1/router")
     }
 
     /// Unit `j`'s `/v1/hosts`.
@@ -1386,6 +1421,16 @@ secret_file = "cluster.key"
                 ),
             ),
         };
+        let roles = if spec.router {
+            roles.replacen(']', r#", "router"]"#, 1)
+        } else {
+            roles
+        };
+        let roles = if spec.sessions {
+            roles.replacen(']', r#", "session-store"]"#, 1)
+        } else {
+            roles
+        };
         let _ = write!(
             text,
             r#"
@@ -1518,6 +1563,26 @@ fall = {}
             ms(check.timeout),
             check.rise,
             check.fall
+        );
+    }
+    if spec.router {
+        let _ = write!(
+            text,
+            r#"
+[[listeners]]
+name = "{ROUTER_LISTENER}"
+address = "{ROUTER_VIP}"
+protocol = "http"
+
+[[services]]
+name = "{ROUTER_SERVICE}"
+vip = "{ROUTER_VIP}"
+protocol = "tcp"
+mode = "request"
+listener = "{ROUTER_LISTENER}"
+pool = "web"
+affinity = {{ kind = "cookie", cookie = "{ROUTER_COOKIE}", timeout = "10m" }}
+"#
         );
     }
     text.push_str(&spec.extra_toml);

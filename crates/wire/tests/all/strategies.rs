@@ -312,6 +312,24 @@ fn session_message() -> impl Strategy<Value = Message> {
             .into()
         }),
         any::<u64>().prop_map(|up_to| SessionAck { up_to }.into()),
+        (any::<u64>(), any::<u64>(), host(), any::<u64>()).prop_map(
+            |(channel, message_id, host, sessions)| SessionResync {
+                channel,
+                message_id,
+                host,
+                sessions,
+            }
+            .into()
+        ),
+        (any::<u64>(), host(), any::<u64>()).prop_map(|(channel, host, next_id)| {
+            SessionKeepalive {
+                channel,
+                host,
+                next_id,
+            }
+            .into()
+        }),
+        any::<u64>().prop_map(|known_channel| SessionResyncRequest { known_channel }.into()),
     ]
 }
 

@@ -1,0 +1,746 @@
+//! The `router` role: the request router ([`switchyard_router`]) inside a unit.
+//!
+//! At start it compiles the router's part of the configuration, binds every listener a
+//! request-mode service uses (`listeners[].address`; port 0 picks one, for tests), and
+//! creates the [`Router`] with the affinity cookie key derived from the cluster secret, its
+//! metrics on a registry the unit's `/metrics` appends.
+//!
+//! **Backends.** The router picks hosts from an `ArcSwap<Backends>` snapshot that this
+//! module keeps fed:
+//!
+//! - with the health-cache role on the same unit, every 200 ms from the cache
+//!   ([`HealthCacheHandle::read`]): per pool host, the rows of that host whose endpoint and
+//!   info are the pool host's `address` and `app` (preferring the rows of request-mode
+//!   services on that pool). A host that stopped heartbeating or has no such row is *down*;
+//!   a failing row, or a directive target `inactive`, makes it *down*; a target `draining`
+//!   makes it *draining* (only cookie-affinitized requests); otherwise *active* with weight
+//!   = spare capacity, capacity × (100 − load) — the quantity allotments are proportional
+//!   to. A snapshot is stored only when it differs, and each host's change is logged.
+//! - without it, from the static configuration (every host active, weight = its
+//!   configured capacity): the router then relies on its own passive outlier detection to
+//!   avoid dead hosts. Fetching allotments from a health-cache unit over UDP is not done
+//!   yet.
+//!
+//! **Outliers.** Hosts the router ejected after consecutive errors are logged when they
+//! leave and rejoin rotation and exported as `switchyard_router_host_ejected{host}` (0/1).
+//!
+//! **Admin.** [`RouterHandle::view`] is the `GET /v1/router` document;
+//! [`RouterHandle::render_metrics`] the Prometheus text appended to `/metrics`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use switchyard_config::{Config, ListenerProtocol, ServiceMode, Unit};
+use switchyard_health::ConsolidatedCache;
+use switchyard_health::allotment::spare_capacity;
+use switchyard_router::{Backend, Backends, HostState, Router, RouterConfig, RouterError};
+use switchyard_wire::health::{DirectiveState, Health, Row};
+use switchyard_wire::{HostId, Protocol};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::HealthCacheHandle;
+use crate::admin::AdminState;
+use crate::admin::api::ErrorBody;
+
+/// How often the backends are recomputed from the health cache and outliers looked at.
+const WATCH_EVERY: Duration = Duration::from_millis(200);
+/// How long stopping lets open client connections finish (under the unit's stop grace).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Listen backlog of every listener.
+const BACKLOG: u32 = 4096;
+
+/// Why the router role could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RouterRoleError {
+    /// The router's configuration cannot be used (certificates, rules).
+    #[error("router role: {0}")]
+    Router(#[from] RouterError),
+    /// A listener's address cannot be bound.
+    #[error("router role: cannot listen on {addr} for listener \"{name}\": {source}")]
+    Bind {
+        /// The listener.
+        name: String,
+        /// Its address.
+        addr: SocketAddr,
+        /// The socket error.
+        source: std::io::Error,
+    },
+}
+
+/// One host of a pool as the configuration describes it, with the rows that speak for it.
+#[derive(Debug, Clone)]
+struct PlanHost {
+    id: HostId,
+    name: String,
+    address: SocketAddr,
+    app: String,
+    /// VIPs of the request-mode services on this pool (their rows are preferred).
+    vips: Vec<SocketAddr>,
+}
+
+/// Every pool's hosts, from the configuration.
+#[derive(Debug, Clone, Default)]
+struct Plan {
+    pools: Vec<(String, Vec<PlanHost>)>,
+}
+
+impl Plan {
+    fn from_config(config: &Config) -> Self {
+        let pools = config
+            .pools
+            .iter()
+            .map(|pool| {
+                let vips: Vec<SocketAddr> = config
+                    .services
+                    .iter()
+                    .filter(|s| {
+                        s.pool == pool.name && matches!(s.mode, ServiceMode::Request { .. })
+                    })
+                    .map(|s| s.vip)
+                    .collect();
+                let hosts = pool
+                    .hosts
+                    .iter()
+                    .map(|h| PlanHost {
+                        id: h.id,
+                        name: h.name.clone(),
+                        address: h.address,
+                        app: h.app.clone(),
+                        vips: vips.clone(),
+                    })
+                    .collect();
+                (pool.name.clone(), hosts)
+            })
+            .collect();
+        Self { pools }
+    }
+
+    /// The backends the cache says now.
+    fn backends(&self, cache: &ConsolidatedCache, now: std::time::Instant) -> Backends {
+        let mut out = Backends::new();
+        for (pool, hosts) in &self.pools {
+            let backends = hosts
+                .iter()
+                .map(|h| {
+                    let rows: Vec<&Row> = if cache.is_alive(h.id, now) {
+                        cache
+                            .host(h.id)
+                            .map(|view| view.table.rows().collect())
+                            .unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    };
+                    let (state, weight) = host_state(h, &rows);
+                    Backend {
+                        id: h.id,
+                        address: h.address,
+                        state,
+                        weight,
+                    }
+                })
+                .collect();
+            out.set_pool(pool, backends);
+        }
+        out
+    }
+
+    fn host_name(&self, id: HostId) -> Option<&str> {
+        self.pools
+            .iter()
+            .flat_map(|(_, hosts)| hosts.iter())
+            .find(|h| h.id == id)
+            .map(|h| h.name.as_str())
+    }
+}
+
+/// A host's state and weight from its rows (those of an alive host; none otherwise): the
+/// rows for its endpoint and app, of the pool's request-mode services if it has any; the
+/// worst state among them and the smallest spare capacity.
+fn host_state(host: &PlanHost, rows: &[&Row]) -> (HostState, u32) {
+    let mine: Vec<&Row> = rows
+        .iter()
+        .copied()
+        .filter(|r| {
+            r.app.protocol == Protocol::Tcp
+                && r.app.endpoint == host.address
+                && r.app.info == host.app
+        })
+        .collect();
+    let preferred: Vec<&Row> = mine
+        .iter()
+        .copied()
+        .filter(|r| host.vips.contains(&r.app.vip))
+        .collect();
+    let rows = if preferred.is_empty() {
+        mine
+    } else {
+        preferred
+    };
+    if rows.is_empty() {
+        return (HostState::Down, 0);
+    }
+    let mut state = HostState::Active;
+    let mut weight = u64::MAX;
+    for row in rows {
+        let this = match (row.status.health(), row.directive.target) {
+            (Health::Healthy, DirectiveState::Active) => HostState::Active,
+            (Health::Healthy, DirectiveState::Draining) => HostState::Draining,
+            _ => HostState::Down,
+        };
+        state = worse(state, this);
+        weight = weight.min(spare_capacity(row));
+    }
+    let weight = if state == HostState::Active {
+        u32::try_from(weight).unwrap_or(u32::MAX)
+    } else {
+        0
+    };
+    (state, weight)
+}
+
+fn worse(a: HostState, b: HostState) -> HostState {
+    let rank = |s: HostState| match s {
+        HostState::Active => 0,
+        HostState::Draining => 1,
+        HostState::Down => 2,
+    };
+    if rank(b) > rank(a) { b } else { a }
+}
+
+/// Where the role's backends come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendSource {
+    /// The unit's own health cache.
+    HealthCache,
+    /// The static configuration (no health cache on this unit).
+    Static,
+}
+
+/// A listener the role serves.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListenerView {
+    /// Its name.
+    pub name: String,
+    /// `http`, `h2c` or `https`.
+    pub protocol: &'static str,
+    /// Where it listens (bound address).
+    pub address: SocketAddr,
+}
+
+/// One backend in `GET /v1/router`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendView {
+    /// Host id.
+    pub host: u32,
+    /// Host name from the configuration.
+    pub name: String,
+    /// The application's address.
+    pub address: SocketAddr,
+    /// `active`, `draining` or `down`.
+    pub state: &'static str,
+    /// Relative share of new requests.
+    pub weight: u32,
+    /// Out of rotation after consecutive errors (outlier detection).
+    pub ejected: bool,
+}
+
+/// One pool in `GET /v1/router`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolView {
+    /// Pool name.
+    pub name: String,
+    /// Its hosts.
+    pub backends: Vec<BackendView>,
+}
+
+/// Counters in `GET /v1/router`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouterCountersView {
+    /// Requests answered.
+    pub requests: u64,
+    /// Answers by status class.
+    pub responses: BTreeMap<&'static str, u64>,
+    /// Attempts repeated on another host.
+    pub retries: u64,
+    /// Requests refused by a protection limit.
+    pub rejected: u64,
+    /// Outlier ejections.
+    pub outlier_ejections: u64,
+    /// Backend snapshots stored since start.
+    pub backend_updates: u64,
+}
+
+/// The `GET /v1/router` document.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouterView {
+    /// Where host states come from.
+    pub source: BackendSource,
+    /// Listeners served.
+    pub listeners: Vec<ListenerView>,
+    /// Pools and their backends.
+    pub pools: Vec<PoolView>,
+    /// Totals.
+    pub counters: RouterCountersView,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EjectedLabels {
+    host: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolStateLabels {
+    pool: String,
+    state: &'static str,
+}
+
+#[derive(Debug)]
+struct Shared {
+    router: Router,
+    registry: Registry,
+    listeners: Vec<ListenerView>,
+    source: BackendSource,
+    plan: Plan,
+    ejected_gauge: Family<EjectedLabels, Gauge>,
+    pool_gauge: Family<PoolStateLabels, Gauge>,
+    updates: std::sync::atomic::AtomicU64,
+}
+
+/// The running router role, shared with the admin API.
+#[derive(Debug, Clone)]
+pub struct RouterHandle {
+    shared: Arc<Shared>,
+}
+
+impl RouterHandle {
+    /// The router.
+    pub fn router(&self) -> &Router {
+        &self.shared.router
+    }
+
+    /// The listeners with their bound addresses, by name.
+    pub fn listeners(&self) -> &[ListenerView] {
+        &self.shared.listeners
+    }
+
+    /// Where listener `name` listens.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.shared
+            .listeners
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.address)
+    }
+
+    /// The `GET /v1/router` document.
+    pub fn view(&self) -> RouterView {
+        let s = &self.shared;
+        let ejected: BTreeSet<HostId> = s.router.ejected_hosts().into_iter().collect();
+        let backends = s.router.backends().load();
+        let pools = backends
+            .pools()
+            .into_iter()
+            .map(|(name, hosts)| PoolView {
+                name: name.to_owned(),
+                backends: hosts
+                    .iter()
+                    .map(|b| BackendView {
+                        host: b.id.0,
+                        name: s.plan.host_name(b.id).unwrap_or("").to_owned(),
+                        address: b.address,
+                        state: b.state.name(),
+                        weight: b.weight,
+                        ejected: ejected.contains(&b.id),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let c = s.router.counters();
+        let responses = BTreeMap::from([
+            ("1xx", c.responses_1xx),
+            ("2xx", c.responses_2xx),
+            ("3xx", c.responses_3xx),
+            ("4xx", c.responses_4xx),
+            ("5xx", c.responses_5xx),
+        ]);
+        RouterView {
+            source: s.source,
+            listeners: s.listeners.clone(),
+            pools,
+            counters: RouterCountersView {
+                requests: c.requests,
+                responses,
+                retries: c.retries,
+                rejected: c.rejected,
+                outlier_ejections: c.outlier_ejections,
+                backend_updates: s.updates.load(std::sync::atomic::Ordering::Relaxed),
+            },
+        }
+    }
+
+    /// Appends the router's metrics (Prometheus text) to `out`.
+    pub fn render_metrics(&self, out: &mut String) {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.shared.registry).is_err() {
+            return;
+        }
+        // The encoder writes OpenMetrics; the unit serves the 0.0.4 text format, which has
+        // no end marker.
+        for line in text.lines().filter(|l| *l != "# EOF") {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+}
+
+/// The router role's admin routes: `GET /v1/router`.
+pub(crate) fn admin_routes() -> axum::Router<AdminState> {
+    axum::Router::new().route("/v1/router", axum::routing::get(router_document))
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(ErrorBody {
+            error: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+fn no_router(state: &AdminState) -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "unit {} does not run the router role; ask a unit that does",
+            state.unit.name
+        ),
+    )
+}
+
+async fn router_document(State(state): State<AdminState>) -> Response {
+    match &state.router {
+        Some(router) => axum::Json(router.view()).into_response(),
+        None => no_router(&state),
+    }
+}
+
+fn protocol_name(protocol: &ListenerProtocol) -> &'static str {
+    match protocol {
+        ListenerProtocol::Http => "http",
+        ListenerProtocol::H2c => "h2c",
+        ListenerProtocol::Https { .. } => "https",
+    }
+}
+
+async fn bind(name: &str, addr: SocketAddr) -> Result<TcpListener, RouterRoleError> {
+    let err = |source| RouterRoleError::Bind {
+        name: name.to_owned(),
+        addr,
+        source,
+    };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(BACKLOG).map_err(err)
+}
+
+/// Starts the router role of `unit`: binds its listeners, builds the router, and spawns
+/// one task per listener plus the backends feeder. Everything stops when `stopped` turns
+/// `true` (open connections get [`DRAIN_TIMEOUT`] to finish).
+pub async fn start(
+    config: &Config,
+    unit: &Unit,
+    health: Option<HealthCacheHandle>,
+    stopped: watch::Receiver<bool>,
+) -> Result<(RouterHandle, Vec<(&'static str, JoinHandle<()>)>), RouterRoleError> {
+    let router_config = RouterConfig::from_config(config)?.with_drain_timeout(DRAIN_TIMEOUT);
+    let served: BTreeSet<String> = router_config
+        .listener_names()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let mut bound = Vec::new();
+    let mut views = Vec::new();
+    for listener in &config.listeners {
+        if !served.contains(&listener.name) {
+            tracing::info!(
+                unit = %unit.name,
+                listener = %listener.name,
+                "no request-mode service uses this listener; not bound"
+            );
+            continue;
+        }
+        let socket = bind(&listener.name, listener.address).await?;
+        let address = socket
+            .local_addr()
+            .map_err(|source| RouterRoleError::Bind {
+                name: listener.name.clone(),
+                addr: listener.address,
+                source,
+            })?;
+        views.push(ListenerView {
+            name: listener.name.clone(),
+            protocol: protocol_name(&listener.protocol),
+            address,
+        });
+        bound.push((listener.name.clone(), socket));
+    }
+    let plan = Plan::from_config(config);
+    let (source, initial) = match &health {
+        Some(h) => (
+            BackendSource::HealthCache,
+            h.read(|cache, now| plan.backends(cache, now)),
+        ),
+        None => {
+            tracing::info!(
+                unit = %unit.name,
+                "router role without the health-cache role on this unit: static backends from the configuration (capacity as weight), outlier detection only"
+            );
+            (BackendSource::Static, Backends::from_config(config))
+        }
+    };
+    let backends = Arc::new(ArcSwap::from_pointee(initial));
+    let mut registry = Registry::default();
+    let router = Router::new(router_config, backends.clone(), &mut registry);
+    let ejected_gauge = Family::<EjectedLabels, Gauge>::default();
+    let pool_gauge = Family::<PoolStateLabels, Gauge>::default();
+    {
+        let r = registry.sub_registry_with_prefix("switchyard_router");
+        r.register(
+            "host_ejected",
+            "1 while outlier detection keeps the host out of rotation",
+            ejected_gauge.clone(),
+        );
+        r.register(
+            "backends",
+            "Hosts per pool and state (active, draining, down)",
+            pool_gauge.clone(),
+        );
+    }
+    let handle = RouterHandle {
+        shared: Arc::new(Shared {
+            router: router.clone(),
+            registry,
+            listeners: views,
+            source,
+            plan,
+            ejected_gauge,
+            pool_gauge,
+            updates: std::sync::atomic::AtomicU64::new(0),
+        }),
+    };
+    publish_pool_gauges(&handle, &backends.load());
+    let mut tasks = Vec::new();
+    for (name, socket) in bound {
+        let serve = router.serve(&name, socket);
+        tasks.push((
+            "router-listener",
+            tokio::spawn(async move {
+                if let Err(error) = serve.await {
+                    tracing::error!(listener = %name, %error, "router listener stopped");
+                }
+            }),
+        ));
+    }
+    tasks.push((
+        "router-feeder",
+        tokio::spawn(feed(handle.clone(), health, stopped)),
+    ));
+    for l in handle.listeners() {
+        tracing::info!(
+            unit = %unit.name,
+            listener = %l.name,
+            protocol = l.protocol,
+            address = %l.address,
+            "router role listening"
+        );
+    }
+    Ok((handle, tasks))
+}
+
+fn publish_pool_gauges(handle: &RouterHandle, backends: &Backends) {
+    for (pool, hosts) in backends.pools() {
+        for state in [HostState::Active, HostState::Draining, HostState::Down] {
+            let n = hosts.iter().filter(|b| b.state == state).count();
+            handle
+                .shared
+                .pool_gauge
+                .get_or_create(&PoolStateLabels {
+                    pool: pool.to_owned(),
+                    state: state.name(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+/// Keeps the backends fed from the health cache and reports outliers, until stopped; then
+/// stops the router.
+async fn feed(
+    handle: RouterHandle,
+    health: Option<HealthCacheHandle>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    let mut ejected: BTreeSet<HostId> = BTreeSet::new();
+    let s = &handle.shared;
+    loop {
+        tokio::select! {
+            changed = stopped.changed() => {
+                if changed.is_err() || *stopped.borrow() {
+                    break;
+                }
+            }
+            _ = tick.tick() => {
+                if let Some(h) = &health {
+                    let next = h.read(|cache, now| s.plan.backends(cache, now));
+                    let current = s.router.backends().load_full();
+                    if *current != next {
+                        log_changes(&s.plan, &current, &next);
+                        publish_pool_gauges(&handle, &next);
+                        s.router.backends().store(Arc::new(next));
+                        s.updates.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                let now: BTreeSet<HostId> = s.router.ejected_hosts().into_iter().collect();
+                for id in now.difference(&ejected) {
+                    tracing::warn!(host = id.0, name = s.plan.host_name(*id).unwrap_or(""), "router: host out of rotation (outlier detection)");
+                    s.ejected_gauge.get_or_create(&EjectedLabels { host: id.0.to_string() }).set(1);
+                }
+                for id in ejected.difference(&now) {
+                    tracing::info!(host = id.0, name = s.plan.host_name(*id).unwrap_or(""), "router: host back in rotation");
+                    s.ejected_gauge.get_or_create(&EjectedLabels { host: id.0.to_string() }).set(0);
+                }
+                ejected = now;
+            }
+        }
+    }
+    s.router.shutdown();
+}
+
+fn log_changes(plan: &Plan, before: &Backends, after: &Backends) {
+    for (pool, hosts) in after.pools() {
+        let old = before.pool(pool);
+        for b in hosts {
+            let was = old.iter().find(|o| o.id == b.id);
+            if was.is_none_or(|o| o.state != b.state) {
+                tracing::info!(
+                    pool,
+                    host = b.id.0,
+                    name = plan.host_name(b.id).unwrap_or(""),
+                    from = was.map_or("-", |o| o.state.name()),
+                    to = b.state.name(),
+                    weight = b.weight,
+                    "router backend changed"
+                );
+            } else if was.is_some_and(|o| o.weight != b.weight) {
+                tracing::debug!(
+                    pool,
+                    host = b.id.0,
+                    weight = b.weight,
+                    "router backend weight"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_wire::health::{AppStatus, Directive};
+    use switchyard_wire::types::AppId;
+
+    fn plan_host() -> PlanHost {
+        PlanHost {
+            id: HostId(101),
+            name: "web-1".into(),
+            address: "192.0.2.11:8080".parse().expect("address"),
+            app: "shop".into(),
+            vips: vec!["198.51.100.10:8000".parse().expect("vip")],
+        }
+    }
+
+    fn row(vip: &str, health: Health, load: u8, target: DirectiveState) -> Row {
+        Row {
+            app: AppId {
+                vip: vip.parse().expect("vip"),
+                protocol: Protocol::Tcp,
+                endpoint: "192.0.2.11:8080".parse().expect("endpoint"),
+                info: "shop".into(),
+            },
+            status: AppStatus::new(health, load, 50).expect("status"),
+            directive: Directive {
+                target,
+                current: DirectiveState::Active,
+            },
+        }
+    }
+
+    #[test]
+    fn host_state_follows_health_directive_and_spare_capacity() {
+        let h = plan_host();
+        let vip = "198.51.100.10:8000";
+        let healthy = row(vip, Health::Healthy, 20, DirectiveState::Active);
+        assert_eq!(host_state(&h, &[&healthy]), (HostState::Active, 50 * 80));
+        let draining = row(vip, Health::Healthy, 20, DirectiveState::Draining);
+        assert_eq!(host_state(&h, &[&draining]), (HostState::Draining, 0));
+        let failing = row(vip, Health::Failing, 20, DirectiveState::Active);
+        assert_eq!(host_state(&h, &[&failing]), (HostState::Down, 0));
+        let inactive = row(vip, Health::Healthy, 20, DirectiveState::Inactive);
+        assert_eq!(host_state(&h, &[&inactive]), (HostState::Down, 0));
+        assert_eq!(host_state(&h, &[]), (HostState::Down, 0));
+    }
+
+    #[test]
+    fn rows_of_the_request_service_are_preferred() {
+        let h = plan_host();
+        let packet = row(
+            "198.51.100.10:80",
+            Health::Failing,
+            0,
+            DirectiveState::Active,
+        );
+        let request = row(
+            "198.51.100.10:8000",
+            Health::Healthy,
+            0,
+            DirectiveState::Active,
+        );
+        assert_eq!(
+            host_state(&h, &[&packet, &request]),
+            (HostState::Active, 5000)
+        );
+        // Only rows of other services: they speak for the host.
+        assert_eq!(host_state(&h, &[&packet]), (HostState::Down, 0));
+        let mut other = row(
+            "198.51.100.10:8000",
+            Health::Healthy,
+            0,
+            DirectiveState::Active,
+        );
+        other.app.endpoint = "192.0.2.99:8080".parse().expect("endpoint");
+        assert_eq!(host_state(&h, &[&other]), (HostState::Down, 0));
+    }
+}

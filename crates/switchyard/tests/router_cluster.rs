@@ -1,0 +1,431 @@
+//! The request router as a role of `switchyard lb`, end to end on real processes in
+//! namespaces: one unit with the health-cache and router roles, three hosts running a small
+//! keep-alive HTTP application that names itself in every answer, their agents probing it
+//! with an HTTP check, and a client sending requests to the router's listener on the VIP.
+//!
+//! - requests spread over every healthy host; a host drained through its agent gets no new
+//!   client but keeps the requests whose affinity cookie names it;
+//! - a host whose application stops is marked down from its health and gets no request,
+//!   while every request still succeeds (retried on another host before the health cache
+//!   knows); it comes back when the application does.
+//!
+//! Needs root (skipped otherwise; fails under `CI=true`).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use support::cluster::{Cluster, ClusterSpec, HttpCheck, ROUTER_COOKIE, ROUTER_VIP};
+use support::wait::wait_until;
+use switchyard_testbed::Netns;
+
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+// ---- the host application ---------------------------------------------------------------
+
+/// A keep-alive HTTP/1.1 application answering `GET /healthz` with `ok` and everything else
+/// with its name; stopping closes the listener and every open connection.
+struct NamedApp {
+    served: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl NamedApp {
+    fn start(ns: &Netns, addr: SocketAddr, name: &str) -> Self {
+        let listener = ns
+            .enter(|| TcpListener::bind(addr))
+            .expect("enter the host namespace")
+            .unwrap_or_else(|e| panic!("application cannot bind {addr}: {e}"));
+        listener.set_nonblocking(true).expect("non-blocking");
+        let served = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, f, n) = (served.clone(), stop.clone(), name.to_owned());
+        let thread = std::thread::spawn(move || {
+            let mut conns = Vec::new();
+            while !f.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((c, _)) => {
+                        let (s, f, n) = (s.clone(), f.clone(), n.clone());
+                        conns.push(std::thread::spawn(move || serve_conn(c, &n, &s, &f)));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            drop(listener);
+            for c in conns {
+                let _ = c.join();
+            }
+        });
+        Self {
+            served,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for NamedApp {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn serve_conn(conn: TcpStream, name: &str, served: &AtomicU64, stop: &AtomicBool) {
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(50)));
+    let Ok(mut writer) = conn.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(conn);
+    let mut line = String::new();
+    loop {
+        // Request line and headers; a read timeout only looks at the stop flag.
+        let mut head = Vec::new();
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                let _ = writer.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) => return,
+                Ok(_) => {
+                    if line == "\r\n" {
+                        break;
+                    }
+                    head.push(line.clone());
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return,
+            }
+        }
+        let health = head.first().is_some_and(|l| l.starts_with("GET /healthz"));
+        let body = if health {
+            "ok\n".to_owned()
+        } else {
+            served.fetch_add(1, Ordering::Relaxed);
+            format!("{name}\n")
+        };
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if writer.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+// ---- the client -------------------------------------------------------------------------
+
+/// One answer: status, body, the affinity cookie it set (if any).
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    body: String,
+    set_cookie: Option<String>,
+}
+
+/// A keep-alive HTTP/1.1 connection to the router.
+struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Result<Self, String> {
+        let conn =
+            TcpStream::connect_timeout(&addr, IO_TIMEOUT).map_err(|e| format!("connect: {e}"))?;
+        conn.set_read_timeout(Some(IO_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let writer = conn.try_clone().map_err(|e| e.to_string())?;
+        Ok(Self {
+            reader: BufReader::new(conn),
+            writer,
+        })
+    }
+
+    fn get(&mut self, path: &str, cookie: Option<&str>) -> Result<Answer, String> {
+        let cookie = cookie.map_or_else(String::new, |c| format!("Cookie: {c}\r\n"));
+        let request = format!("GET {path} HTTP/1.1\r\nHost: www.test\r\n{cookie}\r\n");
+        self.writer
+            .write_all(request.as_bytes())
+            .map_err(|e| format!("send: {e}"))?;
+        let mut line = String::new();
+        self.reader
+            .read_line(&mut line)
+            .map_err(|e| format!("status line: {e}"))?;
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse::<u16>().ok())
+            .ok_or_else(|| format!("bad status line {line:?}"))?;
+        let mut length = 0usize;
+        let mut set_cookie = None;
+        loop {
+            line.clear();
+            self.reader
+                .read_line(&mut line)
+                .map_err(|e| format!("header: {e}"))?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').unwrap_or((line.as_str(), ""));
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.parse().map_err(|_| format!("bad length {value:?}"))?;
+            } else if name.eq_ignore_ascii_case("set-cookie") {
+                set_cookie = value.split(';').next().map(str::to_owned);
+            }
+        }
+        let mut body = vec![0u8; length];
+        self.reader
+            .read_exact(&mut body)
+            .map_err(|e| format!("body: {e}"))?;
+        Ok(Answer {
+            status,
+            body: String::from_utf8_lossy(&body).trim().to_owned(),
+            set_cookie,
+        })
+    }
+}
+
+/// `n` requests from client 0, each on a new connection (or all on one with `keep_alive`),
+/// with `cookie` if given. Returns the answers per host name, or the failures.
+fn requests(
+    cluster: &Cluster,
+    n: usize,
+    keep_alive: bool,
+    cookie: Option<&str>,
+) -> Result<BTreeMap<String, usize>, Vec<String>> {
+    cluster
+        .topo()
+        .client(0)
+        .ns()
+        .enter(|| {
+            let mut by_host = BTreeMap::new();
+            let mut failures = Vec::new();
+            let mut conn: Option<Client> = None;
+            for i in 0..n {
+                let result = (|| {
+                    if !keep_alive || conn.is_none() {
+                        conn = Some(Client::connect(ROUTER_VIP)?);
+                    }
+                    let c = conn.as_mut().ok_or("no connection")?;
+                    c.get(&format!("/r/{i}"), cookie)
+                })();
+                match result {
+                    Ok(a) if a.status == 200 => *by_host.entry(a.body).or_insert(0) += 1,
+                    Ok(a) => failures.push(format!("request {i}: status {} {}", a.status, a.body)),
+                    Err(e) => failures.push(format!("request {i}: {e}")),
+                }
+                if failures.len() >= 5 {
+                    break;
+                }
+            }
+            if failures.is_empty() {
+                Ok(by_host)
+            } else {
+                Err(failures)
+            }
+        })
+        .expect("enter the client namespace")
+}
+
+/// A fresh request's answer (no cookie): its host and the cookie the router set.
+fn fresh(cluster: &Cluster) -> Answer {
+    cluster
+        .topo()
+        .client(0)
+        .ns()
+        .enter(|| Client::connect(ROUTER_VIP).and_then(|mut c| c.get("/fresh", None)))
+        .expect("enter the client namespace")
+        .expect("a fresh request answers")
+}
+
+// ---- helpers ------------------------------------------------------------------------------
+
+fn start(what: &str) -> Option<(Cluster, Vec<NamedApp>)> {
+    let spec = ClusterSpec {
+        lb_units: 1,
+        hosts: 3,
+        http_check: Some(HttpCheck::default()),
+        agents: true,
+        router: true,
+        ..ClusterSpec::default()
+    };
+    let cluster = Cluster::start(what, spec)?;
+    let apps = (0..3)
+        .map(|k| {
+            NamedApp::start(
+                cluster.topo().host(k).ns(),
+                cluster.endpoint(k),
+                &cluster.host_name(k),
+            )
+        })
+        .collect();
+    wait_states(&cluster, "every host active at the router", &["active"; 3]);
+    Some((cluster, apps))
+}
+
+/// The router's view of pool `web`: (name, state) per host.
+fn states(cluster: &Cluster) -> Result<Vec<(String, String)>, String> {
+    let view = cluster.unit_router(0)?;
+    let pools = view["pools"].as_array().ok_or("no pools")?;
+    let web = pools
+        .iter()
+        .find(|p| p["name"] == "web")
+        .ok_or_else(|| format!("no pool web in {view}"))?;
+    Ok(web["backends"]
+        .as_array()
+        .ok_or("no backends")?
+        .iter()
+        .map(|b| {
+            (
+                b["name"].as_str().unwrap_or("?").to_owned(),
+                b["state"].as_str().unwrap_or("?").to_owned(),
+            )
+        })
+        .collect())
+}
+
+#[track_caller]
+fn wait_states(cluster: &Cluster, what: &str, want: &[&str]) {
+    wait_until(what, Duration::from_secs(15), || {
+        let now = states(cluster)?;
+        let got: Vec<&str> = now.iter().map(|(_, s)| s.as_str()).collect();
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("{now:?}"))
+        }
+    });
+}
+
+// ---- tests --------------------------------------------------------------------------------
+
+#[test]
+fn requests_spread_and_a_drained_host_keeps_only_its_affinitized_requests() {
+    let Some((cluster, apps)) = start("router spread and drain") else {
+        return;
+    };
+    let spread = requests(&cluster, 300, false, None).unwrap_or_else(|f| panic!("{f:?}"));
+    eprintln!("new connections: {spread:?}");
+    for k in 0..3 {
+        let n = spread.get(&cluster.host_name(k)).copied().unwrap_or(0);
+        assert!(n >= 30, "host {k} got {n} of 300: {spread:?}");
+    }
+    let kept = requests(&cluster, 200, true, None).unwrap_or_else(|f| panic!("{f:?}"));
+    assert_eq!(kept.values().sum::<usize>(), 200, "keep-alive: {kept:?}");
+    assert!(
+        kept.len() >= 2,
+        "keep-alive requests are balanced too: {kept:?}"
+    );
+
+    // A cookie for web-1, from the router itself.
+    let cookie = (0..200)
+        .map(|_| fresh(&cluster))
+        .find(|a| a.body == cluster.host_name(0))
+        .and_then(|a| a.set_cookie)
+        .expect("a fresh request to web-1 gets an affinity cookie");
+    assert!(
+        cookie.starts_with(&format!("{ROUTER_COOKIE}=v1.101.")),
+        "{cookie}"
+    );
+    let held = requests(&cluster, 50, false, Some(&cookie)).unwrap_or_else(|f| panic!("{f:?}"));
+    assert_eq!(held.get("web-1"), Some(&50), "cookie holds: {held:?}");
+
+    cluster.directive(0, "drain");
+    wait_states(
+        &cluster,
+        "web-1 draining at the router",
+        &["draining", "active", "active"],
+    );
+    let before = apps[0].served();
+    let fresh_ones = requests(&cluster, 200, false, None).unwrap_or_else(|f| panic!("{f:?}"));
+    assert_eq!(
+        fresh_ones.get("web-1"),
+        None,
+        "new clients avoid web-1: {fresh_ones:?}"
+    );
+    assert_eq!(apps[0].served(), before, "web-1 served no new client");
+    let affine = requests(&cluster, 100, true, Some(&cookie)).unwrap_or_else(|f| panic!("{f:?}"));
+    assert_eq!(
+        affine.get("web-1"),
+        Some(&100),
+        "affinitized requests stay: {affine:?}"
+    );
+    let affine = requests(&cluster, 50, false, Some(&cookie)).unwrap_or_else(|f| panic!("{f:?}"));
+    assert_eq!(
+        affine.get("web-1"),
+        Some(&50),
+        "on new connections too: {affine:?}"
+    );
+
+    cluster.directive(0, "undrain");
+    wait_states(&cluster, "web-1 active again", &["active"; 3]);
+    let view = cluster.unit_router(0).expect("/v1/router");
+    assert_eq!(view["source"], "health-cache", "{view}");
+    assert_eq!(
+        view["listeners"][0]["address"],
+        ROUTER_VIP.to_string(),
+        "{view}"
+    );
+    let requests_total = view["counters"]["requests"].as_u64().unwrap_or(0);
+    assert!(requests_total >= 900, "{view}");
+}
+
+#[test]
+fn a_failed_host_stops_getting_requests_and_none_fails() {
+    let Some((cluster, mut apps)) = start("router failed host") else {
+        return;
+    };
+    apps[2].stop();
+    // Before the health cache knows: connect failures are retried on another host.
+    let during = requests(&cluster, 100, false, None).unwrap_or_else(|f| panic!("{f:?}"));
+    assert_eq!(during.values().sum::<usize>(), 100, "{during:?}");
+    assert_eq!(during.get("web-3"), None, "{during:?}");
+    wait_states(
+        &cluster,
+        "web-3 down at the router",
+        &["active", "active", "down"],
+    );
+    let after = requests(&cluster, 200, false, None).unwrap_or_else(|f| panic!("{f:?}"));
+    assert_eq!(after.values().sum::<usize>(), 200, "{after:?}");
+    assert!(
+        after.contains_key("web-1") && after.contains_key("web-2"),
+        "{after:?}"
+    );
+
+    apps[2] = NamedApp::start(
+        cluster.topo().host(2).ns(),
+        cluster.endpoint(2),
+        &cluster.host_name(2),
+    );
+    wait_states(&cluster, "web-3 back", &["active"; 3]);
+    // Back in rotation unless outlier detection still holds it out; either way no failure.
+    let back = requests(&cluster, 100, false, None).unwrap_or_else(|f| panic!("{f:?}"));
+    assert_eq!(back.values().sum::<usize>(), 100, "{back:?}");
+}
