@@ -112,6 +112,14 @@ pub struct Counters {
     pub half_nat_overflow: u64,
     /// Lingering connections opened again by a SYN on their route (kept, back to open).
     pub reopened: u64,
+    /// Session lookups asked of the session store (new connections parked).
+    pub session_lookups: u64,
+    /// New connections sent to the host of the client's session.
+    pub session_hits: u64,
+    /// Lookups that found no session, or one whose host is not allotted.
+    pub session_misses: u64,
+    /// Parked connections balanced without an answer (timeout or parking full).
+    pub session_timeouts: u64,
     /// Per-service counters.
     pub services: HashMap<ServiceId, ServiceCounters>,
 }

@@ -144,6 +144,25 @@ pub enum Action {
     DeleteRoute(FlowTuple),
     /// Send a packet to its host.
     Deliver(Deliver),
+    /// Look the client's session up in the session store and answer with
+    /// [`Classifier::on_session`] (`query` echoed). The connection's first packet waits
+    /// meanwhile (at most [`Settings::session_lookup_timeout`]).
+    LookupSession {
+        /// Echoed in the answer.
+        query: u64,
+        /// The client whose session (`SessionId::ClientIp`) is asked for.
+        client: std::net::IpAddr,
+    },
+    /// Record (or refresh) the client's session: its new connections go to `host`, on
+    /// every unit, for `ttl`.
+    RecordSession {
+        /// The client (`SessionId::ClientIp`).
+        client: std::net::IpAddr,
+        /// The host chosen.
+        host: switchyard_wire::HostId,
+        /// The service's affinity timeout.
+        ttl: Duration,
+    },
 }
 
 /// Why the forwarder did not take a route.
@@ -217,10 +236,11 @@ pub struct Classifier {
     inventory: Inventory,
     affinity: AffinityTable,
     nat: NatPorts,
-    counters: Counters,
-    actions: VecDeque<Action>,
+    pub(crate) counters: Counters,
+    pub(crate) actions: VecDeque<Action>,
     lookup: Box<dyn RouteLookup>,
     next_request_id: u64,
+    pub(crate) parked: crate::sessions::Parked,
 }
 
 impl Classifier {
@@ -237,6 +257,7 @@ impl Classifier {
             actions: VecDeque::new(),
             lookup: Box::new(NoRouteLookup),
             next_request_id: 1,
+            parked: crate::sessions::Parked::default(),
         })
     }
 
@@ -299,6 +320,11 @@ impl Classifier {
         &self.settings
     }
 
+    /// The affinity of service `sid`, if configured.
+    pub(crate) fn service_affinity(&self, sid: &ServiceId) -> Option<AffinitySpec> {
+        self.services.get(sid).map(|s| s.spec.affinity)
+    }
+
     /// Counters.
     pub fn counters(&self) -> &Counters {
         &self.counters
@@ -336,10 +362,14 @@ impl Classifier {
     /// When [`Self::handle_timeout`] should run next. May be early (a
     /// cancelled timer); running it early is harmless.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.inventory.next_deadline(), self.affinity.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.inventory.next_deadline(),
+            self.affinity.poll_timeout(),
+            self.parked.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Retires routes whose linger is over, expires unplumbed flows that
@@ -443,6 +473,9 @@ impl Classifier {
         }
         match kind {
             Kind::Start => {
+                if self.park(now, sid, &miss) {
+                    return;
+                }
                 self.admit(now, source, sid, miss, false);
             }
             Kind::Continue => {
@@ -741,6 +774,27 @@ impl Classifier {
         miss: MissPacket,
         replacing: bool,
     ) -> bool {
+        self.admit_with(
+            now,
+            source,
+            sid,
+            miss,
+            replacing,
+            crate::sessions::Preferred::None,
+        )
+    }
+
+    /// [`Self::admit`], with the host the client's session names (if any).
+    pub(crate) fn admit_with<S: AllotmentSource + ?Sized>(
+        &mut self,
+        now: Instant,
+        source: &mut S,
+        sid: ServiceId,
+        miss: MissPacket,
+        replacing: bool,
+        preferred: crate::sessions::Preferred,
+    ) -> bool {
+        use crate::sessions::Preferred;
         let flow = miss.flow;
         let Self {
             settings,
@@ -766,9 +820,28 @@ impl Classifier {
             AffinitySpec::None => None,
         };
 
-        // (1) Affinity, if the bound endpoint is still allotted.
+        // (1) Affinity, if the bound endpoint is still allotted: the client's session in
+        // the session store (when asked), else the local binding.
         let mut chosen = None;
-        if affinity_timeout.is_some() {
+        let mut local_hit = false;
+        if let Preferred::Session(host) = preferred {
+            if svc.allotment.as_ref().is_none_or(|a| a.is_expired(now)) {
+                request_allotment(now, source, svc, settings, counters, next_request_id);
+            }
+            chosen = svc.allotment.as_ref().and_then(|a| {
+                a.entries()
+                    .iter()
+                    .map(|(e, _)| *e)
+                    .find(|e| e.host == host && e.endpoint.is_ipv4() == flow.vip().is_ipv4())
+            });
+            if chosen.is_some() {
+                counters.session_hits += 1;
+            } else {
+                counters.session_misses += 1;
+            }
+        } else if matches!(preferred, Preferred::NoSession) {
+            counters.session_misses += 1;
+        } else if affinity_timeout.is_some() {
             match affinity.get(now, &affinity_key) {
                 Some(bound) => {
                     if svc.allotment.as_ref().is_none_or(|a| a.is_expired(now)) {
@@ -781,6 +854,7 @@ impl Classifier {
                     if allotted {
                         counters.affinity_hits += 1;
                         chosen = Some(bound);
+                        local_hit = true;
                     } else {
                         counters.affinity_reselections += 1;
                     }
@@ -871,8 +945,21 @@ impl Classifier {
             host_fin: false,
             timer_at: None,
         });
+        let mut record = None;
         if let Some(timeout) = affinity_timeout {
             affinity.bind(now, affinity_key, endpoint, timeout);
+            // Share a new choice through the session store (not one it or the local
+            // binding already holds).
+            if settings.session_lookups
+                && !local_hit
+                && !matches!(preferred, Preferred::Session(h) if h == endpoint.host)
+            {
+                record = Some(Action::RecordSession {
+                    client: flow.client().ip(),
+                    host: endpoint.host,
+                    ttl: timeout,
+                });
+            }
         }
         counters.new_connections += 1;
         service_counters.new_connections += 1;
@@ -887,6 +974,7 @@ impl Classifier {
             ingress_ifindex: miss.ingress_ifindex,
             path: DeliveryPath::Forwarder,
         }));
+        actions.extend(record);
         true
     }
 }

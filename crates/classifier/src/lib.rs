@@ -131,6 +131,7 @@ pub mod error;
 pub mod inventory;
 pub mod nat_ports;
 pub mod service;
+pub mod sessions;
 mod timers;
 
 pub use affinity::{AffinityKey, AffinityTable, Binding};

@@ -289,6 +289,14 @@ pub struct Settings {
     /// used — hosts may still hold those connections in TIME_WAIT (default 0: a fixed start,
     /// for tests).
     pub nat_port_salt: u64,
+    /// A session store is attached (the DAM): a new connection of a client-IP affinity
+    /// service whose client has no local binding is parked while the driver looks the
+    /// client's session up ([`crate::Action::LookupSession`]), and admitted to the session's
+    /// host when it is allotted (default false).
+    pub session_lookups: bool,
+    /// How long a parked connection waits for the session store's answer before it is
+    /// balanced without one (default 250 ms).
+    pub session_lookup_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -301,6 +309,8 @@ impl Default for Settings {
             plumb_retry_interval: Duration::from_secs(1),
             wanted_tokens: 0,
             nat_port_salt: 0,
+            session_lookups: false,
+            session_lookup_timeout: Duration::from_millis(250),
         }
     }
 }

@@ -93,6 +93,10 @@ impl World {
                     let known = self.c.inventory().get(&d.route.flow).map(|c| c.route);
                     assert_eq!(known, Some(d.route));
                 }
+                // This world has no session store (`session_lookups` is off).
+                Action::LookupSession { .. } | Action::RecordSession { .. } => {
+                    panic!("session action without a session store: {a:?}")
+                }
             }
         }
     }

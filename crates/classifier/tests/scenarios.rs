@@ -972,3 +972,127 @@ fn half_closed_connection_keeps_its_route_past_the_fin_linger() {
     assert_eq!(drain(&mut c), vec![Action::DeleteRoute(f)]);
     assert_eq!(c.nat_ports_in_use(), 0);
 }
+
+/// A half-NAT client-IP affinity service with a session store attached.
+fn session_classifier() -> Classifier {
+    let mut c = Classifier::new(Settings {
+        session_lookups: true,
+        ..Settings::default()
+    })
+    .unwrap();
+    let mut spec = half_nat_service(VIP, Protocol::Tcp);
+    spec.affinity = AffinitySpec::ClientIp { timeout: secs(600) };
+    c.set_service(spec).unwrap();
+    c
+}
+
+/// The route of a plumb-then-deliver pair followed by the session records, if any.
+fn admitted(actions: &[Action]) -> (Route, Vec<Action>) {
+    let (route, _) = plumb_then_deliver(&actions[..2.min(actions.len())]);
+    (route, actions[2.min(actions.len())..].to_vec())
+}
+
+fn lookup_query(actions: &[Action]) -> (u64, std::net::IpAddr) {
+    match actions {
+        [Action::LookupSession { query, client }] => (*query, *client),
+        other => panic!("expected one session lookup, got {other:?}"),
+    }
+}
+
+#[test]
+fn new_connections_go_to_the_host_of_the_clients_session() {
+    let t0 = Instant::now();
+    let mut rows = three_hosts();
+    let mut c = session_classifier();
+    let f = flow(Protocol::Tcp, "192.0.2.1:1000", VIP);
+
+    // The first packet waits for the session store; a retransmission asks nothing more.
+    c.on_miss(t0, &mut rows, syn(f));
+    let (q, client) = lookup_query(&drain(&mut c));
+    assert_eq!(client, ip("192.0.2.1"));
+    c.on_miss(t0 + ms(1), &mut rows, syn(f));
+    assert!(drain(&mut c).is_empty());
+    assert_eq!(c.counters().session_lookups, 1);
+
+    // The session is on host 3 (the least spare capacity): the connection goes there, and
+    // nothing is recorded (the store already says so).
+    c.on_session(t0 + ms(2), &mut rows, q, Some(HostId(3)));
+    let (route, records) = admitted(&drain(&mut c));
+    assert_eq!(route.target, sa(E3));
+    assert!(records.is_empty(), "{records:?}");
+    assert_eq!(c.counters().session_hits, 1);
+    // Every new connection asks the store (it, not a local table, decides), and the answer
+    // may move the client.
+    c.on_miss(
+        t0 + ms(3),
+        &mut rows,
+        syn(flow(Protocol::Tcp, "192.0.2.1:1001", VIP)),
+    );
+    let (q2, _) = lookup_query(&drain(&mut c));
+    c.on_session(t0 + ms(3), &mut rows, q2, Some(HostId(2)));
+    assert_eq!(admitted(&drain(&mut c)).0.target, sa(E2));
+    assert_eq!(c.counters().session_lookups, 2);
+    // A late or unknown answer is ignored.
+    c.on_session(t0 + ms(4), &mut rows, q, Some(HostId(1)));
+    assert!(drain(&mut c).is_empty());
+}
+
+#[test]
+fn without_a_usable_session_the_connection_is_balanced_and_the_choice_recorded() {
+    let t0 = Instant::now();
+    let mut rows = three_hosts();
+    let mut c = session_classifier();
+
+    // No session: balanced, and the choice is recorded for the other units.
+    let f = flow(Protocol::Tcp, "192.0.2.1:1000", VIP);
+    c.on_miss(t0, &mut rows, syn(f));
+    let (q, _) = lookup_query(&drain(&mut c));
+    c.on_session(t0, &mut rows, q, None);
+    let (route, records) = admitted(&drain(&mut c));
+    assert!(records.contains(&Action::RecordSession {
+        client: ip("192.0.2.1"),
+        host: route.host,
+        ttl: secs(600),
+    }));
+
+    // The session names a host the allotment does not have (drained, failed, another
+    // pool): balanced and re-recorded.
+    let g = flow(Protocol::Tcp, "192.0.2.2:1000", VIP);
+    c.on_miss(t0, &mut rows, syn(g));
+    let (q, _) = lookup_query(&drain(&mut c));
+    c.on_session(t0, &mut rows, q, Some(HostId(999)));
+    let (route, records) = admitted(&drain(&mut c));
+    assert_ne!(route.host, HostId(999));
+    assert!(
+        records
+            .iter()
+            .any(|a| matches!(a, Action::RecordSession { host, .. } if *host == route.host))
+    );
+    assert_eq!(
+        (c.counters().session_hits, c.counters().session_misses),
+        (0, 2)
+    );
+
+    // No answer in time: balanced when the lookup times out, never dropped.
+    let h = flow(Protocol::Tcp, "192.0.2.3:1000", VIP);
+    c.on_miss(t0, &mut rows, syn(h));
+    lookup_query(&drain(&mut c));
+    let due = c.poll_timeout().expect("a deadline for the parked packet");
+    assert!(due <= t0 + ms(250));
+    c.expire_session_lookups(due - ms(1), &mut rows);
+    assert!(drain(&mut c).is_empty(), "not yet");
+    c.expire_session_lookups(due, &mut rows);
+    admitted(&drain(&mut c));
+    assert_eq!(c.counters().session_timeouts, 1);
+
+    // A service without affinity never asks.
+    let mut c = Classifier::new(Settings {
+        session_lookups: true,
+        ..Settings::default()
+    })
+    .unwrap();
+    c.set_service(half_nat_service(VIP, Protocol::Tcp)).unwrap();
+    c.on_miss(t0, &mut rows, syn(f));
+    plumb_then_deliver(&drain(&mut c));
+    assert_eq!(c.counters().session_lookups, 0);
+}

@@ -58,7 +58,7 @@ use switchyard_health::AllotmentSource;
 use switchyard_transport::{Throttle, UdpEndpoint};
 use switchyard_wire::allotment::{Allotment, AllotmentRequest, AllotmentResponse, AllotmentScheme};
 use switchyard_wire::plumbing::{self, AddRoute, DeleteRoute, Delivery};
-use switchyard_wire::{Codec, FlowTuple, Message, Protocol, SenderId, UnitId};
+use switchyard_wire::{Codec, FlowTuple, HostId, Message, Protocol, SenderId, SessionId, UnitId};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -145,7 +145,11 @@ pub enum Allotments {
 /// The classifier machine's settings and services from the configuration. Services that
 /// cannot be served (tunnel delivery, affinity kinds other than client-ip) are skipped with a
 /// warning.
-pub fn build(config: &Config, unit: &Unit) -> Result<Classifier, ClassifierError> {
+pub fn build(
+    config: &Config,
+    unit: &Unit,
+    session_lookups: bool,
+) -> Result<Classifier, ClassifierError> {
     let c = config.classifier_settings();
     let settings = Settings {
         fin_linger: c.fin_linger,
@@ -158,6 +162,7 @@ pub fn build(config: &Config, unit: &Unit) -> Result<Classifier, ClassifierError
             &std::collections::hash_map::RandomState::new(),
             unit.id,
         ),
+        session_lookups,
         ..Settings::default()
     };
     let mut classifier =
@@ -249,15 +254,22 @@ fn warn_ephemeral_overlap(first: u16, last: u16) {
 /// Starts the classifier thread. `inputs` is the receiving end of the unit's forwarder
 /// channel (when it has one); `forwarder` its data plane. The plumbing port is bound when
 /// some forwarder unit names this unit as its classifier.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the roles the classifier talks to, handed over once at start"
+)]
 pub fn start(
     config: &Config,
     unit: &Unit,
     inputs: mpsc::Receiver<ClassifierInput>,
     forwarder: Option<ForwarderHandle>,
     allotments: Allotments,
+    sessions: Option<crate::SessionStoreHandle>,
     codec: Codec,
     stop: watch::Receiver<bool>,
 ) -> (ClassifierStats, JoinHandle<()>) {
+    let session_lookups = sessions.is_some();
+    let (session_tx, session_rx) = mpsc::unbounded_channel();
     let forwarders: HashMap<UnitId, SocketAddr> = config
         .cluster
         .units
@@ -279,6 +291,8 @@ pub fn start(
         .collect();
     let driver = DriverParts {
         service_keys,
+        sessions,
+        session_tx,
         forwarder,
         forwarders,
         owners: HashMap::new(),
@@ -295,7 +309,7 @@ pub fn start(
     let task = tokio::task::spawn_blocking(move || {
         // The machine is not Send: it is built on, and never leaves, this thread. `start`'s
         // caller built it once already, so this cannot fail but for a changed configuration.
-        let classifier = match build(&config, &unit) {
+        let classifier = match build(&config, &unit, session_lookups) {
             Ok(c) => c,
             Err(error) => {
                 tracing::error!(%error, "classifier");
@@ -313,7 +327,9 @@ pub fn start(
                 return;
             }
         };
-        runtime.block_on(driver.run(inputs, plumbing, allotments, address, own, codec, stop));
+        runtime.block_on(driver.run(
+            inputs, session_rx, plumbing, allotments, address, own, codec, stop,
+        ));
     });
     (stats, task)
 }
@@ -395,6 +411,8 @@ struct SlowPathCounters {
 /// The driver's `Send` parts, moved into the classifier thread.
 struct DriverParts {
     service_keys: Vec<(SocketAddr, Protocol, String)>,
+    sessions: Option<crate::SessionStoreHandle>,
+    session_tx: mpsc::UnboundedSender<(u64, Option<HostId>)>,
     forwarder: Option<ForwarderHandle>,
     forwarders: HashMap<UnitId, SocketAddr>,
     owners: HashMap<FlowTuple, Origin>,
@@ -410,6 +428,8 @@ impl DriverParts {
     fn into_driver(self, classifier: Classifier) -> Driver {
         Driver {
             service_keys: self.service_keys,
+            sessions: self.sessions,
+            session_tx: self.session_tx,
             classifier,
             forwarder: self.forwarder,
             forwarders: self.forwarders,
@@ -426,6 +446,11 @@ impl DriverParts {
 
 struct Driver {
     service_keys: Vec<(SocketAddr, Protocol, String)>,
+    /// The unit's session store, when it runs that role: new connections of client-IP
+    /// affinity services look the client's session up there first.
+    sessions: Option<crate::SessionStoreHandle>,
+    /// Where lookups spawned on this thread's runtime send their answers.
+    session_tx: mpsc::UnboundedSender<(u64, Option<HostId>)>,
     classifier: Classifier,
     forwarder: Option<ForwarderHandle>,
     forwarders: HashMap<UnitId, SocketAddr>,
@@ -465,6 +490,7 @@ impl Driver {
     async fn run(
         mut self,
         mut inputs: mpsc::Receiver<ClassifierInput>,
+        mut session_answers: mpsc::UnboundedReceiver<(u64, Option<HostId>)>,
         plumbing: Option<SocketAddr>,
         allotments: Allotments,
         address: IpAddr,
@@ -585,7 +611,14 @@ impl Driver {
                         }
                     }
                 }
-                _ = sleep => self.classifier.handle_timeout(Instant::now()),
+                _ = sleep => {
+                    let now = Instant::now();
+                    self.classifier.handle_timeout(now);
+                    self.classifier.expire_session_lookups(now, &mut source);
+                }
+                Some((query, host)) = session_answers.recv() => {
+                    self.classifier.on_session(Instant::now(), &mut source, query, host);
+                }
                 _ = watch.tick() => {
                     if let Source::Local(h) = &source {
                         let now = fingerprint(h);
@@ -790,6 +823,26 @@ impl Driver {
         }
     }
 
+    /// Asks the session store for `client`'s session on this thread's runtime; the answer
+    /// (the host, unless the session is a zombie) comes back through `session_tx`. Without
+    /// a store the machine never asks.
+    fn lookup_session(&self, query: u64, client: IpAddr) {
+        let Some(sessions) = self.sessions.clone() else {
+            return;
+        };
+        let tx = self.session_tx.clone();
+        tokio::spawn(async move {
+            let key = SessionId::ClientIp(client).key();
+            let host = sessions
+                .lookup(&key)
+                .await
+                .filter(|l| !l.zombie)
+                .map(|l| l.host);
+            // The loop is gone only when the classifier stops.
+            let _ = tx.send((query, host));
+        });
+    }
+
     fn execute(&mut self, now: Instant) {
         self.execute_for(now, None);
     }
@@ -858,6 +911,12 @@ impl Driver {
                         }
                     }
                 },
+                Action::LookupSession { query, client } => self.lookup_session(query, client),
+                Action::RecordSession { client, host, ttl } => {
+                    if let Some(sessions) = &self.sessions {
+                        sessions.record(&SessionId::ClientIp(client).key(), host, Some(ttl));
+                    }
+                }
                 Action::DeleteRoute(flow) => {
                     let origin = self.owners.remove(&flow).or(current.map(|(_, o)| o));
                     match origin {

@@ -51,6 +51,7 @@ pub async fn start(
     config: &Config,
     unit: &Unit,
     health: Option<HealthCacheHandle>,
+    sessions: Option<crate::SessionStoreHandle>,
     stop: watch::Receiver<bool>,
 ) -> Result<PacketRoles, PacketRoleError> {
     let mut roles = PacketRoles::default();
@@ -63,7 +64,7 @@ pub async fn start(
     let (tx, rx) = mpsc::channel(classifier_role::INPUT_QUEUE);
     if classifies {
         // Checked here so a bad configuration stops the unit; the thread builds its own.
-        classifier_role::build(config, unit)?;
+        classifier_role::build(config, unit, sessions.is_some())?;
     }
     if forwards {
         if unit.forwarder.interfaces.is_empty() {
@@ -122,6 +123,7 @@ pub async fn start(
             rx,
             roles.forwarder.clone(),
             allotments,
+            sessions,
             codec,
             stop,
         );

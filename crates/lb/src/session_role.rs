@@ -309,6 +309,25 @@ impl SessionStoreHandle {
         }
     }
 
+    /// Records that the session `key` (a `SessionId::key()`) is on `host`, as an atom this
+    /// unit adds (a classifier's or router's new choice, shared with every unit), expiring
+    /// after `ttl`. Errors (a key too long) are logged and dropped.
+    pub fn record(&self, key: &[u8], host: HostId, ttl: Option<Duration>) {
+        let added = {
+            let mut shared = lock(&self.shared);
+            shared.dam.add(
+                Instant::now(),
+                key.to_vec(),
+                host.0.to_be_bytes().to_vec(),
+                ttl,
+            )
+        };
+        match added {
+            Ok(_) => self.wake.notify_one(),
+            Err(error) => tracing::debug!(%error, "session atom not recorded"),
+        }
+    }
+
     /// The DAM's counters.
     pub fn counters(&self) -> DamCounters {
         lock(&self.shared).dam.counters()

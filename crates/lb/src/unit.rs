@@ -224,7 +224,14 @@ impl RunningUnit {
                 Role::Forwarder | Role::Classifier | Role::Router => {}
             }
         }
-        let packet = packet_roles::start(config, unit, health.clone(), stopped.clone()).await?;
+        let packet = packet_roles::start(
+            config,
+            unit,
+            health.clone(),
+            sessions.clone(),
+            stopped.clone(),
+        )
+        .await?;
         running.extend(packet.running.iter().map(|r| (*r).to_owned()));
         if health.is_none() {
             tracing::info!(
