@@ -269,6 +269,8 @@ pub fn start(
     stop: watch::Receiver<bool>,
 ) -> (ClassifierStats, JoinHandle<()>) {
     let session_lookups = sessions.is_some();
+    let store = sessions.clone();
+    let route_zombie = config.sessions.zombie.four_tuple;
     let (session_tx, session_rx) = mpsc::unbounded_channel();
     let forwarders: HashMap<UnitId, SocketAddr> = config
         .cluster
@@ -293,6 +295,7 @@ pub fn start(
         service_keys,
         sessions,
         session_tx,
+        route_zombie,
         forwarder,
         forwarders,
         owners: HashMap::new(),
@@ -310,7 +313,14 @@ pub fn start(
         // The machine is not Send: it is built on, and never leaves, this thread. `start`'s
         // caller built it once already, so this cannot fail but for a changed configuration.
         let classifier = match build(&config, &unit, session_lookups) {
-            Ok(c) => c,
+            Ok(mut c) => {
+                if let Some(store) = &store {
+                    c.set_route_lookup(Box::new(crate::route_atoms::DamRouteLookup(
+                        store.clone(),
+                    )));
+                }
+                c
+            }
             Err(error) => {
                 tracing::error!(%error, "classifier");
                 return;
@@ -413,6 +423,7 @@ struct DriverParts {
     service_keys: Vec<(SocketAddr, Protocol, String)>,
     sessions: Option<crate::SessionStoreHandle>,
     session_tx: mpsc::UnboundedSender<(u64, Option<HostId>)>,
+    route_zombie: Duration,
     forwarder: Option<ForwarderHandle>,
     forwarders: HashMap<UnitId, SocketAddr>,
     owners: HashMap<FlowTuple, Origin>,
@@ -430,6 +441,7 @@ impl DriverParts {
             service_keys: self.service_keys,
             sessions: self.sessions,
             session_tx: self.session_tx,
+            route_zombie: self.route_zombie,
             classifier,
             forwarder: self.forwarder,
             forwarders: self.forwarders,
@@ -451,6 +463,8 @@ struct Driver {
     sessions: Option<crate::SessionStoreHandle>,
     /// Where lookups spawned on this thread's runtime send their answers.
     session_tx: mpsc::UnboundedSender<(u64, Option<HostId>)>,
+    /// How long a retired route's atom lingers as a zombie.
+    route_zombie: Duration,
     classifier: Classifier,
     forwarder: Option<ForwarderHandle>,
     forwarders: HashMap<UnitId, SocketAddr>,
@@ -843,6 +857,14 @@ impl Driver {
         });
     }
 
+    /// With the session store: records a plumbed route as an atom, so another unit can
+    /// rebuild it (`route_atoms`).
+    fn record_route(&self, route: &switchyard_wire::plumbing::Route) {
+        if let (Some(store), Some(data)) = (&self.sessions, crate::route_atoms::encode(route)) {
+            store.record_data(&crate::route_atoms::key(&route.flow), data, None);
+        }
+    }
+
     fn execute(&mut self, now: Instant) {
         self.execute_for(now, None);
     }
@@ -853,6 +875,7 @@ impl Driver {
         while let Some(action) = self.classifier.poll_action() {
             match action {
                 Action::PlumbRoute(route) => {
+                    self.record_route(&route);
                     let origin = match current {
                         Some((flow, origin)) if flow == route.flow => origin,
                         _ => self
@@ -918,6 +941,9 @@ impl Driver {
                     }
                 }
                 Action::DeleteRoute(flow) => {
+                    if let Some(store) = &self.sessions {
+                        store.forget(&crate::route_atoms::key(&flow), self.route_zombie);
+                    }
                     let origin = self.owners.remove(&flow).or(current.map(|(_, o)| o));
                     match origin {
                         Some(Origin::Remote { addr, .. }) => self.out.push((

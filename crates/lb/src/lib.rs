@@ -48,6 +48,7 @@ mod observe;
 mod overflow;
 pub mod packet_roles;
 pub mod plumbing;
+pub mod route_atoms;
 pub mod router_role;
 mod session_members;
 pub mod session_role;

@@ -328,6 +328,38 @@ impl SessionStoreHandle {
         }
     }
 
+    /// Records an atom `key` → `data` this unit adds (e.g. a route), expiring after `ttl`.
+    pub fn record_data(&self, key: &[u8], data: Vec<u8>, ttl: Option<Duration>) {
+        let added = {
+            let mut shared = lock(&self.shared);
+            shared.dam.add(Instant::now(), key.to_vec(), data, ttl)
+        };
+        match added {
+            Ok(_) => self.wake.notify_one(),
+            Err(error) => tracing::debug!(%error, "atom not recorded"),
+        }
+    }
+
+    /// Deletes the atom `key`; it lingers as a zombie for `zombie_for`.
+    pub fn forget(&self, key: &[u8], zombie_for: Duration) {
+        lock(&self.shared).dam.delete(Instant::now(), key, zombie_for);
+        self.wake.notify_one();
+    }
+
+    /// The atom `key` if this unit holds it now (a copy or a live cache entry), without
+    /// waiting. Otherwise the owners are asked in the background and their answer is cached,
+    /// so a later call (e.g. for a retransmitted packet) finds it.
+    pub fn try_lookup(&self, key: &[u8]) -> Option<Atom> {
+        let hit = match lock(&self.shared).dam.query(Instant::now(), key) {
+            QueryResult::Hit { atom, .. } => Some(atom),
+            QueryResult::Pending(_) => None,
+        };
+        if hit.is_none() {
+            self.wake.notify_one();
+        }
+        hit
+    }
+
     /// The DAM's counters.
     pub fn counters(&self) -> DamCounters {
         lock(&self.shared).dam.counters()

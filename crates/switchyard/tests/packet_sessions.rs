@@ -9,7 +9,9 @@
 //!   unit finds it, 60 new connections of client 0 — spread over the units by the router —
 //!   all reach host 3, and the classifiers count session hits;
 //! - client 1, with no session, is balanced, and the units record its choice in the store,
-//!   so its later connections reach one host whichever unit takes them.
+//!   so its later connections reach one host whichever unit takes them;
+//! - (FIG. 28) a long-lived connection whose packets move to another unit (the router's route
+//!   for the VIP changes) keeps working: that unit finds the route in the DAM and installs it.
 //!
 //! No timed assertions: waits poll with generous deadlines. Needs root (skipped otherwise).
 
@@ -206,4 +208,133 @@ fn new_connections_follow_the_clients_session_whichever_unit_classifies_them() {
     let hosts = connections(&cluster, 1, 30, "b");
     eprintln!("client 1 balanced once, then recorded: {hosts:?}");
     assert_eq!(hosts.len(), 1, "client 1 stuck to one host: {hosts:?}");
+}
+
+/// Spec FIG. 28: routes are atoms too. A long-lived connection classified by one unit moves
+/// to another unit's forwarder (the router's route for the VIP changes, as an LB-aware switch
+/// would after a forwarder's death); that unit's classifier finds the route in the DAM,
+/// installs it and delivers: the connection keeps its host.
+#[test]
+fn a_connection_that_moves_to_another_unit_keeps_its_route_from_the_dam() {
+    let spec = ClusterSpec {
+        clients: 1,
+        lb_units: 3,
+        hosts: 3,
+        echo_servers: true,
+        sessions: true,
+        packet: Some(PacketSpec::all_in_one("nat")),
+        extra_toml: "\n[classifier]\nfin_linger = \"1s\"\n\n[sessions]\n\
+                     resend_interval = \"200ms\"\nkeepalive_interval = \"300ms\"\n\
+                     rebind_after = \"1500ms\"\n"
+            .to_owned(),
+        ..ClusterSpec::default()
+    };
+    let Some(cluster) = Cluster::start("packet route atoms", spec) else {
+        return;
+    };
+    for k in 0..3 {
+        cluster.set_service_status(k, SERVICE, Some("healthy"), Some(0), Some(50));
+    }
+    let ns = cluster.topo().client(0).ns().clone();
+    wait_until("the VIP serves", Duration::from_secs(20), || {
+        ns.enter(|| LineConn::open(VIP, "w".to_owned(), TIMEOUT).and_then(LineConn::finish))
+            .expect("enter")
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    let web_flows = |j: usize| -> Result<u64, String> {
+        let f = cluster.unit_flows(j)?.forwarder.ok_or("no forwarder")?;
+        Ok(f.vips
+            .iter()
+            .find(|v| v.service == SERVICE)
+            .map_or(0, |v| v.flows))
+    };
+    wait_until("warm-up routes retired", Duration::from_secs(15), || {
+        let n: u64 = (0..3)
+            .map(web_flows)
+            .collect::<Result<Vec<_>, _>>()?
+            .iter()
+            .sum();
+        if n == 0 {
+            Ok(())
+        } else {
+            Err(format!("{n} routes"))
+        }
+    });
+
+    let mut conn = ns
+        .enter(|| LineConn::open(VIP, "moving".to_owned(), TIMEOUT))
+        .expect("enter")
+        .expect("open the long-lived connection");
+    let (owner, _) = wait_until(
+        "one unit routes the connection",
+        Duration::from_secs(5),
+        || {
+            let flows: Vec<u64> = (0..3).map(web_flows).collect::<Result<_, _>>()?;
+            match flows.iter().position(|n| *n == 1) {
+                Some(j) if flows.iter().sum::<u64>() == 1 => Ok(j),
+                _ => Err(format!("{flows:?}")),
+            }
+        },
+    );
+    let other = (owner + 1) % 3;
+    // The router now sends the VIP to `other` only.
+    let via = cluster
+        .topo()
+        .lb_unit(other)
+        .iface("eth0")
+        .expect("LB units have eth0")
+        .v4();
+    cluster
+        .topo()
+        .router()
+        .ns()
+        .run([
+            "ip",
+            "route",
+            "replace",
+            &VIP.ip().to_string(),
+            "via",
+            &via.to_string(),
+        ])
+        .expect("move the VIP");
+    eprintln!(
+        "connection classified by lb-{}, moved to lb-{}",
+        owner + 1,
+        other + 1
+    );
+    // The first packet at `other` may find the route only in the owners' copies: it is
+    // fetched then, and TCP's retransmission finds it.
+    for _ in 0..3 {
+        conn.exchange().unwrap_or_else(|e| {
+            panic!(
+                "the moved connection broke: {e}\nlb-{} /v1/flows: {:?}\n{}",
+                other + 1,
+                cluster
+                    .unit_flows(other)
+                    .map(|f| f.classifier.map(|c| c.events)),
+                cluster.dump_with_logs()
+            )
+        });
+    }
+    // Published every 200 ms.
+    wait_until(
+        "the other unit adopted the route from the DAM and installed it",
+        Duration::from_secs(5),
+        || {
+            let adopted = classifier_event(&cluster, other, "mid_connection_from_lookup");
+            let installed = web_flows(other)?;
+            if adopted >= 1 && installed == 1 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "adopted {adopted}, routes {installed}, events {:?}",
+                    cluster
+                        .unit_flows(other)
+                        .map(|f| f.classifier.map(|c| c.events))
+                ))
+            }
+        },
+    );
+    conn.finish().expect("the connection ends cleanly");
 }
