@@ -284,6 +284,23 @@ fn draining_a_host_on_stdin_stops_its_new_requests() {
     demo.wait_line("every host answering", 0, SETUP, |l| {
         status_counts(l).filter(|c| c.iter().all(|&n| n > 0))
     });
+    // The request router answers on the VIP's router port, setting its affinity cookie.
+    let (_, ns) = demo.wait_line("the request router's line", 0, SETUP, |l| {
+        l.strip_prefix("Request router: ip netns exec ")
+            .and_then(|r| r.split_whitespace().next())
+            .map(str::to_owned)
+    });
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns, "curl", "-s", "-i", "--max-time", "5"])
+        .arg("http://198.19.0.10:8080/")
+        .output()
+        .expect("run curl in the client namespace");
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        answer.contains("hello from demo-") && answer.contains("set-cookie: DEMO=v1."),
+        "the request router's answer: {answer}\n{}",
+        demo.transcript()
+    );
     demo.type_line("d 1");
     // The drain is current once the status line shows `draining` without `(now active)`.
     let (drained_at, ()) = demo.wait_line(

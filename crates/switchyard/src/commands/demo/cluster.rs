@@ -30,6 +30,8 @@ pub const HOSTS: usize = 3;
 pub const APP_PORT: u16 = 8080;
 /// The service port on the VIPs.
 pub const VIP_PORT: u16 = 80;
+/// The request router's port on the IPv4 VIP (HTTP, per-request routing).
+pub const ROUTER_PORT: u16 = 8080;
 /// The LB unit's admin API, inside its namespace.
 pub const LB_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9180);
 /// The LB unit's name in the generated configuration.
@@ -373,6 +375,13 @@ impl Cluster {
 /// reach a veth only when its peer has NAPI, so GRO goes on on the router's and the
 /// switch's ports to the unit.
 fn prepare_packet_path(topo: &Topology) -> anyhow::Result<()> {
+    // The request router listens on the VIP: the unit holds it on its loopback (the
+    // forwarder only takes the packet services' ports; everything else reaches the stack).
+    let vip = format!("{}/32", topo.vip().v4);
+    topo.lb_unit(0)
+        .ns()
+        .run(["ip", "addr", "add", vip.as_str(), "dev", "lo"])
+        .context("cannot put the VIP on the unit's loopback for the request router")?;
     for (ns, port) in [(topo.router().ns(), "lb0"), (topo.switch(), "lb0")] {
         ns.run(["ethtool", "-K", port, "gro", "on"]).with_context(|| {
             format!(
@@ -417,8 +426,7 @@ secret_file = "cluster.key"
 name = "{UNIT}"
 id = 1
 address = "{unit_ip}"
-# The request router and the session store join these roles when they land.
-roles = ["forwarder", "classifier", "health-cache"]
+roles = ["forwarder", "classifier", "router", "session-store", "health-cache"]
 control_port = {CONTROL_PORT}
 admin = "{LB_ADMIN}"
 [cluster.units.forwarder]
@@ -433,6 +441,8 @@ host_dead_after = "3s"
 load_interval = "1s"
 postulate_interval = "500ms"
 
+# Packet level: the forwarder and classifier; a client sticks to its host through the
+# session store.
 [[services]]
 name = "web"
 vip = "{vip4}"
@@ -440,6 +450,23 @@ protocol = "tcp"
 mode = "packet"
 delivery = "nat"
 pool = "web"
+affinity = {{ kind = "client-ip", timeout = "30s" }}
+
+# Request level: the request router terminates HTTP on the VIP's port {router_port} and routes
+# each request; a cookie keeps a browser on one host.
+[[listeners]]
+name = "web-http"
+address = "{router_vip}"
+protocol = "http"
+
+[[services]]
+name = "web-l7"
+vip = "{router_vip}"
+protocol = "tcp"
+mode = "request"
+listener = "web-http"
+pool = "web"
+affinity = {{ kind = "cookie", cookie = "DEMO", timeout = "10m" }}
 
 [[services]]
 name = "web6"
@@ -464,6 +491,8 @@ fall = 2
         unit_ip6 = backend.v6(),
         vip4 = vip.v4_socket(VIP_PORT),
         vip6 = vip.v6_socket(VIP_PORT),
+        router_vip = vip.v4_socket(ROUTER_PORT),
+        router_port = ROUTER_PORT,
     );
     for (pool, v6) in [("web", false), ("web6", true)] {
         let _ = write!(

@@ -426,6 +426,11 @@ fn print_banner(cluster: &Cluster, admin: SocketAddr, exe: &Path, args: &DemoArg
         vip.v6
     ));
     text.push_str(&format!(
+        "Request router: ip netns exec {} curl -i http://{}/   (HTTP, per-request routing, cookie affinity)\n",
+        client.ns().name(),
+        vip.v4_socket(cluster::ROUTER_PORT)
+    ));
+    text.push_str(&format!(
         "Admin API:     http://{admin}/v1/hosts   (also /v1/services, /v1/flows, /v1/allotments, /metrics)\n"
     ));
     text.push_str(&format!("               {ctl}\n"));
