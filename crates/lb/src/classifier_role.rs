@@ -315,9 +315,7 @@ pub fn start(
         let classifier = match build(&config, &unit, session_lookups) {
             Ok(mut c) => {
                 if let Some(store) = &store {
-                    c.set_route_lookup(Box::new(crate::route_atoms::DamRouteLookup(
-                        store.clone(),
-                    )));
+                    c.set_route_lookup(Box::new(crate::route_atoms::DamRouteLookup(store.clone())));
                 }
                 c
             }

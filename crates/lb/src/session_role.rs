@@ -342,7 +342,9 @@ impl SessionStoreHandle {
 
     /// Deletes the atom `key`; it lingers as a zombie for `zombie_for`.
     pub fn forget(&self, key: &[u8], zombie_for: Duration) {
-        lock(&self.shared).dam.delete(Instant::now(), key, zombie_for);
+        lock(&self.shared)
+            .dam
+            .delete(Instant::now(), key, zombie_for);
         self.wake.notify_one();
     }
 

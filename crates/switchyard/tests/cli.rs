@@ -167,5 +167,8 @@ fn help_lists_exactly_the_implemented_subcommands() {
         assert!(help.contains(sub), "--help lacks {sub}:\n{help}");
     }
     // The demo's built-in host application is internal.
-    assert!(!help.contains("demo-host"), "--help advertises demo-host:\n{help}");
+    assert!(
+        !help.contains("demo-host"),
+        "--help advertises demo-host:\n{help}"
+    );
 }
