@@ -742,9 +742,9 @@ impl Agent {
                         Err(error) => {
                             tracing::warn!(%error, "route plumbing socket receive error");
                             tokio::time::sleep(Duration::from_millis(10)).await;
+                            Vec::new()
                         }
                     }
-                    Vec::new()
                 }
             };
             self.send(out).await;
@@ -1035,9 +1035,11 @@ impl Agent {
         out
     }
 
-    fn on_plumbing(&mut self, received: switchyard_transport::Received) {
+    /// A datagram from the classifier unit; returns the answers (refusals).
+    fn on_plumbing(&mut self, received: switchyard_transport::Received) -> Vec<Message> {
+        let mut out = Vec::new();
         let ClassifierLink::Remote { unit, .. } = &self.link else {
-            return;
+            return out;
         };
         let envelope = match received.result {
             Ok(e) => e,
@@ -1045,7 +1047,7 @@ impl Agent {
                 if let Some(suppressed) = self.throttle.event(Instant::now()) {
                     tracing::warn!(from = %received.from, %error, suppressed, "route plumbing datagram rejected");
                 }
-                return;
+                return out;
             }
         };
         if envelope.sender != SenderId::from(*unit) {
@@ -1053,7 +1055,7 @@ impl Agent {
             if let Some(suppressed) = self.throttle.event(Instant::now()) {
                 tracing::warn!(from = %received.from, sender = %envelope.sender, classifier = %unit, suppressed, "route plumbing from a unit that is not this forwarder's classifier ignored");
             }
-            return;
+            return out;
         }
         match envelope.message {
             Message::AddRoute(add) => {
@@ -1071,9 +1073,17 @@ impl Agent {
                             if matches!(route.delivery, plumbing::Delivery::HalfNat) =>
                         {
                             // The host would answer the client directly, and without a route
-                            // that reply could not be caught and translated: not served
-                            // (the client's retransmissions come back as misses), counted.
+                            // that reply could not be caught and translated: refused, and
+                            // the classifier told, so it can offer a full-NAT route instead;
+                            // the flow's frames wait for it.
                             bump(&self.counters().overflow_half_nat_refused);
+                            if let Some(p) = pending {
+                                self.pending.insert(route.flow, p);
+                            }
+                            out.push(Message::RouteRefused(plumbing::RouteRefused {
+                                flow: route.flow,
+                                reason: plumbing::RefusalReason::TableFull,
+                            }));
                         }
                         Err(PlumbFailure::TableFull) => {
                             // The classifier's unit cannot send this unit's frames: keep the
@@ -1098,6 +1108,7 @@ impl Agent {
             }
             _ => bump(&self.counters().plumbing_refused),
         }
+        out
     }
 
     async fn send(&mut self, out: Vec<Message>) {

@@ -16,7 +16,10 @@
 //!   client could not be caught without a route;
 //! - split units (full NAT): the forwarder unit keeps the routes it could not install and
 //!   sends those flows' packets itself (`slow_path_sent`, `reply_misses`), and drops them
-//!   when the classifier deletes them after the connections ended (`overflow_routes` 0).
+//!   when the classifier deletes them after the connections ended (`overflow_routes` 0);
+//! - split units, half NAT: the forwarder refuses each half-NAT route that does not fit
+//!   (`RouteRefused`), the classifier answers with a full-NAT route for the new connection
+//!   (`half_nat_overflow`), which the forwarder then serves as above.
 //!
 //! No timed assertions. Needs root (skipped otherwise).
 
@@ -319,12 +322,10 @@ fn half_nat_connections_beyond_a_full_table_are_served_with_full_nat() {
     );
 }
 
-#[test]
-fn a_split_forwarder_serves_what_its_table_cannot_hold() {
-    let Some(cluster) = run_full_table("packet table full, split units", PacketSpec::split("nat"))
-    else {
-        return;
-    };
+/// A split forwarder's counters once every connection ended and its overflow routes were
+/// deleted: at least the connections beyond the table found it full, the overflow flows'
+/// packets went out on the slow path in both directions, nothing failed.
+fn assert_split_overflow(cluster: &Cluster) -> BTreeMap<String, u64> {
     let beyond = (LONG_LIVED - MAX_FLOWS as usize) as u64;
     // The forwarder unit (lb-1) kept the routes it could not install and sent those flows'
     // packets itself; once every connection ended, the classifier (lb-2) deleted them.
@@ -349,7 +350,17 @@ fn a_split_forwarder_serves_what_its_table_cannot_hold() {
     let ag = |k: &str| agent.get(k).copied().unwrap_or(0);
     assert_eq!(ag("slow_path_failed"), 0, "{agent:?}");
     assert_eq!(ag("reply_misses_unknown"), 0, "{agent:?}");
-    assert_eq!(ag("overflow_half_nat_refused"), 0, "{agent:?}");
+    agent
+}
+
+#[test]
+fn a_split_forwarder_serves_what_its_table_cannot_hold() {
+    let Some(cluster) = run_full_table("packet table full, split units", PacketSpec::split("nat"))
+    else {
+        return;
+    };
+    let agent = assert_split_overflow(&cluster);
+    assert_eq!(agent.get("overflow_half_nat_refused").copied(), Some(0));
     let c = cluster
         .unit_flows(1)
         .expect("lb-2 flows")
@@ -361,4 +372,27 @@ fn a_split_forwarder_serves_what_its_table_cannot_hold() {
         "{:?}",
         c.events
     );
+}
+
+#[test]
+fn a_split_forwarder_refuses_half_nat_on_a_full_table_and_the_classifier_switches_to_full_nat() {
+    let Some(cluster) = run_full_table(
+        "packet table full, split units, half NAT",
+        PacketSpec::split("half-nat"),
+    ) else {
+        return;
+    };
+    let agent = assert_split_overflow(&cluster);
+    let beyond = (LONG_LIVED - MAX_FLOWS as usize) as u64;
+    // Every half-NAT route that did not fit was refused (its replies could not be caught);
+    // the classifier answered with a full-NAT route for each new connection.
+    let refused = agent.get("overflow_half_nat_refused").copied().unwrap_or(0);
+    assert!(refused >= beyond, "{agent:?}");
+    let c = cluster
+        .unit_flows(1)
+        .expect("lb-2 flows")
+        .classifier
+        .expect("lb-2 classifier");
+    let overflow = c.events.get("half_nat_overflow").copied().unwrap_or(0);
+    assert_eq!(overflow, refused, "{:?}", c.events);
 }

@@ -524,6 +524,11 @@ fn samples() -> Result<Vec<Message>, Box<dyn Error>> {
         }
         .into(),
         SessionResyncRequest { known_channel: 0 }.into(),
+        RouteRefused {
+            flow: flow4,
+            reason: RefusalReason::TableFull,
+        }
+        .into(),
     ];
     Ok(messages)
 }

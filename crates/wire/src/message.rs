@@ -194,6 +194,8 @@ messages! {
         Miss = 0x52 => plumbing::Miss,
         /// [`plumbing::FinalPacket`].
         FinalPacket = 0x53 => plumbing::FinalPacket,
+        /// [`plumbing::RouteRefused`].
+        RouteRefused = 0x54 => plumbing::RouteRefused,
     },
     /// TCP connection migration (FIGS. 32 to 37).
     Migration = 0x6, "migration" {

@@ -99,6 +99,39 @@ wire_enum! {
     }
 }
 
+wire_enum! {
+    /// Why a forwarder did not install a route.
+    pub enum RefusalReason {
+        /// Its routing table is full.
+        TableFull = 0,
+    }
+}
+
+/// A forwarder could not install the route of `flow` and did not keep it for its own slow
+/// path (a half-NAT route on a full table: the host's replies to the client could not be
+/// caught). The classifier may answer with another route for the flow (e.g. full NAT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteRefused {
+    /// The flow.
+    pub flow: FlowTuple,
+    /// Why.
+    pub reason: RefusalReason,
+}
+
+impl Wire for RouteRefused {
+    fn encode(&self, w: &mut Writer) {
+        self.flow.encode(w);
+        self.reason.encode(w);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            flow: FlowTuple::decode(r)?,
+            reason: RefusalReason::decode(r)?,
+        })
+    }
+}
+
 /// A forwarder saw the end of a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FinalPacket {
