@@ -814,13 +814,21 @@ impl Driver {
                 // connection switches to full NAT (when this unit has NAT sources) and its new
                 // route goes out at once; the forwarder serves that one itself.
                 let now = Instant::now();
-                self.classifier
-                    .on_plumb_failed(now, &r.flow, switchyard_classifier::PlumbFailure::TableFull);
+                self.classifier.on_plumb_failed(
+                    now,
+                    &r.flow,
+                    switchyard_classifier::PlumbFailure::TableFull,
+                );
                 if let Some(conn) = self.classifier.inventory().get(&r.flow)
                     && matches!(conn.route.delivery, Delivery::Nat { .. })
                 {
                     let route = conn.route;
-                    self.out.push((addr, Message::AddRoute(AddRoute { routes: vec![route] })));
+                    self.out.push((
+                        addr,
+                        Message::AddRoute(AddRoute {
+                            routes: vec![route],
+                        }),
+                    ));
                 }
             }
             Message::FinalPacket(f) => {

@@ -401,8 +401,11 @@ fn plumbing_message() -> impl Strategy<Value = Message> {
         }),
         (flow(), select(FinalReason::ALL))
             .prop_map(|(flow, reason)| FinalPacket { flow, reason }.into()),
-        (flow(), select(RefusalReason::ALL))
-            .prop_map(|(flow, reason)| RouteRefused { flow, reason }.into()),
+        (flow(), select(RefusalReason::ALL)).prop_map(|(flow, reason)| RouteRefused {
+            flow,
+            reason
+        }
+        .into()),
     ]
 }
 
