@@ -7,8 +7,10 @@
 //! Speed is never asserted: `cargo test` runs each benchmark once with tiny
 //! counts (`tests/smoke.rs`) only to prove it still works.
 
+pub mod dam;
 pub mod health;
 pub mod http;
 pub mod logs;
 pub mod packet;
+pub mod router;
 pub mod stats;

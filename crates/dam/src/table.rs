@@ -120,26 +120,73 @@ impl Stats {
     }
 }
 
-/// The table.
+/// The indexes and gauges over the entries, apart from the entries so an
+/// entry can be changed in place while they are updated.
 #[derive(Debug)]
-pub(crate) struct Table {
+struct Indexes {
     clock: Clock,
-    slots: BTreeMap<Vec<u8>, Slot>,
     deadlines: BTreeSet<(u64, Vec<u8>)>,
     lru: BTreeMap<u64, Vec<u8>>,
     tick: u64,
     stats: Stats,
 }
 
+impl Indexes {
+    /// Computes the entry's deadline (and recency, for a cache entry) and
+    /// indexes it.
+    fn add(&mut self, key: &[u8], slot: &mut Slot) {
+        if slot.holding != Holding::Cached {
+            slot.cached_until = None;
+        }
+        let expiry = match slot.atom.meta.expires_at_ms {
+            0 => None,
+            unix => Some(self.clock.local_of_unix(unix)),
+        };
+        slot.deadline = match (expiry, slot.cached_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(d) = slot.deadline {
+            self.deadlines.insert((d, key.to_vec()));
+        }
+        if slot.holding == Holding::Cached {
+            self.tick += 1;
+            slot.lru = self.tick;
+            self.lru.insert(self.tick, key.to_vec());
+        }
+        self.stats.apply(slot, true);
+    }
+
+    /// Takes the entry out of the indexes and gauges.
+    fn remove(&mut self, key: &[u8], slot: &Slot) {
+        if let Some(d) = slot.deadline {
+            self.deadlines.remove(&(d, key.to_vec()));
+        }
+        if slot.holding == Holding::Cached {
+            self.lru.remove(&slot.lru);
+        }
+        self.stats.apply(slot, false);
+    }
+}
+
+/// The table.
+#[derive(Debug)]
+pub(crate) struct Table {
+    slots: BTreeMap<Vec<u8>, Slot>,
+    indexes: Indexes,
+}
+
 impl Table {
     pub(crate) fn new(clock: Clock) -> Self {
         Self {
-            clock,
             slots: BTreeMap::new(),
-            deadlines: BTreeSet::new(),
-            lru: BTreeMap::new(),
-            tick: 0,
-            stats: Stats::default(),
+            indexes: Indexes {
+                clock,
+                deadlines: BTreeSet::new(),
+                lru: BTreeMap::new(),
+                tick: 0,
+                stats: Stats::default(),
+            },
         }
     }
 
@@ -148,45 +195,44 @@ impl Table {
     }
 
     pub(crate) fn stats(&self) -> Stats {
-        self.stats
+        self.indexes.stats
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Slot> + '_ {
         self.slots.values()
     }
 
-    /// Inserts or replaces the entry for `slot.atom.key`.
-    pub(crate) fn insert(&mut self, slot: Slot) {
+    /// Inserts or replaces the entry for `slot.atom.key` (a replaced entry
+    /// is overwritten in place).
+    pub(crate) fn insert(&mut self, mut slot: Slot) {
+        if let Some(entry) = self.slots.get_mut(slot.atom.key.as_slice()) {
+            self.indexes.remove(&entry.atom.key, entry);
+            let key = std::mem::take(&mut entry.atom.key);
+            *entry = slot;
+            self.indexes.add(&key, entry);
+            return;
+        }
         let key = slot.atom.key.clone();
-        self.remove(&key);
-        let mut slot = slot;
-        self.index(&key, &mut slot);
+        self.indexes.add(&key, &mut slot);
         self.slots.insert(key, slot);
     }
 
     /// Changes the entry for `key` in place; false if there is none.
     pub(crate) fn modify(&mut self, key: &[u8], f: impl FnOnce(&mut Slot)) -> bool {
-        let Some(mut slot) = self.remove(key) else {
+        let Some(slot) = self.slots.get_mut(key) else {
             return false;
         };
-        f(&mut slot);
+        self.indexes.remove(key, slot);
+        f(slot);
         // The key is part of the atom; a closure must not change it.
         debug_assert_eq!(slot.atom.key, key);
-        let key = key.to_vec();
-        self.index(&key, &mut slot);
-        self.slots.insert(key, slot);
+        self.indexes.add(key, slot);
         true
     }
 
     pub(crate) fn remove(&mut self, key: &[u8]) -> Option<Slot> {
         let slot = self.slots.remove(key)?;
-        if let Some(d) = slot.deadline {
-            self.deadlines.remove(&(d, key.to_vec()));
-        }
-        if slot.holding == Holding::Cached {
-            self.lru.remove(&slot.lru);
-        }
-        self.stats.apply(&slot, false);
+        self.indexes.remove(key, &slot);
         Some(slot)
     }
 
@@ -195,27 +241,29 @@ impl Table {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
+        let ix = &mut self.indexes;
         if slot.holding == Holding::Cached {
-            self.lru.remove(&slot.lru);
-            self.tick += 1;
-            slot.lru = self.tick;
-            self.lru.insert(self.tick, key.to_vec());
+            ix.lru.remove(&slot.lru);
+            ix.tick += 1;
+            slot.lru = ix.tick;
+            ix.lru.insert(ix.tick, key.to_vec());
         }
     }
 
     /// The least recently used cache entry.
     pub(crate) fn lru_victim(&self) -> Option<Vec<u8>> {
-        self.lru.values().next().cloned()
+        self.indexes.lru.values().next().cloned()
     }
 
     /// The earliest deadline.
     pub(crate) fn next_deadline(&self) -> Option<u64> {
-        self.deadlines.first().map(|(d, _)| *d)
+        self.indexes.deadlines.first().map(|(d, _)| *d)
     }
 
     /// A key whose deadline is at or before `now_ms`.
     pub(crate) fn due(&self, now_ms: u64) -> Option<Vec<u8>> {
-        self.deadlines
+        self.indexes
+            .deadlines
             .first()
             .filter(|(d, _)| *d <= now_ms)
             .map(|(_, k)| k.clone())
@@ -248,29 +296,6 @@ impl Table {
             .count()
     }
 
-    fn index(&mut self, key: &[u8], slot: &mut Slot) {
-        if slot.holding != Holding::Cached {
-            slot.cached_until = None;
-        }
-        let expiry = match slot.atom.meta.expires_at_ms {
-            0 => None,
-            unix => Some(self.clock.local_of_unix(unix)),
-        };
-        slot.deadline = match (expiry, slot.cached_until) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        if let Some(d) = slot.deadline {
-            self.deadlines.insert((d, key.to_vec()));
-        }
-        if slot.holding == Holding::Cached {
-            self.tick += 1;
-            slot.lru = self.tick;
-            self.lru.insert(self.tick, key.to_vec());
-        }
-        self.stats.apply(slot, true);
-    }
-
     /// Whether the indexes and gauges agree with the entries.
     pub(crate) fn is_consistent(&self) -> bool {
         let mut stats = Stats::default();
@@ -283,20 +308,21 @@ impl Table {
             stats.apply(slot, true);
             if let Some(d) = slot.deadline {
                 deadlines += 1;
-                if !self.deadlines.contains(&(d, key.clone())) {
+                if !self.indexes.deadlines.contains(&(d, key.clone())) {
                     return false;
                 }
             }
             if slot.holding == Holding::Cached {
                 cached += 1;
-                if self.lru.get(&slot.lru) != Some(key) || slot.cached_until.is_none() {
+                if self.indexes.lru.get(&slot.lru) != Some(key) || slot.cached_until.is_none() {
                     return false;
                 }
             } else if slot.cached_until.is_some() {
                 return false;
             }
         }
-        stats == self.stats && deadlines == self.deadlines.len() && cached == self.lru.len()
+        let ix = &self.indexes;
+        stats == ix.stats && deadlines == ix.deadlines.len() && cached == ix.lru.len()
     }
 }
 
@@ -364,6 +390,28 @@ mod tests {
         assert_eq!(t.lru_victim(), Some(b"b".to_vec()));
         t.remove(b"b");
         assert_eq!(t.lru_victim(), Some(b"c".to_vec()));
+        assert!(t.is_consistent());
+    }
+
+    #[test]
+    fn replacing_an_entry_reindexes_it_in_place() {
+        let mut t = table();
+        t.insert(cached(atom("a", UNIX0 + 500, false), 900));
+        t.insert(cached(atom("b", 0, false), 900));
+        assert_eq!(t.lru_victim(), Some(b"a".to_vec()));
+        // A cache entry becomes a held copy: out of the LRU, no deadline.
+        t.insert(Slot::new(atom("a", 0, false), Holding::Owned, UnitId(2)));
+        let s = t.stats();
+        assert_eq!((s.owned, s.cached), (1, 1));
+        assert_eq!(t.lru_victim(), Some(b"b".to_vec()));
+        assert_eq!(t.next_deadline(), Some(900));
+        assert_eq!(t.get(b"a").map(|s| s.source), Some(UnitId(2)));
+        // And back, with a new deadline; the key is kept.
+        t.insert(cached(atom("a", 0, true), 100));
+        assert_eq!(t.next_deadline(), Some(100));
+        assert_eq!(t.due(100), Some(b"a".to_vec()));
+        assert_eq!(t.get(b"a").map(|s| s.atom.key.clone()), Some(b"a".to_vec()));
+        assert_eq!(t.stats().zombies, 1);
         assert!(t.is_consistent());
     }
 

@@ -24,12 +24,14 @@
 //! **Outliers.** Hosts the router ejected after consecutive errors are logged when they
 //! leave and rejoin rotation and exported as `switchyard_router_host_ejected{host}` (0/1).
 //!
-//! **Admin.** [`RouterHandle::view`] is the `GET /v1/router` document;
-//! [`RouterHandle::render_metrics`] the Prometheus text appended to `/metrics`.
+//! **Admin.** [`RouterHandle::view`] is the `GET /v1/router` document (with the response
+//! caches' sizes); `POST /v1/cache/invalidate` ([`parse_invalidation`]) removes stored
+//! responses by route or by host and path prefix; [`RouterHandle::render_metrics`] the
+//! Prometheus text appended to `/metrics`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -44,7 +46,9 @@ use serde::Serialize;
 use switchyard_config::{Config, ListenerProtocol, ServiceMode, Unit};
 use switchyard_health::ConsolidatedCache;
 use switchyard_health::allotment::spare_capacity;
-use switchyard_router::{Backend, Backends, HostState, Router, RouterConfig, RouterError};
+use switchyard_router::{
+    Backend, Backends, HostState, Invalidation, Router, RouterConfig, RouterError,
+};
 use switchyard_wire::health::{DirectiveState, Health, Row};
 use switchyard_wire::{HostId, Protocol};
 use tokio::net::{TcpListener, TcpSocket};
@@ -296,6 +300,21 @@ pub struct RouterView {
     pub pools: Vec<PoolView>,
     /// Totals.
     pub counters: RouterCountersView,
+    /// Reloads applied since the role started.
+    pub reloads: u64,
+    /// Response caches: one per route that has one.
+    pub caches: Vec<CacheView>,
+}
+
+/// One route's response cache in `GET /v1/router`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheView {
+    /// The route label (`service#N`, as in metrics and invalidations).
+    pub route: String,
+    /// Responses held (variants count separately).
+    pub entries: u64,
+    /// Bytes held (bodies, headers and keys).
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -313,12 +332,66 @@ struct PoolStateLabels {
 struct Shared {
     router: Router,
     registry: Registry,
-    listeners: Vec<ListenerView>,
+    unit: String,
+    /// The file the unit's configuration came from (re-read by reloads).
+    config_path: std::path::PathBuf,
+    /// Served listeners by name (bound address, protocol, the stop of its serve task).
+    served: Mutex<BTreeMap<String, Served>>,
     source: BackendSource,
-    plan: Plan,
+    health: Option<HealthCacheHandle>,
+    plan: ArcSwap<Plan>,
     ejected_gauge: Family<EjectedLabels, Gauge>,
     pool_gauge: Family<PoolStateLabels, Gauge>,
     updates: std::sync::atomic::AtomicU64,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+    reloads: std::sync::atomic::AtomicU64,
+    /// Serve tasks of listeners that reloads added (awaited when the role stops).
+    added_tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A listener being served.
+#[derive(Debug)]
+struct Served {
+    /// The configured address (the bound one is in `view`).
+    configured: SocketAddr,
+    view: ListenerView,
+    stop: watch::Sender<bool>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadSummary {
+    /// Reloads since the role started, this one included.
+    pub generation: u64,
+    /// Listeners bound by this reload.
+    pub added: Vec<String>,
+    /// Listeners that stopped accepting (their open connections finish).
+    pub removed: Vec<String>,
+    /// Listeners served on, with the new rules, limits and certificates.
+    pub kept: Vec<String>,
+    /// Things that changed but apply only after a restart.
+    pub restart_needed: Vec<String>,
+}
+
+/// Why a reload was refused (the old configuration stays).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The file does not load or validate; the diagnostics say where.
+    #[error("{path} is not a valid configuration:\n{diagnostics}")]
+    Invalid {
+        /// The configuration file.
+        path: String,
+        /// Every problem found, with file, line and hint.
+        diagnostics: String,
+    },
+    /// The file is valid but cannot be applied by a reload.
+    #[error("{0}")]
+    Refused(String),
+    /// The router could not compile or bind it.
+    #[error(transparent)]
+    Role(#[from] RouterRoleError),
 }
 
 /// The running router role, shared with the admin API.
@@ -334,23 +407,188 @@ impl RouterHandle {
     }
 
     /// The listeners with their bound addresses, by name.
-    pub fn listeners(&self) -> &[ListenerView] {
-        &self.shared.listeners
+    pub fn listeners(&self) -> Vec<ListenerView> {
+        lock(&self.shared.served)
+            .values()
+            .map(|s| s.view.clone())
+            .collect()
     }
 
     /// Where listener `name` listens.
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.shared
+        lock(&self.shared.served).get(name).map(|s| s.view.address)
+    }
+
+    /// Re-reads the configuration file the unit started from, validates it and applies
+    /// the router's part without closing a connection: rules, limits, certificates and
+    /// pools are swapped (new connections and requests use them at once), new listeners
+    /// are bound, removed ones stop accepting and drain. A file that does not validate,
+    /// that drops this unit or its router role, or whose new listeners cannot be bound
+    /// changes nothing.
+    pub async fn reload(&self, path: &std::path::Path) -> Result<ReloadSummary, ReloadError> {
+        let s = &self.shared;
+        let _one = s.reloading.lock().await;
+        let config = switchyard_config::load_file(path).map_err(|d| ReloadError::Invalid {
+            path: path.display().to_string(),
+            diagnostics: d.to_string(),
+        })?;
+        let Some(unit) = config.unit(&s.unit) else {
+            return Err(ReloadError::Refused(format!(
+                "the new configuration has no unit \"{}\"; changing units needs a restart",
+                s.unit
+            )));
+        };
+        if !unit.has_role(switchyard_config::Role::Router) {
+            return Err(ReloadError::Refused(format!(
+                "the new configuration takes the router role from unit \"{}\"; changing roles needs a restart",
+                s.unit
+            )));
+        }
+        let router_config = RouterConfig::from_config(&config)
+            .map_err(RouterRoleError::from)?
+            .with_drain_timeout(DRAIN_TIMEOUT);
+        let mut summary = ReloadSummary::default();
+        if config.router.upstream != s.router.config().settings().upstream {
+            summary.restart_needed.push("router.upstream".to_owned());
+        }
+        let wanted: BTreeMap<String, (SocketAddr, &'static str)> = config
             .listeners
             .iter()
-            .find(|l| l.name == name)
-            .map(|l| l.address)
+            .filter(|l| router_config.listener_names().contains(&l.name.as_str()))
+            .map(|l| (l.name.clone(), (l.address, protocol_name(&l.protocol))))
+            .collect();
+        // Listeners that go away or move (address or protocol) stop first, so that a
+        // moved one can bind its address again.
+        let (moved, removed): (Vec<String>, Vec<String>) = {
+            let served = lock(&s.served);
+            let gone: Vec<String> = served
+                .iter()
+                .filter(|(name, sv)| wanted.get(*name) != Some(&(sv.configured, sv.view.protocol)))
+                .map(|(name, _)| name.clone())
+                .collect();
+            gone.into_iter().partition(|n| wanted.contains_key(n))
+        };
+        let to_bind: Vec<(String, SocketAddr, &'static str)> = wanted
+            .iter()
+            .filter(|(name, _)| !lock(&s.served).contains_key(*name) || moved.contains(*name))
+            .map(|(name, (addr, proto))| (name.clone(), *addr, *proto))
+            .collect();
+        // Bind new listeners whose address none of ours holds before changing anything,
+        // so that a busy address refuses the whole reload.
+        let held: Vec<SocketAddr> = lock(&s.served).values().map(|sv| sv.configured).collect();
+        let mut bound = Vec::new();
+        let mut later = Vec::new();
+        for (name, addr, proto) in to_bind {
+            if moved.contains(&name) || held.contains(&addr) {
+                later.push((name, addr, proto));
+            } else {
+                let socket = bind(&name, addr).await?;
+                bound.push((name, addr, proto, socket));
+            }
+        }
+        // From here on the reload applies.
+        s.router.reload(router_config);
+        let plan = Plan::from_config(&config);
+        let next = match (&s.health, s.source) {
+            (Some(h), BackendSource::HealthCache) => h.read(|cache, now| plan.backends(cache, now)),
+            _ => Backends::from_config(&config),
+        };
+        s.plan.store(Arc::new(plan));
+        publish_pool_gauges(self, &next);
+        s.router.backends().store(Arc::new(next));
+        for name in moved.iter().chain(&removed) {
+            let stopped = lock(&s.served).remove(name);
+            if let Some(sv) = stopped {
+                sv.stop.send_replace(true);
+                tracing::info!(unit = %s.unit, listener = %name, address = %sv.view.address, "router listener stopped accepting (reload); open connections finish");
+            }
+        }
+        // A moved listener, or one taking over a stopped listener's address: its old
+        // socket closes as soon as the old serve task sees the stop.
+        for (name, addr, proto) in later {
+            match bind_retrying(&name, addr).await {
+                Ok(socket) => bound.push((name, addr, proto, socket)),
+                Err(e) => {
+                    tracing::error!(unit = %s.unit, listener = %name, error = %e, "reload could not bind a listener");
+                    summary.restart_needed.push(format!("listener {name}: {e}"));
+                }
+            }
+        }
+        for (name, addr, proto, socket) in bound {
+            let handle = self.serve(&name, addr, proto, socket);
+            match handle {
+                Ok(h) => {
+                    lock(&s.added_tasks).push(h);
+                    summary.added.push(name);
+                }
+                Err(e) => summary
+                    .restart_needed
+                    .push(format!("listener {name} ({e})")),
+            }
+        }
+        summary.removed = removed;
+        summary.kept = lock(&s.served)
+            .keys()
+            .filter(|n| !summary.added.contains(n))
+            .cloned()
+            .collect();
+        summary.generation = s.reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        tracing::info!(
+            unit = %s.unit,
+            generation = summary.generation,
+            added = ?summary.added,
+            removed = ?summary.removed,
+            kept = ?summary.kept,
+            restart_needed = ?summary.restart_needed,
+            "router configuration reloaded"
+        );
+        Ok(summary)
+    }
+
+    /// Spawns the serve task of a bound listener and records it.
+    fn serve(
+        &self,
+        name: &str,
+        configured: SocketAddr,
+        protocol: &'static str,
+        socket: TcpListener,
+    ) -> Result<JoinHandle<()>, std::io::Error> {
+        let address = socket.local_addr()?;
+        let (stop, stop_rx) = watch::channel(false);
+        let serve = self.shared.router.serve_until(name, socket, stop_rx);
+        let view = ListenerView {
+            name: name.to_owned(),
+            protocol,
+            address,
+        };
+        tracing::info!(
+            unit = %self.shared.unit,
+            listener = %name,
+            protocol,
+            address = %address,
+            "router role listening"
+        );
+        lock(&self.shared.served).insert(
+            name.to_owned(),
+            Served {
+                configured,
+                view,
+                stop,
+            },
+        );
+        let name = name.to_owned();
+        Ok(tokio::spawn(async move {
+            if let Err(error) = serve.await {
+                tracing::error!(listener = %name, %error, "router listener stopped");
+            }
+        }))
     }
 
     /// The `GET /v1/router` document.
     pub fn view(&self) -> RouterView {
         let s = &self.shared;
         let ejected: BTreeSet<HostId> = s.router.ejected_hosts().into_iter().collect();
+        let plan = s.plan.load();
         let backends = s.router.backends().load();
         let pools = backends
             .pools()
@@ -361,7 +599,7 @@ impl RouterHandle {
                     .iter()
                     .map(|b| BackendView {
                         host: b.id.0,
-                        name: s.plan.host_name(b.id).unwrap_or("").to_owned(),
+                        name: plan.host_name(b.id).unwrap_or("").to_owned(),
                         address: b.address,
                         state: b.state.name(),
                         weight: b.weight,
@@ -380,7 +618,7 @@ impl RouterHandle {
         ]);
         RouterView {
             source: s.source,
-            listeners: s.listeners.clone(),
+            listeners: self.listeners(),
             pools,
             counters: RouterCountersView {
                 requests: c.requests,
@@ -390,6 +628,17 @@ impl RouterHandle {
                 outlier_ejections: c.outlier_ejections,
                 backend_updates: s.updates.load(std::sync::atomic::Ordering::Relaxed),
             },
+            reloads: s.reloads.load(std::sync::atomic::Ordering::Relaxed),
+            caches: s
+                .router
+                .caches()
+                .into_iter()
+                .map(|c| CacheView {
+                    route: c.route,
+                    entries: c.entries,
+                    bytes: c.bytes,
+                })
+                .collect(),
         }
     }
 
@@ -408,9 +657,133 @@ impl RouterHandle {
     }
 }
 
-/// The router role's admin routes: `GET /v1/router`.
+/// The router role's admin routes: `GET /v1/router`, `POST /v1/cache/invalidate`.
 pub(crate) fn admin_routes() -> axum::Router<AdminState> {
-    axum::Router::new().route("/v1/router", axum::routing::get(router_document))
+    axum::Router::new()
+        .route("/v1/router", axum::routing::get(router_document))
+        .route("/v1/cache/invalidate", axum::routing::post(invalidate))
+        .route("/v1/reload", axum::routing::post(reload))
+}
+
+/// `POST /v1/reload`: re-reads the configuration file the unit started from and applies
+/// the router's part (as SIGHUP does). 200 with what changed; 400 with the diagnostics
+/// when the file is refused (the old configuration stays).
+async fn reload(State(state): State<AdminState>) -> Response {
+    let Some(router) = &state.router else {
+        return no_router(&state);
+    };
+    let path = router.shared.config_path.clone();
+    match router.reload(&path).await {
+        Ok(summary) => axum::Json(summary).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused; the previous configuration stays");
+            error(StatusCode::BAD_REQUEST, e.to_string())
+        }
+    }
+}
+
+/// The answer to `POST /v1/cache/invalidate`.
+#[derive(Debug, Clone, Serialize)]
+pub struct InvalidateView {
+    /// Stored responses removed.
+    pub removed: u64,
+}
+
+/// Reads an invalidation request: `{"route": "web#0"}` (optionally with `"prefix"`: a
+/// cache key prefix, `host/path…`) or `{"host": "www.example.com", "path_prefix": "/img/"}`
+/// (every cache). Every mistake gets a sentence saying what is expected.
+pub fn parse_invalidation(body: &[u8]) -> Result<Invalidation, String> {
+    const EXPECTED: &str = r#"expected {"route": "service#N"} (optional "prefix") or {"host": "name", "path_prefix": "/…"}"#;
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| format!("the body is not JSON ({e}); {EXPECTED}"))?;
+    let Some(object) = value.as_object() else {
+        return Err(format!("the body is not a JSON object; {EXPECTED}"));
+    };
+    if let Some(unknown) = object
+        .keys()
+        .find(|k| !["route", "prefix", "host", "path_prefix"].contains(&k.as_str()))
+    {
+        return Err(format!("unknown field \"{unknown}\"; {EXPECTED}"));
+    }
+    let text = |key: &str| -> Result<Option<String>, String> {
+        match object.get(key) {
+            None => Ok(None),
+            Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+            Some(_) => Err(format!("\"{key}\" must be a non-empty string; {EXPECTED}")),
+        }
+    };
+    let (route, prefix, host, path_prefix) = (
+        text("route")?,
+        text("prefix")?,
+        text("host")?,
+        text("path_prefix")?,
+    );
+    match (route, host) {
+        (Some(route), None) => {
+            if path_prefix.is_some() {
+                return Err(format!(
+                    "\"path_prefix\" goes with \"host\", not \"route\"; {EXPECTED}"
+                ));
+            }
+            Ok(Invalidation::Route { route, prefix })
+        }
+        (None, Some(host)) => {
+            if prefix.is_some() {
+                return Err(format!(
+                    "\"prefix\" goes with \"route\", not \"host\"; {EXPECTED}"
+                ));
+            }
+            let path_prefix = path_prefix.unwrap_or_else(|| "/".to_owned());
+            if !path_prefix.starts_with('/') {
+                return Err(format!("\"path_prefix\" must start with \"/\"; {EXPECTED}"));
+            }
+            if host.contains(['/', ' ']) {
+                return Err(format!(
+                    "\"host\" is a host name without scheme or path; {EXPECTED}"
+                ));
+            }
+            Ok(Invalidation::Host { host, path_prefix })
+        }
+        (Some(_), Some(_)) => Err(format!(
+            "give either \"route\" or \"host\", not both; {EXPECTED}"
+        )),
+        (None, None) => Err(format!("nothing to invalidate; {EXPECTED}")),
+    }
+}
+
+async fn invalidate(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {
+    let Some(router) = &state.router else {
+        return no_router(&state);
+    };
+    let target = match parse_invalidation(&body) {
+        Ok(t) => t,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
+    };
+    match router.router().invalidate(&target) {
+        Ok(removed) => {
+            tracing::info!(?target, removed, "response cache invalidated");
+            axum::Json(InvalidateView { removed }).into_response()
+        }
+        Err(e) => {
+            let known: Vec<String> = router
+                .router()
+                .caches()
+                .into_iter()
+                .map(|c| c.route)
+                .collect();
+            error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{e} (routes with a cache: {})",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            )
+        }
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -481,7 +854,6 @@ pub async fn start(
         .map(str::to_owned)
         .collect();
     let mut bound = Vec::new();
-    let mut views = Vec::new();
     for listener in &config.listeners {
         if !served.contains(&listener.name) {
             tracing::info!(
@@ -492,19 +864,12 @@ pub async fn start(
             continue;
         }
         let socket = bind(&listener.name, listener.address).await?;
-        let address = socket
-            .local_addr()
-            .map_err(|source| RouterRoleError::Bind {
-                name: listener.name.clone(),
-                addr: listener.address,
-                source,
-            })?;
-        views.push(ListenerView {
-            name: listener.name.clone(),
-            protocol: protocol_name(&listener.protocol),
-            address,
-        });
-        bound.push((listener.name.clone(), socket));
+        bound.push((
+            listener.name.clone(),
+            listener.address,
+            protocol_name(&listener.protocol),
+            socket,
+        ));
     }
     let plan = Plan::from_config(config);
     let (source, initial) = match &health {
@@ -540,43 +905,100 @@ pub async fn start(
     }
     let handle = RouterHandle {
         shared: Arc::new(Shared {
-            router: router.clone(),
+            router,
             registry,
-            listeners: views,
+            unit: unit.name.clone(),
+            config_path: config.source.clone(),
+            served: Mutex::new(BTreeMap::new()),
             source,
-            plan,
+            health,
+            plan: ArcSwap::from_pointee(plan),
             ejected_gauge,
             pool_gauge,
             updates: std::sync::atomic::AtomicU64::new(0),
+            reloading: tokio::sync::Mutex::new(()),
+            reloads: std::sync::atomic::AtomicU64::new(0),
+            added_tasks: Mutex::new(Vec::new()),
         }),
     };
     publish_pool_gauges(&handle, &backends.load());
     let mut tasks = Vec::new();
-    for (name, socket) in bound {
-        let serve = router.serve(&name, socket);
-        tasks.push((
-            "router-listener",
-            tokio::spawn(async move {
-                if let Err(error) = serve.await {
-                    tracing::error!(listener = %name, %error, "router listener stopped");
-                }
-            }),
-        ));
+    for (name, configured, protocol, socket) in bound {
+        let task = handle
+            .serve(&name, configured, protocol, socket)
+            .map_err(|source| RouterRoleError::Bind {
+                name: name.clone(),
+                addr: configured,
+                source,
+            })?;
+        tasks.push(("router-listener", task));
     }
+    let stopped_too = stopped.clone();
+    tasks.push(("router-feeder", tokio::spawn(feed(handle.clone(), stopped))));
     tasks.push((
-        "router-feeder",
-        tokio::spawn(feed(handle.clone(), health, stopped)),
+        "router-reload-signal",
+        tokio::spawn(reload_on_sighup(
+            handle.clone(),
+            config.source.clone(),
+            stopped_too,
+        )),
     ));
-    for l in handle.listeners() {
-        tracing::info!(
-            unit = %unit.name,
-            listener = %l.name,
-            protocol = l.protocol,
-            address = %l.address,
-            "router role listening"
-        );
-    }
     Ok((handle, tasks))
+}
+
+/// Reloads on every SIGHUP until the role stops (`switchyard lb` runs one unit per
+/// process). A refused reload is logged with its diagnostics; the old configuration stays.
+async fn reload_on_sighup(
+    handle: RouterHandle,
+    path: std::path::PathBuf,
+    mut stopped: watch::Receiver<bool>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGHUP; reload through POST /v1/reload");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            got = hup.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                tracing::info!(path = %path.display(), "SIGHUP: reloading the router configuration");
+                if let Err(e) = handle.reload(&path).await {
+                    tracing::error!(error = %e, "reload refused; the previous configuration stays");
+                }
+            }
+            changed = stopped.changed() => {
+                if changed.is_err() || *stopped.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A poison-tolerant lock (the guarded maps stay consistent: no code panics holding one).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Binds `addr`, retrying for up to a second while a stopping listener still holds it.
+async fn bind_retrying(name: &str, addr: SocketAddr) -> Result<TcpListener, RouterRoleError> {
+    let mut tries = 0;
+    loop {
+        match bind(name, addr).await {
+            Ok(socket) => return Ok(socket),
+            Err(_) if tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn publish_pool_gauges(handle: &RouterHandle, backends: &Backends) {
@@ -597,11 +1019,7 @@ fn publish_pool_gauges(handle: &RouterHandle, backends: &Backends) {
 
 /// Keeps the backends fed from the health cache and reports outliers, until stopped; then
 /// stops the router.
-async fn feed(
-    handle: RouterHandle,
-    health: Option<HealthCacheHandle>,
-    mut stopped: watch::Receiver<bool>,
-) {
+async fn feed(handle: RouterHandle, mut stopped: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(WATCH_EVERY);
     let mut ejected: BTreeSet<HostId> = BTreeSet::new();
     let s = &handle.shared;
@@ -613,11 +1031,12 @@ async fn feed(
                 }
             }
             _ = tick.tick() => {
-                if let Some(h) = &health {
-                    let next = h.read(|cache, now| s.plan.backends(cache, now));
+                let plan = s.plan.load_full();
+                if let Some(h) = &s.health {
+                    let next = h.read(|cache, now| plan.backends(cache, now));
                     let current = s.router.backends().load_full();
                     if *current != next {
-                        log_changes(&s.plan, &current, &next);
+                        log_changes(&plan, &current, &next);
                         publish_pool_gauges(&handle, &next);
                         s.router.backends().store(Arc::new(next));
                         s.updates.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -625,11 +1044,11 @@ async fn feed(
                 }
                 let now: BTreeSet<HostId> = s.router.ejected_hosts().into_iter().collect();
                 for id in now.difference(&ejected) {
-                    tracing::warn!(host = id.0, name = s.plan.host_name(*id).unwrap_or(""), "router: host out of rotation (outlier detection)");
+                    tracing::warn!(host = id.0, name = plan.host_name(*id).unwrap_or(""), "router: host out of rotation (outlier detection)");
                     s.ejected_gauge.get_or_create(&EjectedLabels { host: id.0.to_string() }).set(1);
                 }
                 for id in ejected.difference(&now) {
-                    tracing::info!(host = id.0, name = s.plan.host_name(*id).unwrap_or(""), "router: host back in rotation");
+                    tracing::info!(host = id.0, name = plan.host_name(*id).unwrap_or(""), "router: host back in rotation");
                     s.ejected_gauge.get_or_create(&EjectedLabels { host: id.0.to_string() }).set(0);
                 }
                 ejected = now;
@@ -637,6 +1056,10 @@ async fn feed(
         }
     }
     s.router.shutdown();
+    let added: Vec<JoinHandle<()>> = std::mem::take(&mut *lock(&s.added_tasks));
+    for task in added {
+        let _ = task.await;
+    }
 }
 
 fn log_changes(plan: &Plan, before: &Backends, after: &Backends) {

@@ -64,7 +64,7 @@ pub enum UnitError {
     },
     /// The admin address is not loopback.
     #[error(
-        "admin API address {0} is not a loopback address; the admin API has no authentication yet, so only loopback (127.0.0.1 or ::1) is allowed: set cluster.units.admin or --admin"
+        "admin API address {0} is not a loopback address; without a bearer token only loopback (127.0.0.1 or ::1) is allowed: set cluster.units.admin or --admin, or give switchyard lb --admin-token-file FILE"
     )]
     AdminNotLoopback(SocketAddr),
     /// The admin address cannot be bound.
@@ -156,6 +156,16 @@ impl RunningUnit {
     /// this build provides. Logs `lb ready` with the bound addresses once
     /// everything listens.
     pub async fn start(config: &Config, options: UnitOptions) -> Result<Self, UnitError> {
+        Self::start_with_admin_token(config, options, None).await
+    }
+
+    /// [`Self::start`] with the admin API's bearer token: with `Some`, the admin API may
+    /// bind any address and every request must carry the token ([`admin::auth`]).
+    pub async fn start_with_admin_token(
+        config: &Config,
+        options: UnitOptions,
+        token: Option<admin::auth::AdminToken>,
+    ) -> Result<Self, UnitError> {
         let unit = config
             .unit(&options.unit)
             .ok_or_else(|| UnitError::UnknownUnit {
@@ -169,7 +179,7 @@ impl RunningUnit {
                     .join(", "),
             })?;
         let admin_addr = options.admin.unwrap_or(unit.admin);
-        let listener = admin::bind(admin_addr).await?;
+        let listener = admin::bind_with_token(admin_addr, token.as_ref()).await?;
         let admin_addr = listener
             .local_addr()
             .map_err(|source| UnitError::AdminBind {
@@ -267,6 +277,7 @@ impl RunningUnit {
                 forwarder: packet.forwarder.clone(),
                 classifier: packet.classifier.clone(),
             },
+            token,
         };
         tasks.extend(packet.tasks);
         tasks.push(("admin", admin::serve(listener, state, stopped)));

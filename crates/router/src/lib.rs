@@ -108,7 +108,7 @@ pub struct CacheStats {
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
     settings: RouterSettings,
-    listeners: HashMap<String, ListenerConfig>,
+    listeners: HashMap<String, Arc<ListenerConfig>>,
     cookie_key: CookieKey,
     drain_timeout: Duration,
 }
@@ -124,6 +124,17 @@ enum Protocol {
     Http,
     H2c,
     Https(Arc<rustls::ServerConfig>),
+}
+
+impl Protocol {
+    /// `http`, `h2c` or `https`.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::H2c => "h2c",
+            Self::Https(_) => "https",
+        }
+    }
 }
 
 impl std::fmt::Debug for Protocol {
@@ -163,10 +174,10 @@ impl RouterConfig {
             };
             listeners.insert(
                 listener.name.clone(),
-                ListenerConfig {
+                Arc::new(ListenerConfig {
                     protocol,
                     rules: ListenerRules::build(config, &listener.name)?,
-                },
+                }),
             );
         }
         Ok(Self {
@@ -205,6 +216,11 @@ impl RouterConfig {
         out
     }
 
+    /// The router-wide settings (`[router]`).
+    pub fn settings(&self) -> &RouterSettings {
+        &self.settings
+    }
+
     /// The names of the listeners the router serves.
     pub fn listener_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.listeners.keys().map(String::as_str).collect();
@@ -221,7 +237,8 @@ pub struct Router {
 
 #[derive(Debug)]
 struct Inner {
-    config: RouterConfig,
+    /// Swapped by [`Router::reload`]; every new connection and request reads it.
+    config: ArcSwap<RouterConfig>,
     backends: Arc<ArcSwap<Backends>>,
     upstreams: Upstreams,
     metrics: Metrics,
@@ -247,7 +264,7 @@ impl Router {
         Self {
             inner: Arc::new(Inner {
                 upstreams: Upstreams::new(config.settings.upstream, metrics.clone()),
-                config,
+                config: ArcSwap::from_pointee(config),
                 backends,
                 metrics,
                 clients: Mutex::new(HashMap::new()),
@@ -265,36 +282,37 @@ impl Router {
         name: &str,
         listener: TcpListener,
     ) -> impl Future<Output = Result<(), RouterError>> + Send + 'static {
+        self.serve_until(name, listener, watch::channel(false).1)
+    }
+
+    /// Like [`Router::serve`], and also stops (and drains) when `stop` turns `true`: for a
+    /// listener that a reload removed or moved.
+    ///
+    /// Each accepted connection reads the configuration current at that moment (the
+    /// listener's certificates and HTTP limits) and each request the one current when it
+    /// starts (rules, limits, cookie key), so a [`Router::reload`] applies without closing
+    /// anything.
+    pub fn serve_until(
+        &self,
+        name: &str,
+        listener: TcpListener,
+        mut stop_one: watch::Receiver<bool>,
+    ) -> impl Future<Output = Result<(), RouterError>> + Send + 'static {
         let inner = self.inner.clone();
-        let config = inner.config.listeners.get(name).cloned();
-        let name = name.to_owned();
+        let first = inner.config.load_full();
+        let at_start = first.listeners.get(name).cloned();
+        let name: Arc<str> = Arc::from(name);
         async move {
-            let config = Arc::new(config.ok_or(RouterError::UnknownListener(name.clone()))?);
+            let at_start =
+                at_start.ok_or_else(|| RouterError::UnknownListener(name.to_string()))?;
             let graceful = GracefulShutdown::new();
             let mut stop = inner.shutdown.subscribe();
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder = match config.protocol {
-                Protocol::Http => builder.http1_only(),
-                Protocol::H2c => builder.http2_only(),
-                Protocol::Https(_) => builder,
-            };
-            let s = &inner.config.settings;
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(s.header_read_timeout)
-                .max_buf_size(
-                    usize::try_from(s.max_header_bytes)
-                        .unwrap_or(usize::MAX)
-                        .max(8192),
-                )
-                .max_headers(usize::try_from(s.max_headers).unwrap_or(usize::MAX));
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .max_header_list_size(s.max_header_bytes);
-            let builder = Arc::new(builder);
-            tracing::info!(listener = %name, protocol = ?config.protocol, "router listening");
+            let mut current = (
+                first.clone(),
+                at_start.clone(),
+                connection_builder(&first, &at_start),
+            );
+            tracing::info!(listener = %name, protocol = ?at_start.protocol, "router listening");
             loop {
                 tokio::select! {
                     accepted = listener.accept() => {
@@ -308,15 +326,31 @@ impl Router {
                             }
                         };
                         let _ = stream.set_nodelay(true);
+                        let config = inner.config.load_full();
+                        if !Arc::ptr_eq(&config, &current.0) {
+                            // Reloaded: this listener's new settings (or, if the reload
+                            // dropped it or changed its protocol, its old ones while it
+                            // drains; the caller serves the new one anew).
+                            let listener = config
+                                .listeners
+                                .get(&*name)
+                                .filter(|l| l.protocol.kind() == at_start.protocol.kind())
+                                .cloned()
+                                .unwrap_or_else(|| current.1.clone());
+                            let builder = connection_builder(&config, &listener);
+                            current = (config, listener, builder);
+                        }
+                        let (config, listener, builder) = current.clone();
                         let ctx = proxy::ConnCtx {
                             inner: inner.clone(),
-                            listener: config.clone(),
+                            config: config.clone(),
+                            name: name.clone(),
+                            listener,
                             peer,
-                            tls: matches!(config.protocol, Protocol::Https(_)),
+                            tls: at_start.protocol.kind() == "https",
                         };
                         let watcher = graceful.watcher();
-                        let builder = builder.clone();
-                        let handshake = inner.config.settings.header_read_timeout;
+                        let handshake = config.settings.header_read_timeout;
                         tokio::spawn(async move {
                             let service = proxy::service(Arc::new(ctx.clone()));
                             match &ctx.listener.protocol {
@@ -341,17 +375,36 @@ impl Router {
                         });
                     }
                     () = until_stopped(&mut stop) => break,
+                    () = until_stopped(&mut stop_one) => break,
                 }
             }
             drop(listener);
+            let drain = inner.config.load().drain_timeout;
             tokio::select! {
                 () = graceful.shutdown() => {}
-                () = tokio::time::sleep(inner.config.drain_timeout) => {
+                () = tokio::time::sleep(drain) => {
                     tracing::warn!(listener = %name, "drain timeout; closing remaining connections");
                 }
             }
             Ok(())
         }
+    }
+
+    /// Replaces the configuration: rules, limits, certificates, the cookie key and the
+    /// drain timeout. New connections and requests use it at once; requests in flight
+    /// finish with the one they started with; nothing is closed. The response caches of
+    /// the new rules start empty. `[router.upstream]` (timeouts, connection caps, HTTP/2)
+    /// keeps its values until a restart; a change there is logged.
+    pub fn reload(&self, config: RouterConfig) {
+        if config.settings.upstream != self.inner.upstreams.settings {
+            tracing::warn!("router.upstream changed: it applies after a restart, not on reload");
+        }
+        self.inner.config.store(Arc::new(config));
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> Arc<RouterConfig> {
+        self.inner.config.load_full()
     }
 
     /// Stops every `serve` from accepting; each then drains its connections and returns.
@@ -374,7 +427,7 @@ impl Router {
     /// Removes stored responses from the response caches (out-of-band invalidation);
     /// returns how many. Fails for a route that does not exist or has no cache.
     pub fn invalidate(&self, target: &Invalidation) -> Result<u64, RouterError> {
-        let caches = self.inner.config.caches();
+        let caches = self.inner.config.load().caches();
         let mut removed = 0;
         match target {
             Invalidation::Route { route, prefix } => {
@@ -401,6 +454,7 @@ impl Router {
     pub fn caches(&self) -> Vec<CacheStats> {
         self.inner
             .config
+            .load()
             .caches()
             .into_iter()
             .map(|(route, c)| CacheStats {
@@ -417,9 +471,42 @@ impl Router {
     }
 }
 
-/// Resolves once shutdown was requested (the guard `wait_for` yields stays inside).
+/// Resolves once shutdown was requested (the guard `wait_for` yields stays inside). A
+/// dropped sender never stops anything.
 async fn until_stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stopped| *stopped).await;
+    if stop.wait_for(|stopped| *stopped).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// hyper's connection builder for `listener` under `config`: the protocols it speaks and
+/// the HTTP limits.
+fn connection_builder(
+    config: &RouterConfig,
+    listener: &ListenerConfig,
+) -> Arc<auto::Builder<TokioExecutor>> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder = match listener.protocol {
+        Protocol::Http => builder.http1_only(),
+        Protocol::H2c => builder.http2_only(),
+        Protocol::Https(_) => builder,
+    };
+    let s = &config.settings;
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(s.header_read_timeout)
+        .max_buf_size(
+            usize::try_from(s.max_header_bytes)
+                .unwrap_or(usize::MAX)
+                .max(8192),
+        )
+        .max_headers(usize::try_from(s.max_headers).unwrap_or(usize::MAX));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(s.max_header_bytes);
+    Arc::new(builder)
 }
 
 impl Inner {

@@ -25,15 +25,42 @@ use crate::metrics::Totals;
 use crate::metrics::{RejectLabels, RequestLabels, RouteLabels};
 use crate::rules::Decision;
 use crate::upstream::{BoxError, Lease, UpstreamBody};
-use crate::{Inner, ListenerConfig};
+use crate::{Inner, ListenerConfig, RouterConfig};
 
-/// One accepted client connection.
+/// One accepted client connection, with the configuration its next request uses.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnCtx {
     pub(crate) inner: Arc<Inner>,
+    /// The router configuration (limits, cookie key) this request reads.
+    pub(crate) config: Arc<RouterConfig>,
+    /// The listener's name (its rules are looked up again after a reload).
+    pub(crate) name: Arc<str>,
     pub(crate) listener: Arc<ListenerConfig>,
     pub(crate) peer: SocketAddr,
     pub(crate) tls: bool,
+}
+
+impl ConnCtx {
+    /// This context for the next request: the same one while the configuration is the
+    /// one it was made with, else one with the reloaded configuration and the listener's
+    /// new rules (a listener the new configuration dropped keeps its old rules while its
+    /// connections drain).
+    fn current(self: &Arc<Self>) -> Arc<Self> {
+        let config = self.inner.config.load_full();
+        if Arc::ptr_eq(&config, &self.config) {
+            return self.clone();
+        }
+        let listener = config
+            .listeners
+            .get(&*self.name)
+            .cloned()
+            .unwrap_or_else(|| self.listener.clone());
+        Arc::new(Self {
+            config,
+            listener,
+            ..(**self).clone()
+        })
+    }
 }
 
 /// The hyper service of one connection.
@@ -50,7 +77,7 @@ impl Service<Request<Incoming>> for ConnService {
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let ctx = self.0.clone();
+        let ctx = self.0.current();
         Box::pin(async move { Ok(handle(ctx, req).await) })
     }
 }
@@ -99,13 +126,13 @@ struct ClientSlot {
 }
 
 impl ClientSlot {
-    fn take(inner: &Arc<Inner>, ip: IpAddr) -> Option<Self> {
+    fn take(inner: &Arc<Inner>, ip: IpAddr, limit: u32) -> Option<Self> {
         let mut clients = inner
             .clients
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = clients.entry(ip).or_insert(0);
-        if *n >= inner.config.settings.max_requests_per_client {
+        if *n >= limit {
             return None;
         }
         *n += 1;
@@ -240,8 +267,9 @@ async fn route_request(
     log: &mut AccessLog,
 ) -> (Response<RouterBody>, String, Option<ClientSlot>) {
     let inner = &ctx.inner;
-    let settings = &inner.config.settings;
-    let Some(slot) = ClientSlot::take(inner, ctx.peer.ip()) else {
+    let settings = &ctx.config.settings;
+    let Some(slot) = ClientSlot::take(inner, ctx.peer.ip(), settings.max_requests_per_client)
+    else {
         return (
             reject(
                 ctx,
@@ -490,7 +518,7 @@ fn upstream_headers(
     request_id: &HeaderValue,
     upgrade: bool,
 ) -> HeaderMap {
-    let settings = &ctx.inner.config.settings;
+    let settings = &ctx.config.settings;
     let mut headers = req.headers.clone();
     let upgrade_value = headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut headers);
@@ -564,7 +592,7 @@ fn placement<'k>(
                 .get_all(header::COOKIE)
                 .iter()
                 .find_map(|v| crate::affinity::find_cookie(v.as_bytes(), name))
-                .and_then(|v| ctx.inner.config.cookie_key.decode(v));
+                .and_then(|v| ctx.config.cookie_key.decode(v));
             match held {
                 Some(host) => (
                     Placement::Cookie {
@@ -772,7 +800,7 @@ fn set_cookie_value(
     host: HostId,
     affinity: &Affinity,
 ) -> Option<HeaderValue> {
-    let value = ctx.inner.config.cookie_key.encode(host.0);
+    let value = ctx.config.cookie_key.encode(host.0);
     let max_age = affinity.timeout().map_or(0, |t| t.as_secs());
     let secure = if ctx.tls { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(

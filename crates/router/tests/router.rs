@@ -665,3 +665,51 @@ async fn http2_to_hosts_multiplexes_many_clients_on_one_connection() {
     }
     assert_eq!(www.accepted.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_swaps_rules_and_limits_for_the_next_request_on_open_connections() {
+    let www = Backend::start("www-1").await;
+    let api = Backend::start("api-1").await;
+    let pools = format!("{}\n{}", pool("www", 1, &[&www]), pool("api", 10, &[&api]));
+    let before = load(
+        &format!("{}\n{pools}", http_service("public", "www", "")),
+        &[],
+    );
+    let router = RunningRouter::start(&before.config).await;
+    let mut client = H1Client::connect(router.addr("public")).await;
+    let (_, _, body) = client.get("www.test", "/api/x").await;
+    assert_eq!(Echo::parse(&body).host, "www-1");
+
+    let after = load(
+        &format!(
+            "[router]\nmax_headers = 5\n\n{}\n{pools}",
+            http_service(
+                "public",
+                "www",
+                "\n[[services.routes]]\npath_prefix = \"/api/\"\npool = \"api\"\n"
+            )
+        ),
+        &[],
+    );
+    router.router.reload(
+        switchyard_router::RouterConfig::from_config(&after.config).expect("router config"),
+    );
+    // The connection opened before the reload gets the new route and the new limit.
+    let (status, _, body) = client.get("www.test", "/api/x").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(Echo::parse(&body).host, "api-1");
+    let mut req = Request::get("/").header("host", "www.test");
+    for i in 0..6 {
+        req = req.header(format!("x-h{i}"), "1");
+    }
+    let (status, _, _) = client
+        .send(req.body(Full::new(Bytes::new())).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    // New connections too.
+    let mut fresh = H1Client::connect(router.addr("public")).await;
+    let (_, _, body) = fresh.get("www.test", "/api/y").await;
+    assert_eq!(Echo::parse(&body).host, "api-1");
+    let (_, _, body) = fresh.get("www.test", "/other").await;
+    assert_eq!(Echo::parse(&body).host, "www-1");
+}

@@ -94,7 +94,18 @@ pub async fn get(
     path: &str,
     timeout: Duration,
 ) -> Result<AdminResponse, ClientError> {
-    match tokio::time::timeout(timeout, exchange(addr, path)).await {
+    get_authorized(addr, path, timeout, None).await
+}
+
+/// [`get`] with `Authorization: Bearer <token>` when `token` is given (a unit started
+/// with an admin token).
+pub async fn get_authorized(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    token: Option<&str>,
+) -> Result<AdminResponse, ClientError> {
+    match tokio::time::timeout(timeout, exchange(addr, path, token)).await {
         Ok(result) => result,
         Err(_) => Err(ClientError::Timeout { addr, timeout }),
     }
@@ -107,7 +118,17 @@ pub async fn get_json<T: DeserializeOwned>(
     path: &str,
     timeout: Duration,
 ) -> Result<T, ClientError> {
-    let response = get(addr, path, timeout).await?;
+    get_json_authorized(addr, path, timeout, None).await
+}
+
+/// [`get_json`] with an optional bearer token ([`get_authorized`]).
+pub async fn get_json_authorized<T: DeserializeOwned>(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    token: Option<&str>,
+) -> Result<T, ClientError> {
+    let response = get_authorized(addr, path, timeout, token).await?;
     if !(200..300).contains(&response.status) {
         let message = serde_json::from_slice::<ErrorBody>(&response.body)
             .map(|e| e.error)
@@ -121,7 +142,11 @@ pub async fn get_json<T: DeserializeOwned>(
     serde_json::from_slice(&response.body).map_err(|source| ClientError::Decode { addr, source })
 }
 
-async fn exchange(addr: SocketAddr, path: &str) -> Result<AdminResponse, ClientError> {
+async fn exchange(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> Result<AdminResponse, ClientError> {
     let stream = TcpStream::connect(addr).await.map_err(|source| {
         if source.kind() == io::ErrorKind::ConnectionRefused {
             ClientError::Refused { addr }
@@ -136,10 +161,13 @@ async fn exchange(addr: SocketAddr, path: &str) -> Result<AdminResponse, ClientE
         // Errors surface through the request future as well.
         let _ = connection.await;
     });
-    let request = Request::get(path)
+    let mut request = Request::get(path)
         .header(hyper::header::HOST, addr.to_string())
-        .header(hyper::header::ACCEPT, "application/json")
-        .body(Empty::<Bytes>::new());
+        .header(hyper::header::ACCEPT, "application/json");
+    if let Some(token) = token {
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request.body(Empty::<Bytes>::new());
     let request = match request {
         Ok(r) => r,
         Err(e) => {

@@ -1,7 +1,8 @@
 //! The unit's admin HTTP API (axum, JSON), bound to the unit's `admin`
-//! address. Loopback only for now: anyone who can reach it can read the
-//! cluster's state and issue allotments, so a non-loopback address is
-//! refused until the bearer-token mode exists.
+//! address. Without a bearer token it binds loopback only (anyone who can
+//! reach it can read the cluster's state); with one ([`auth`], `switchyard lb
+//! --admin-token-file`) it may bind any address and every request must carry
+//! `Authorization: Bearer <token>` (401 otherwise).
 //!
 //! Routes:
 //! - `GET /v1/hosts`: every cached host with its rows (health, load,
@@ -17,6 +18,10 @@
 //! - `GET /v1/sessions?key=HEX|client_ip=IP|cookie=NAME=VALUE|…`: where a session is
 //!   held (looked up through this unit's DAM portion) and `GET /v1/sessions/summary`:
 //!   membership, counters and atoms per host ([`sessions`]);
+//! - `POST /v1/hosts/{host}/drain|undrain|disable`, `PUT /v1/hosts/{host}/capacity`:
+//!   501 with where to do it: directives belong to the hosts' agents ([`acts`]);
+//! - `GET /` and `GET /dashboard`: the live dashboard ([`dashboard`]), a page with
+//!   its script and style compiled in that polls the JSON routes every second;
 //! - `GET /v1/flows?top=N`: the forwarder's flows per VIP and host, its
 //!   counters, the classifier's counters and the N most recently active
 //!   routes ([`flows`]); `/v1/counters` and `/metrics` carry the packet
@@ -28,8 +33,11 @@
 //! [`switchyard_transport::local_http`]), 404 for unknown routes, 503 when
 //! the unit does not run the health-cache role. [`client`] is the matching HTTP client.
 
+mod acts;
 pub mod api;
+pub mod auth;
 pub mod client;
+mod dashboard;
 pub mod flows;
 mod metrics;
 mod routes;
@@ -61,6 +69,8 @@ pub struct AdminState {
     pub router: Option<crate::router_role::RouterHandle>,
     /// The session-store role, if the unit runs it.
     pub sessions: Option<crate::SessionStoreHandle>,
+    /// The bearer token every request must carry, if the unit has one ([`auth`]).
+    pub token: Option<auth::AdminToken>,
 }
 
 pub use flows::PacketState;
@@ -76,7 +86,17 @@ pub fn check_loopback(addr: SocketAddr) -> Result<(), UnitError> {
 
 /// Binds the admin API's listener (loopback only).
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, UnitError> {
-    check_loopback(addr)?;
+    bind_with_token(addr, None).await
+}
+
+/// Binds the admin API's listener: any address with a bearer token, else loopback only.
+pub async fn bind_with_token(
+    addr: SocketAddr,
+    token: Option<&auth::AdminToken>,
+) -> Result<TcpListener, UnitError> {
+    if token.is_none() {
+        check_loopback(addr)?;
+    }
     TcpListener::bind(addr)
         .await
         .map_err(|source| UnitError::AdminBind { addr, source })

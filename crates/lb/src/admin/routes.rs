@@ -43,15 +43,40 @@ pub(super) fn router(state: AdminState) -> Router {
         .route("/v1/flows", get(super::flows::flows))
         .merge(crate::router_role::admin_routes())
         .merge(super::sessions::routes())
+        .merge(super::dashboard::routes())
+        .merge(super::acts::routes())
         .fallback(not_found)
-        .layer(axum::middleware::from_fn(local_only))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            local_only,
+        ))
         .with_state(state)
 }
 
 /// Refuses requests from web pages (an `Origin` header, or a `Host` that is not
 /// `localhost` or a loopback address) before any handler runs
-/// ([`switchyard_transport::local_http`]).
-async fn local_only(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// ([`switchyard_transport::local_http`]); with a bearer token, requests without it
+/// instead ([`super::auth`]).
+async fn local_only(
+    State(state): State<AdminState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(token) = &state.token {
+        return match super::auth::check(token, &request) {
+            Ok(()) => next.run(request).await,
+            Err((status, message)) => {
+                let mut response = ApiError(status, message).into_response();
+                if status == StatusCode::UNAUTHORIZED {
+                    response.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        header::HeaderValue::from_static("Bearer realm=\"switchyard admin\""),
+                    );
+                }
+                response
+            }
+        };
+    }
     let h = request.headers();
     let headers = RequestHeaders {
         host: h.get(header::HOST).map(|v| v.as_bytes()),
@@ -70,7 +95,7 @@ async fn local_only(request: axum::extract::Request, next: axum::middleware::Nex
 
 /// An error answer.
 #[derive(Debug)]
-pub(super) struct ApiError(StatusCode, String);
+pub(super) struct ApiError(pub(super) StatusCode, pub(super) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

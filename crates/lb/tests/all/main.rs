@@ -6,6 +6,7 @@
 mod harness;
 
 mod admin_api;
+mod admin_auth;
 mod allotments;
 mod hostile_input;
 mod hosts;

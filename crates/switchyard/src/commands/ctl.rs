@@ -1,7 +1,11 @@
 //! `switchyard ctl`: inspects a running cluster through a unit's admin API
 //! (HTTP on loopback; see docs/LB.md).
 
+mod act;
 mod sessions;
+mod watch;
+
+use sessions::percent_encode;
 
 use std::fmt::Write;
 use std::net::SocketAddr;
@@ -17,7 +21,10 @@ use switchyard_lb::admin::client::{self, ClientError};
 #[command(after_help = "Examples:\n  \
     switchyard ctl hosts\n  \
     switchyard ctl --unit 127.0.0.1:9180 hosts --json\n  \
-    switchyard ctl sessions --client-ip 198.51.100.7")]
+    switchyard ctl sessions --client-ip 198.51.100.7\n  \
+    switchyard ctl watch\n  \
+    switchyard ctl drain web-2          # on web-2's machine, through its agent\n  \
+    switchyard ctl --unit 192.0.2.1:9180 --token-file /etc/switchyard/admin.token watch")]
 pub struct CtlArgs {
     /// Admin API address of the unit to ask.
     #[arg(
@@ -30,6 +37,10 @@ pub struct CtlArgs {
     /// How long to wait for the unit's answer.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout, global = true)]
     pub timeout: Duration,
+    /// File holding the unit's admin token (for a unit started with
+    /// `--admin-token-file`); sent as `Authorization: Bearer <token>`.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub token_file: Option<std::path::PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: CtlCommand,
@@ -49,6 +60,20 @@ pub enum CtlCommand {
     /// held, its host, zombie or live), or without a session the unit's summary
     /// (membership, atoms per host, lookup counters).
     Sessions(sessions::SessionsArgs),
+    /// A live view of the unit, redrawn every second: every host endpoint's health,
+    /// load/capacity, directive (a pending drain as `draining (now active)`),
+    /// connections and new connections per second, and the unit's counters.
+    Watch(watch::WatchArgs),
+    /// Drain a host (or one row with --app) through its agent on this machine: target
+    /// `draining`, no new connections once every unit agrees.
+    Drain(act::ActArgs),
+    /// Undrain a host (or one row) through its agent on this machine: target `active`.
+    Undrain(act::ActArgs),
+    /// Disable a host (or one row) through its agent on this machine: target `inactive`.
+    Disable(act::ActArgs),
+    /// Set the capacity (0–99) of every row of a host, or one row with --app, through
+    /// its agent on this machine.
+    Capacity(act::CapacityArgs),
 }
 
 fn parse_timeout(text: &str) -> Result<Duration, String> {
@@ -71,9 +96,24 @@ pub fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let addr = resolve(&args.unit).await?;
+        let token = args
+            .token_file
+            .as_deref()
+            .map(switchyard_lb::admin::auth::AdminToken::from_file)
+            .transpose()?;
+        let token = token.as_ref().map(|t| t.as_str());
         match args.command {
-            CtlCommand::Hosts { json } => hosts(addr, args.timeout, json).await,
+            CtlCommand::Hosts { json } => hosts(addr, args.timeout, token, json).await,
             CtlCommand::Sessions(s) => sessions::run(addr, args.timeout, s).await,
+            CtlCommand::Watch(w) => watch::run(addr, args.timeout, token, w).await,
+            CtlCommand::Drain(a) => act::directive(a, args.timeout, act::Directive::Drain).await,
+            CtlCommand::Undrain(a) => {
+                act::directive(a, args.timeout, act::Directive::Undrain).await
+            }
+            CtlCommand::Disable(a) => {
+                act::directive(a, args.timeout, act::Directive::Disable).await
+            }
+            CtlCommand::Capacity(c) => act::capacity(c, args.timeout).await,
         }
     })
 }
@@ -102,9 +142,14 @@ fn explain(error: ClientError) -> anyhow::Error {
     }
 }
 
-async fn hosts(addr: SocketAddr, timeout: Duration, json: bool) -> anyhow::Result<ExitCode> {
+async fn hosts(
+    addr: SocketAddr,
+    timeout: Duration,
+    token: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     if json {
-        let response = client::get(addr, "/v1/hosts", timeout)
+        let response = client::get_authorized(addr, "/v1/hosts", timeout, token)
             .await
             .map_err(explain)?;
         if !(200..300).contains(&response.status) {
@@ -119,7 +164,7 @@ async fn hosts(addr: SocketAddr, timeout: Duration, json: bool) -> anyhow::Resul
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let document: HostsResponse = client::get_json(addr, "/v1/hosts", timeout)
+    let document: HostsResponse = client::get_json_authorized(addr, "/v1/hosts", timeout, token)
         .await
         .map_err(explain)?;
     print!("{}", render_hosts(&document));

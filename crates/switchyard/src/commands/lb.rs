@@ -25,9 +25,15 @@ pub struct LbArgs {
     /// Name of this unit in `cluster.units`.
     #[arg(long, value_name = "NAME")]
     pub unit: String,
-    /// Admin API address instead of the unit's `admin` (loopback only; port 0 picks one).
+    /// Admin API address instead of the unit's `admin` (loopback only without
+    /// --admin-token-file; port 0 picks one).
     #[arg(long, value_name = "IP:PORT")]
     pub admin: Option<SocketAddr>,
+    /// File holding the admin API's bearer token (at least 16 characters, e.g. from
+    /// `switchyard gen-secret`): every request must then send `Authorization: Bearer
+    /// <token>`, and the admin API may listen on a non-loopback address.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Health and load control address (UDP) instead of the unit's `address` and
     /// `control_port` (port 0 picks one).
     #[arg(long, value_name = "IP:PORT")]
@@ -71,6 +77,11 @@ pub fn run(args: LbArgs) -> anyhow::Result<ExitCode> {
             args.config.display()
         )
     })?;
+    let token = args
+        .admin_token_file
+        .as_deref()
+        .map(switchyard_lb::admin::auth::AdminToken::from_file)
+        .transpose()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -84,7 +95,7 @@ pub fn run(args: LbArgs) -> anyhow::Result<ExitCode> {
             admin: args.admin,
             control: args.control,
         };
-        let unit = RunningUnit::start(&config, options)
+        let unit = RunningUnit::start_with_admin_token(&config, options, token)
             .await
             .with_context(|| format!("cannot start unit {}", args.unit))?;
         let signal_name = tokio::select! {

@@ -431,6 +431,9 @@ fn print_banner(cluster: &Cluster, admin: SocketAddr, exe: &Path, args: &DemoArg
         vip.v4_socket(cluster::ROUTER_PORT)
     ));
     text.push_str(&format!(
+        "Dashboard:     http://{admin}/   (live host cards in a browser; `switchyard ctl watch` in a terminal)\n"
+    ));
+    text.push_str(&format!(
         "Admin API:     http://{admin}/v1/hosts   (also /v1/services, /v1/flows, /v1/allotments, /metrics)\n"
     ));
     text.push_str(&format!("               {ctl}\n"));
