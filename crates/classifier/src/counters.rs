@@ -47,6 +47,9 @@ pub struct MidConnection {
     pub replumbed: u64,
     /// Route found through the route lookup (session store).
     pub from_lookup: u64,
+    /// Late packets of a connection that ended (its route a zombie in the session store):
+    /// sent to its old host on a route that lingers for the FIN linger.
+    pub to_zombie: u64,
     /// Unknown: dropped ("mid-connection miss without route").
     pub dropped: u64,
 }

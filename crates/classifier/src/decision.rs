@@ -185,6 +185,12 @@ pub enum PlumbFailure {
 pub trait RouteLookup: fmt::Debug {
     /// The route of `flow`, if known.
     fn lookup(&mut self, now: Instant, flow: &FlowTuple) -> Option<Route>;
+
+    /// The route of `flow` if the flow ended recently (deleted, kept as a zombie): its late
+    /// packets still go to the old host (spec: the DAM's zombie state).
+    fn lookup_zombie(&mut self, _now: Instant, _flow: &FlowTuple) -> Option<Route> {
+        None
+    }
 }
 
 /// A [`RouteLookup`] that knows nothing (no session store yet).
@@ -466,6 +472,13 @@ impl Classifier {
             self.counters.malformed.unknown_service += 1;
             return;
         }
+        if kind == Kind::Continue && self.adopt_zombie(now, sid, &flow) {
+            // A late packet of a connection that ended: to its old host, on a route that
+            // lingers like a closing one.
+            self.counters.mid_connection.to_zombie += 1;
+            self.serve_known(now, miss);
+            return;
+        }
         if self.adopt(now, sid, &flow) {
             self.counters.mid_connection.from_lookup += 1;
             self.serve_known(now, miss);
@@ -718,6 +731,42 @@ impl Classifier {
         let Some(route) = self.lookup.lookup(now, flow) else {
             return false;
         };
+        self.adopt_route(now, sid, route, ConnectionState::Active)
+    }
+
+    /// Adopts the zombie route of `flow` (a connection that ended) as a closing connection
+    /// that lingers for the FIN linger; false if there is none.
+    fn adopt_zombie(&mut self, now: Instant, sid: ServiceId, flow: &FlowTuple) -> bool {
+        let Some(route) = self.lookup.lookup_zombie(now, flow) else {
+            return false;
+        };
+        if route.flow != *flow {
+            return false;
+        }
+        let Some(delete_at) = after(now, self.settings.fin_linger) else {
+            return false;
+        };
+        let state = ConnectionState::Closing {
+            reason: FinalReason::Fin,
+            delete_at,
+        };
+        if !self.adopt_route(now, sid, route, state) {
+            return false;
+        }
+        self.inventory.schedule(*flow, delete_at);
+        true
+    }
+
+    /// Puts a route found elsewhere into the inventory (with `state`); false if it
+    /// conflicts with what this classifier holds.
+    fn adopt_route(
+        &mut self,
+        now: Instant,
+        sid: ServiceId,
+        route: Route,
+        state: ConnectionState,
+    ) -> bool {
+        let flow = &route.flow;
         if route.flow != *flow || self.inventory.reply_taken(&route) {
             return false;
         }
@@ -746,7 +795,7 @@ impl Classifier {
                 host: route.host,
             },
             created: now,
-            state: ConnectionState::Active,
+            state,
             plumbed: true,
             last_plumb: now,
             last_miss: now,

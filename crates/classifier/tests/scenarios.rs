@@ -301,6 +301,53 @@ fn route_lookup_seam_adopts_routes_of_other_classifiers() {
     assert_eq!(c.nat_ports_in_use(), 0);
 }
 
+#[derive(Debug)]
+struct ZombieRoute(Route);
+
+impl RouteLookup for ZombieRoute {
+    fn lookup(&mut self, _now: Instant, _flow: &FlowTuple) -> Option<Route> {
+        None
+    }
+
+    fn lookup_zombie(&mut self, _now: Instant, flow: &FlowTuple) -> Option<Route> {
+        (*flow == self.0.flow).then_some(self.0)
+    }
+}
+
+#[test]
+fn late_packets_of_an_ended_connection_reach_its_old_host_while_its_route_is_a_zombie() {
+    let t0 = Instant::now();
+    let mut rows = three_hosts();
+    let mut c = nat_classifier();
+    let f = flow(Protocol::Tcp, "192.0.2.1:40000", VIP);
+    let ended = Route {
+        flow: f,
+        host: HostId(3),
+        target: sa(E3),
+        delivery: Delivery::Nat {
+            source: sa("10.1.255.1:20002"),
+        },
+        idle_timeout_ms: 900_000,
+    };
+    c.set_route_lookup(Box::new(ZombieRoute(ended)));
+    // A late ACK: to the old host, on a route that lingers for the FIN linger.
+    c.on_miss(t0, &mut rows, ack(f));
+    assert_eq!(plumb_then_deliver(&drain(&mut c)).0, ended);
+    assert_eq!(c.counters().mid_connection.to_zombie, 1);
+    assert!(c.inventory().get(&f).unwrap().is_closing());
+    c.handle_timeout(t0 + ms(9_999));
+    assert!(drain(&mut c).is_empty());
+    c.handle_timeout(t0 + secs(10));
+    assert_eq!(drain(&mut c), vec![Action::DeleteRoute(f)]);
+    assert_eq!(c.nat_ports_in_use(), 0);
+    // A new connection (SYN) on the same 4-tuple is balanced afresh, not sent to the zombie.
+    c.on_miss(t0 + secs(11), &mut rows, syn(f));
+    let (route, _) = plumb_then_deliver(&drain(&mut c));
+    assert_eq!(c.counters().mid_connection.to_zombie, 1);
+    assert_eq!(c.counters().new_connections, 1);
+    assert_eq!(route.flow, f);
+}
+
 #[test]
 fn fin_and_rst_linger_then_delete_and_free_the_port() {
     let t0 = Instant::now();

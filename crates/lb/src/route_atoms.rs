@@ -4,6 +4,8 @@
 //! `[sessions.zombie] four_tuple`). A classifier that gets a mid-connection miss for a flow it
 //! does not know — its packets moved to this unit's forwarder — finds the route there
 //! ([`DamRouteLookup`]), installs it and delivers the packet, so the connection keeps its host.
+//! A late packet of a connection that ended finds the route's zombie and still reaches the old
+//! host, on a route that lingers for the FIN linger.
 //!
 //! The lookup is synchronous (the classifier machine's `RouteLookup` seam): a route this unit
 //! holds (a copy or a cache entry) answers at once; otherwise the owners are asked in the
@@ -47,6 +49,14 @@ impl RouteLookup for DamRouteLookup {
         let atom = self.0.try_lookup(&key(flow))?;
         // A deleted route (the connection ended) is not adopted again.
         if atom.meta.zombie {
+            return None;
+        }
+        decode(&atom.data).filter(|r| r.flow == *flow)
+    }
+
+    fn lookup_zombie(&mut self, _now: Instant, flow: &FlowTuple) -> Option<Route> {
+        let atom = self.0.try_lookup(&key(flow))?;
+        if !atom.meta.zombie {
             return None;
         }
         decode(&atom.data).filter(|r| r.flow == *flow)

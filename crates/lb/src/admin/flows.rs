@@ -281,6 +281,7 @@ fn classifier_events(s: &ClassifierSnapshot) -> BTreeMap<String, u64> {
         ("bad_tcp_flags", c.malformed.bad_tcp_flags),
         ("mid_connection_replumbed", c.mid_connection.replumbed),
         ("mid_connection_from_lookup", c.mid_connection.from_lookup),
+        ("mid_connection_to_zombie", c.mid_connection.to_zombie),
         ("mid_connection_dropped", c.mid_connection.dropped),
         ("repeated_first_packets", c.repeated_first_packets),
         ("replaced_on_syn", c.replaced_on_syn),
