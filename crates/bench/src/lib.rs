@@ -12,5 +12,6 @@ pub mod health;
 pub mod http;
 pub mod logs;
 pub mod packet;
+mod procfs;
 pub mod router;
 pub mod stats;
