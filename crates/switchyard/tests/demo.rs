@@ -409,14 +409,33 @@ fn help_lists_the_options_with_examples() {
 
 #[test]
 fn without_root_it_explains_and_exits_0() {
-    let mut command = Command::new(EXE);
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    // As root, run it as the unprivileged user `nobody` (no capabilities, so no namespaces),
+    // from a copy of the binary that user can reach (the build directory may sit below a
+    // directory only root may enter, like a fresh `mktemp -d` clone).
+    let copy = tempfile::Builder::new()
+        .prefix("switchyard-demo-nonroot")
+        .tempdir()
+        .expect("temporary directory");
+    let exe = if root {
+        use std::os::unix::fs::PermissionsExt as _;
+        let exe = copy.path().join("switchyard");
+        std::fs::copy(EXE, &exe).expect("copy the binary");
+        for (path, mode) in [(copy.path(), 0o755), (exe.as_path(), 0o755)] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .expect("make the copy reachable");
+        }
+        exe
+    } else {
+        std::path::PathBuf::from(EXE)
+    };
+    let mut command = Command::new(&exe);
     command
         .args(["demo", "--traffic"])
         .stdin(Stdio::null())
+        .current_dir(copy.path())
         .env_remove("CI");
-    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
     if root {
-        // As the unprivileged user `nobody`: no capabilities, so no namespaces.
         command.uid(65534).gid(65534);
     }
     let out = command.output().expect("run switchyard demo without root");
