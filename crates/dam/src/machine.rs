@@ -845,6 +845,19 @@ impl Dam {
             .get(key)
             .is_some_and(|s| s.holding == Holding::Handoff);
         if handoff && self.push_targets(key).is_empty() {
+            // The pushes may have ended because the membership changed (a target left):
+            // under the current view this unit may be an owner itself now, and then the
+            // copy must stay held, or no one would ever replicate it here again.
+            let owners = self.owners(key);
+            if owners.contains(&self.id) {
+                let epoch = self.epoch;
+                self.table.modify(key, |s| {
+                    s.holding = Holding::Owned;
+                    s.owners = owners;
+                    s.evaluated_at = epoch;
+                });
+                return;
+            }
             let until = self.now_ms.saturating_add(millis(self.settings.cache_ttl));
             self.table.modify(key, |s| {
                 s.holding = Holding::Cached;

@@ -613,3 +613,32 @@ fn re_replication_is_paced_and_its_lag_visible() {
     sim.settle(SEC);
     assert_level(&sim, 0..1_000);
 }
+
+/// The survivors learn of a death at different times: one pushes to the other an atom the
+/// other does not own yet in its own view (a hand-off), whose push to the dead unit then
+/// ends when the view catches up. The copy must end up owned, not cached.
+#[test]
+fn a_death_seen_at_different_times_still_restores_the_level() {
+    let mut sim = Sim::new(3, 11, settings(Replication::Level(1)));
+    add_keys(&mut sim, 0..300);
+    sim.settle(SEC);
+    assert_level(&sim, 0..300);
+    let dead = 2;
+    sim.isolate_silently(dead);
+    // Unit 0 sees the death first and re-replicates to unit 1, which still counts unit 2.
+    sim.set_views(&[0], &[0, 1]);
+    sim.run_for(100 * MS);
+    sim.set_views(&[1], &[0, 1]);
+    sim.kill(dead);
+    sim.settle(10 * SEC);
+    for i in 0..300 {
+        let k = key(i);
+        for j in [0, 1] {
+            assert_eq!(
+                sim.units[j].get(&k).map(|(_, h)| h),
+                Some(Holding::Owned),
+                "key {i} at unit {j}"
+            );
+        }
+    }
+}
