@@ -498,6 +498,7 @@ struct sy_decision {
 	struct sy_pkt pkt;
 	struct sy_route *route;
 	__u32 is_reply;
+	__u32 jiffies; /* low 32 bits of jiffies when the packet was decided (read once) */
 	__u16 vip_id;
 };
 
@@ -606,6 +607,7 @@ static __always_inline int classify(void *ctx, int is_xdp, void *data, void *dat
 	/* bpf_jiffies64 is inlined (a load); bpf_ktime_get_ns reads the clocksource, which is
 	 * costly under some hypervisors, so it runs only when the entry is refreshed. */
 	__u32 j = (__u32)bpf_jiffies64();
+	d->jiffies = j;
 	if (j - r->touch_jiffies >= SY_TOUCH_JIFFIES) {
 		r->touch_jiffies = j;
 		r->last_seen_ns = bpf_ktime_get_ns();
@@ -692,7 +694,7 @@ static __always_inline int next_hop(void *ctx, const struct sy_decision *d,
 				    struct bpf_fib_lookup *f, struct sy_next_hop *nh)
 {
 	struct sy_route *r = d->route;
-	__u32 j = (__u32)bpf_jiffies64();
+	__u32 j = d->jiffies;
 	int fresh = r->nh.ifindex && j - r->nh.jiffies < SY_NEXT_HOP_JIFFIES;
 	if (fresh && tot_len <= r->nh.max_len) {
 		__builtin_memcpy(nh, &r->nh, sizeof(*nh));
@@ -913,6 +915,7 @@ int sy_xdp_slow(struct xdp_md *ctx)
 	}
 	d.vip_id = d.route->vip_id;
 	d.is_reply = (d.route->flags & SY_ROUTE_REPLY) != 0;
+	d.jiffies = (__u32)bpf_jiffies64();
 	if (d.route->mode != SY_MODE_NAT && d.route->mode != SY_MODE_HALF_NAT) {
 		count(cs, SY_CNT_UNSUPPORTED, 1);
 		why = SY_SLOW_ERROR;
