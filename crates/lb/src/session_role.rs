@@ -313,19 +313,8 @@ impl SessionStoreHandle {
     /// unit adds (a classifier's or router's new choice, shared with every unit), expiring
     /// after `ttl`. Errors (a key too long) are logged and dropped.
     pub fn record(&self, key: &[u8], host: HostId, ttl: Option<Duration>) {
-        let added = {
-            let mut shared = lock(&self.shared);
-            shared.dam.add(
-                Instant::now(),
-                key.to_vec(),
-                host.0.to_be_bytes().to_vec(),
-                ttl,
-            )
-        };
-        match added {
-            Ok(_) => self.wake.notify_one(),
-            Err(error) => tracing::debug!(%error, "session atom not recorded"),
-        }
+        // The data is a host id, as hosts' sessions store it (`host_of` reads it).
+        self.record_data(key, host.0.to_be_bytes().to_vec(), ttl);
     }
 
     /// Records an atom `key` → `data` this unit adds (e.g. a route), expiring after `ttl`.
