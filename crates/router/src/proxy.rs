@@ -46,10 +46,12 @@ impl ConnCtx {
     /// new rules (a listener the new configuration dropped keeps its old rules while its
     /// connections drain).
     fn current(self: &Arc<Self>) -> Arc<Self> {
-        let config = self.inner.config.load_full();
-        if Arc::ptr_eq(&config, &self.config) {
+        // A guard, not a new Arc: the common case (no reload) touches no reference count.
+        let current = self.inner.config.load();
+        if Arc::ptr_eq(&current, &self.config) {
             return self.clone();
         }
+        let config = arc_swap::Guard::into_inner(current);
         let listener = config
             .listeners
             .get(&*self.name)
