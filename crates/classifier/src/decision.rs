@@ -731,7 +731,7 @@ impl Classifier {
         let Some(route) = self.lookup.lookup(now, flow) else {
             return false;
         };
-        self.adopt_route(now, sid, route, ConnectionState::Active)
+        route.flow == *flow && self.adopt_route(now, sid, route, ConnectionState::Active)
     }
 
     /// Adopts the zombie route of `flow` (a connection that ended) as a closing connection
@@ -757,8 +757,8 @@ impl Classifier {
         true
     }
 
-    /// Puts a route found elsewhere into the inventory (with `state`); false if it
-    /// conflicts with what this classifier holds.
+    /// Puts a route found elsewhere (for its own flow) into the inventory with `state`;
+    /// false if it conflicts with what this classifier holds.
     fn adopt_route(
         &mut self,
         now: Instant,
@@ -767,7 +767,7 @@ impl Classifier {
         state: ConnectionState,
     ) -> bool {
         let flow = &route.flow;
-        if route.flow != *flow || self.inventory.reply_taken(&route) {
+        if self.inventory.reply_taken(&route) {
             return false;
         }
         if let Delivery::Nat { source } = route.delivery
