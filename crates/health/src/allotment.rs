@@ -9,6 +9,11 @@
 //! Shares are split by the largest-remainder method, so they sum exactly
 //! to the total.
 //!
+//! For request routers, [`allot_with_affinity`] adds the endpoints that get
+//! no share but still serve traffic with affinity to them: healthy ones
+//! whose directive target is draining, and healthy active ones allotted
+//! nothing (no spare capacity).
+//!
 //! Consumer side (classifier, request router): [`TokenAllotment`] spends
 //! one token per connection from the endpoint with the most tokens left
 //! (the spec's suggestion; ties by order) until the tokens run out or go
@@ -22,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use switchyard_wire::HostId;
 use switchyard_wire::allotment::{
-    Allotment, AllotmentRequest, AllotmentResponse, AllotmentScheme, MAX_BASIS_POINTS,
-    PercentageGrant, TokenGrant,
+    AffinityAllotmentResponse, AffinityOnly, AffinityOnlyReason, Allotment, AllotmentRequest,
+    AllotmentResponse, AllotmentScheme, MAX_BASIS_POINTS, PercentageGrant, TokenGrant,
 };
 use switchyard_wire::health::{DirectiveState, Health, MAX_LOAD, Row};
 
@@ -162,6 +167,48 @@ pub fn allot<'a>(
         protocol: request.protocol,
         info: request.info.clone(),
         allotment,
+    }
+}
+
+/// [`allot`], plus the endpoints that get no share but keep the traffic with
+/// affinity to them: healthy with directive target draining
+/// ([`AffinityOnlyReason::Draining`]), or healthy and active but allotted
+/// nothing ([`AffinityOnlyReason::NoShare`]). Failing, unknown and inactive
+/// endpoints are in neither list.
+pub fn allot_with_affinity<'a>(
+    request: &AllotmentRequest,
+    endpoints: impl IntoIterator<Item = (HostId, &'a Row)>,
+    policy: &AllotmentPolicy,
+) -> AffinityAllotmentResponse {
+    let endpoints: Vec<(HostId, &Row)> = endpoints.into_iter().collect();
+    let response = allot(request, endpoints.iter().copied(), policy);
+    let granted: Vec<(HostId, SocketAddr)> = match &response.allotment {
+        Allotment::Tokens { entries, .. } => entries.iter().map(|e| (e.host, e.endpoint)).collect(),
+        Allotment::Percentages { entries, .. } => {
+            entries.iter().map(|e| (e.host, e.endpoint)).collect()
+        }
+    };
+    let affinity_only = endpoints
+        .iter()
+        .filter(|(_, row)| row.status.health() == Health::Healthy)
+        .filter_map(|&(host, row)| {
+            let reason = match row.directive.target {
+                DirectiveState::Draining => AffinityOnlyReason::Draining,
+                DirectiveState::Active if !granted.contains(&(host, row.app.endpoint)) => {
+                    AffinityOnlyReason::NoShare
+                }
+                _ => return None,
+            };
+            Some(AffinityOnly {
+                endpoint: row.app.endpoint,
+                host,
+                reason,
+            })
+        })
+        .collect();
+    AffinityAllotmentResponse {
+        response,
+        affinity_only,
     }
 }
 
@@ -465,6 +512,53 @@ mod tests {
                 duration_ms: 5000
             }
         );
+    }
+
+    #[test]
+    fn affinity_allotment_lists_draining_and_unshared_endpoints() {
+        use DirectiveState::*;
+        use Health::*;
+        let rows = [
+            row(1, Healthy, 20, 50, Active),
+            row(2, Healthy, 20, 50, Draining),
+            row(3, Healthy, 100, 50, Active),
+            row(4, Failing, 0, 50, Draining),
+            row(5, Healthy, 0, 50, Inactive),
+        ];
+        let resp = allot_with_affinity(
+            &request(AllotmentScheme::Percentages, 0),
+            rows.iter()
+                .map(|r| (HostId(u32::from(r.app.endpoint.port())), r)),
+            &AllotmentPolicy::default(),
+        );
+        let Allotment::Percentages { entries, .. } = &resp.response.allotment else {
+            panic!("percentages")
+        };
+        assert_eq!(
+            entries
+                .iter()
+                .map(|e| (e.host, e.basis_points))
+                .collect::<Vec<_>>(),
+            vec![(HostId(1), 10_000)]
+        );
+        assert_eq!(
+            resp.affinity_only
+                .iter()
+                .map(|a| (a.host, a.reason))
+                .collect::<Vec<_>>(),
+            vec![
+                (HostId(2), AffinityOnlyReason::Draining),
+                (HostId(3), AffinityOnlyReason::NoShare),
+            ]
+        );
+        // The same allotment as a plain request gets.
+        let plain = allot(
+            &request(AllotmentScheme::Percentages, 0),
+            rows.iter()
+                .map(|r| (HostId(u32::from(r.app.endpoint.port())), r)),
+            &AllotmentPolicy::default(),
+        );
+        assert_eq!(resp.response, plain);
     }
 
     fn token_response(tokens: &[u32], valid_for_ms: u32) -> AllotmentResponse {

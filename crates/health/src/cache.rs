@@ -45,7 +45,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use switchyard_wire::allotment::{AllotmentRequest, AllotmentResponse};
+use switchyard_wire::allotment::{AffinityAllotmentResponse, AllotmentRequest, AllotmentResponse};
 use switchyard_wire::health::{
     ContentCheck, GetTableSnapshot, Heartbeat, PostulateTableState, PostulateWrong, Row, RowChange,
     RowOp, SendTableSnapshot, WrongPostulate,
@@ -282,13 +282,38 @@ impl ConsolidatedCache {
     /// The allotment [`Self::allot`] would hand out for `request` at `now`,
     /// without counting it (for `ctl` and diagnostics).
     pub fn preview(&self, request: &AllotmentRequest, now: Instant) -> AllotmentResponse {
-        let service = ServiceKey::of_request(request);
-        let endpoints = self
-            .endpoints(&service)
+        allotment::allot(
+            request,
+            self.alive_endpoints(request, now),
+            &self.settings.allotment,
+        )
+    }
+
+    /// The endpoints of alive hosts for the service `request` asks about.
+    fn alive_endpoints(
+        &self,
+        request: &AllotmentRequest,
+        now: Instant,
+    ) -> impl Iterator<Item = (HostId, &Row)> {
+        self.endpoints(&ServiceKey::of_request(request))
             .into_iter()
-            .filter(|e| self.is_alive(e.host, now))
-            .map(|e| (e.host, e.row));
-        allotment::allot(request, endpoints, &self.settings.allotment)
+            .filter(move |e| self.is_alive(e.host, now))
+            .map(|e| (e.host, e.row))
+    }
+
+    /// [`Self::allot`] with the endpoints that take only affinitized traffic, for a
+    /// request router ([`allotment::allot_with_affinity`]; counted as an allotment).
+    pub fn allot_with_affinity(
+        &mut self,
+        request: &AllotmentRequest,
+        now: Instant,
+    ) -> AffinityAllotmentResponse {
+        self.counters.allotments += 1;
+        allotment::allot_with_affinity(
+            request,
+            self.alive_endpoints(request, now),
+            &self.settings.allotment,
+        )
     }
 
     /// Handles an authenticated message from `from` (the frame's sender).
@@ -347,6 +372,11 @@ impl ConsolidatedCache {
             }
             Message::AllotmentRequest(req) => {
                 let response = self.allot(req, self.now);
+                self.send(from, Message::from(response));
+                Ok(())
+            }
+            Message::AffinityAllotmentRequest(req) => {
+                let response = self.allot_with_affinity(&req.request, self.now);
                 self.send(from, Message::from(response));
                 Ok(())
             }

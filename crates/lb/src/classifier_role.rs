@@ -32,10 +32,10 @@
 //! hold itself (`crate::overflow`); the classifier never learns of them.
 //!
 //! Allotments come from the unit's health cache ([`HealthCacheHandle`]) when it runs that
-//! role, else from a health-cache unit over UDP through [`RemoteAllotments`]: the machine's
-//! calls are synchronous, so the adapter serves the latest `AllotmentResponse` per service
-//! and the loop refreshes every service's allotment in the background (every half token
-//! validity, and at once when a service asks for a key it has never seen); a response older
+//! role, else from a health-cache unit over UDP ([`crate::allotment_client`], shared with the
+//! router role) through [`RemoteAllotments`]: the machine's calls are synchronous, so the
+//! adapter serves the latest `AllotmentResponse` per service and the loop refreshes every
+//! service's allotment in the background (every half token validity); a response older
 //! than three validity periods is not served (no hosts: new connections are refused rather
 //! than sent on stale health).
 //!
@@ -54,7 +54,7 @@ use switchyard_classifier::{
     ServiceSpec, Settings, Side,
 };
 use switchyard_config::{Config, Unit};
-use switchyard_health::AllotmentSource;
+use switchyard_health::{AllotmentSource, ServiceKey};
 use switchyard_transport::{Throttle, UdpEndpoint};
 use switchyard_wire::allotment::{Allotment, AllotmentRequest, AllotmentResponse, AllotmentScheme};
 use switchyard_wire::plumbing::{self, AddRoute, DeleteRoute, Delivery};
@@ -63,6 +63,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::HealthCacheHandle;
+use crate::allotment_client::AllotmentClient;
 use crate::forwarder_role::ForwarderHandle;
 use crate::plumbing::{ClassifierInput, Origin, parse_ip_packet};
 
@@ -133,10 +134,10 @@ impl ClassifierStats {
 pub enum Allotments {
     /// This unit's health cache.
     Local(HealthCacheHandle),
-    /// Health-cache units, by control address, asked over UDP.
+    /// Health-cache units asked over UDP.
     Remote {
-        /// Their control addresses (the first that answers is used).
-        units: Vec<SocketAddr>,
+        /// Their ids and control addresses ([`crate::allotment_client::health_units`]).
+        units: Vec<(UnitId, SocketAddr)>,
         /// Token validity (`[health] token_validity`).
         token_validity: Duration,
     },
@@ -482,6 +483,13 @@ async fn recv_on(ep: &mut Option<UdpEndpoint>) -> std::io::Result<switchyard_tra
     }
 }
 
+async fn allotment_answer(client: &mut Option<AllotmentClient>) -> Message {
+    match client {
+        Some(c) => c.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What the local cache looks like, to notice changes cheaply.
 fn fingerprint(h: &HealthCacheHandle) -> Vec<(u32, u64, bool)> {
     h.read(|cache, _| {
@@ -537,14 +545,13 @@ impl Driver {
                 token_validity,
             ),
         };
-        let mut allot_ep = if health_units.is_empty() {
+        let mut allot_client = if health_units.is_empty() {
             None
         } else {
-            let addr = SocketAddr::new(address, 0);
-            match UdpEndpoint::bind(addr, codec, SenderId::from(own)).await {
-                Ok(ep) => Some(ep),
+            match AllotmentClient::bind(address, codec, own, health_units).await {
+                Ok(client) => Some(client),
                 Err(error) => {
-                    tracing::error!(%addr, %error, "cannot bind the allotment socket; no allotments");
+                    tracing::error!(%address, %error, "cannot bind the allotment socket; no allotments");
                     None
                 }
             }
@@ -559,9 +566,6 @@ impl Driver {
         let refresh_every = (validity / 2).max(Duration::from_millis(100));
         let mut refresh = tokio::time::interval(refresh_every);
         let mut last_seen = Vec::new();
-        let mut health_index = 0usize;
-        let mut answered = true;
-        let mut next_id = 1u64;
         let mut inputs_open = true;
         loop {
             let deadline = self
@@ -611,16 +615,12 @@ impl Driver {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 },
-                received = recv_on(&mut allot_ep) => {
-                    if let (Ok(r), Source::Remote(remote)) = (received, &mut source)
-                        && let Ok(envelope) = r.result
-                        && let Message::AllotmentResponse(response) = envelope.message
+                answer = allotment_answer(&mut allot_client) => {
+                    if let (Message::AllotmentResponse(response), Source::Remote(remote)) = (answer, &mut source)
+                        && remote.store(response, Instant::now())
                     {
-                        answered = true;
-                        if remote.store(response, Instant::now()) {
-                            self.classifier.refresh_allotments();
-                            self.refreshes += 1;
-                        }
+                        self.classifier.refresh_allotments();
+                        self.refreshes += 1;
                     }
                 }
                 _ = sleep => {
@@ -645,31 +645,10 @@ impl Driver {
                     self.publish();
                 }
                 _ = refresh.tick() => {
-                    if let (Source::Remote(remote), Some(ep)) = (&mut source, &allot_ep)
-                        && !health_units.is_empty()
-                    {
-                        if !answered {
-                            health_index = (health_index + 1) % health_units.len();
-                        }
-                        answered = false;
+                    if let (Source::Remote(remote), Some(client)) = (&mut source, &mut allot_client) {
                         remote.missing = false;
-                        let to = health_units[health_index % health_units.len()];
-                        for (vip, protocol, info) in remote.wanted.clone() {
-                            let request = AllotmentRequest {
-                                request_id: next_id,
-                                vip,
-                                protocol,
-                                info,
-                                scheme: AllotmentScheme::Tokens,
-                                wanted_tokens: 0,
-                            };
-                            next_id += 1;
-                            if let Err(error) = ep.send(to, &Message::AllotmentRequest(request)).await
-                                && let Some(suppressed) = self.throttle.event(Instant::now())
-                            {
-                                tracing::warn!(%to, %error, suppressed, "cannot ask for an allotment");
-                            }
-                        }
+                        let keys = remote.wanted.iter().map(|(vip, protocol, info)| ServiceKey::new(*vip, *protocol, info.clone()));
+                        client.ask(keys, AllotmentScheme::Tokens, Message::from).await;
                     }
                 }
             }

@@ -41,6 +41,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod allotment_client;
 pub mod classifier_role;
 pub mod forwarder_role;
 pub mod health_service;

@@ -107,10 +107,7 @@ pub async fn start(
         let allotments = match health {
             Some(h) => Allotments::Local(h),
             None => Allotments::Remote {
-                units: config
-                    .units_with_role(Role::HealthCache)
-                    .map(Unit::control_addr)
-                    .collect(),
+                units: crate::allotment_client::health_units(config),
                 token_validity: config
                     .health_settings()
                     .token_validity

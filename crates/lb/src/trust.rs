@@ -124,7 +124,9 @@ impl ClusterMembers {
             Message::Goodbye(m) => Some(m.host),
             Message::PostulateTableState(m) => Some(m.host),
             Message::ConsolidatedHeartbeat(c) => Some(c.leader),
-            Message::AllotmentRequest(_) if !self.is_unit(UnitId(sender.0)) => {
+            Message::AllotmentRequest(_) | Message::AffinityAllotmentRequest(_)
+                if !self.is_unit(UnitId(sender.0)) =>
+            {
                 return Admission::Refuse("unknown-unit");
             }
             _ => None,
@@ -213,6 +215,33 @@ mod tests {
             m.admit(SenderId(1), &bye),
             Admission::Refuse("unknown-host")
         );
+    }
+
+    #[test]
+    fn only_configured_units_get_allotments() {
+        use switchyard_wire::allotment::{
+            AffinityAllotmentRequest, AllotmentRequest, AllotmentScheme,
+        };
+        let m = members();
+        let request = AllotmentRequest {
+            request_id: 1,
+            vip: "198.51.100.10:80".parse().expect("vip"),
+            protocol: switchyard_wire::Protocol::Tcp,
+            info: String::new(),
+            scheme: AllotmentScheme::Percentages,
+            wanted_tokens: 0,
+        };
+        let with_affinity = Message::from(AffinityAllotmentRequest {
+            request: request.clone(),
+        });
+        for message in [Message::from(request), with_affinity] {
+            assert_eq!(m.admit(SenderId(1), &message), Admission::Admit);
+            // A configured host is not a unit.
+            assert_eq!(
+                m.admit(SenderId(101), &message),
+                Admission::Refuse("unknown-unit")
+            );
+        }
     }
 
     #[test]

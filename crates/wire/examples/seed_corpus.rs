@@ -529,6 +529,46 @@ fn samples() -> Result<Vec<Message>, Box<dyn Error>> {
             reason: RefusalReason::TableFull,
         }
         .into(),
+        AffinityAllotmentRequest {
+            request: AllotmentRequest {
+                request_id: 79,
+                vip: vip4,
+                protocol: Protocol::Tcp,
+                info: "shop".into(),
+                scheme: AllotmentScheme::Percentages,
+                wanted_tokens: 0,
+            },
+        }
+        .into(),
+        AffinityAllotmentResponse {
+            response: AllotmentResponse {
+                request_id: 79,
+                vip: vip4,
+                protocol: Protocol::Tcp,
+                info: "shop".into(),
+                allotment: Allotment::Percentages {
+                    entries: vec![PercentageGrant {
+                        endpoint: host4,
+                        host: HostId(7),
+                        basis_points: 10_000,
+                    }],
+                    duration_ms: 5_000,
+                },
+            },
+            affinity_only: vec![
+                AffinityOnly {
+                    endpoint: host6,
+                    host: HostId(8),
+                    reason: AffinityOnlyReason::Draining,
+                },
+                AffinityOnly {
+                    endpoint: host4,
+                    host: HostId(9),
+                    reason: AffinityOnlyReason::NoShare,
+                },
+            ],
+        }
+        .into(),
     ];
     Ok(messages)
 }

@@ -4,6 +4,20 @@
 //! endpoints to send new connections of a virtual service to, and gets back
 //! either a number of tokens per endpoint (each token admits one connection
 //! within a validity period) or a share per endpoint in basis points.
+//!
+//! A request router also needs the endpoints that take *no new* requests but
+//! still serve the ones that have affinity to them (directive target
+//! `draining`: spec FIG. 14, "packets for existing requests/connections should
+//! continue"), which an allotment cannot say: an endpoint without a grant may
+//! be draining, failing or gone. [`AffinityAllotmentRequest`] (`0x22`) asks
+//! for the allotment together with that list, and [`AffinityAllotmentResponse`]
+//! (`0x23`) carries both. They are new message types rather than a new field
+//! of the existing pair because decoders here are strict (a payload must be
+//! consumed exactly): a field appended to `AllotmentResponse` would make every
+//! classifier of an earlier build reject the answers of a newer unit. With a
+//! new pair, earlier classifiers never see it, and a unit of an earlier build
+//! rejects the new request as an unknown type (the router then keeps its last
+//! allotments for a grace period and falls back to its static configuration).
 
 use std::net::SocketAddr;
 
@@ -56,6 +70,47 @@ pub struct AllotmentResponse {
     pub info: String,
     /// The allotment.
     pub allotment: Allotment,
+}
+
+/// [`AllotmentRequest`] from a request router that also wants the endpoints
+/// that take only affinitized traffic ([`AffinityAllotmentResponse`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AffinityAllotmentRequest {
+    /// The allotment asked for.
+    pub request: AllotmentRequest,
+}
+
+/// The answer to an [`AffinityAllotmentRequest`]: the allotment, and the
+/// endpoints of alive hosts that get no share of new connections but still
+/// serve the ones with affinity to them. An endpoint with a share is not
+/// listed; one in neither list takes nothing (failing, inactive, unknown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AffinityAllotmentResponse {
+    /// The allotment, as an [`AllotmentResponse`] would carry it.
+    pub response: AllotmentResponse,
+    /// Endpoints that keep only their affinitized traffic.
+    pub affinity_only: Vec<AffinityOnly>,
+}
+
+wire_enum! {
+    /// Why an endpoint takes only affinitized traffic.
+    pub enum AffinityOnlyReason {
+        /// Its directive target is `draining`.
+        Draining = 0,
+        /// Healthy and active, but allotted no share (no spare capacity).
+        NoShare = 1,
+    }
+}
+
+/// An endpoint that takes only the traffic with affinity to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AffinityOnly {
+    /// Application endpoint address and port.
+    pub endpoint: SocketAddr,
+    /// The host it runs on.
+    pub host: HostId,
+    /// Why it gets no share.
+    pub reason: AffinityOnlyReason,
 }
 
 /// Endpoints allotted to a classifier.
@@ -226,6 +281,52 @@ impl Wire for AllotmentResponse {
             protocol: Protocol::decode(r)?,
             info: r.string("AllotmentResponse.info", MAX_APP_INFO_LEN)?,
             allotment: Allotment::decode(r)?,
+        })
+    }
+}
+
+impl Wire for AffinityOnly {
+    fn encode(&self, w: &mut Writer) {
+        w.socket_addr(&self.endpoint);
+        self.host.encode(w);
+        self.reason.encode(w);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            endpoint: r.socket_addr("AffinityOnly.endpoint")?,
+            host: HostId::decode(r)?,
+            reason: AffinityOnlyReason::decode(r)?,
+        })
+    }
+}
+
+impl Wire for AffinityAllotmentRequest {
+    fn encode(&self, w: &mut Writer) {
+        self.request.encode(w);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            request: AllotmentRequest::decode(r)?,
+        })
+    }
+}
+
+impl Wire for AffinityAllotmentResponse {
+    fn encode(&self, w: &mut Writer) {
+        self.response.encode(w);
+        w.list_of(
+            "AffinityAllotmentResponse.affinity_only",
+            &self.affinity_only,
+            UNBOUNDED,
+        );
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            response: AllotmentResponse::decode(r)?,
+            affinity_only: r.list_of("AffinityAllotmentResponse.affinity_only", UNBOUNDED)?,
         })
     }
 }

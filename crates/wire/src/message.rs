@@ -151,12 +151,16 @@ messages! {
         /// [`health::GroupGossip`].
         GroupGossip = 0x18 => health::GroupGossip,
     },
-    /// Endpoint allotments for classifiers (FIG. 18).
+    /// Endpoint allotments for classifiers and request routers (FIG. 18).
     Allotment = 0x2, "allotment" {
         /// [`allotment::AllotmentRequest`].
         AllotmentRequest = 0x20 => allotment::AllotmentRequest,
         /// [`allotment::AllotmentResponse`].
         AllotmentResponse = 0x21 => allotment::AllotmentResponse,
+        /// [`allotment::AffinityAllotmentRequest`].
+        AffinityAllotmentRequest = 0x22 => allotment::AffinityAllotmentRequest,
+        /// [`allotment::AffinityAllotmentResponse`].
+        AffinityAllotmentResponse = 0x23 => allotment::AffinityAllotmentResponse,
     },
     /// Session up/down notifications (FIGS. 20, 21).
     Session = 0x3, "session" {

@@ -3,7 +3,9 @@
 use std::time::Instant;
 
 use switchyard_health::{CacheSettings, ConsolidatedCache, Ignored, ServiceKey, Transmit};
-use switchyard_wire::allotment::{Allotment, AllotmentRequest, AllotmentScheme};
+use switchyard_wire::allotment::{
+    AffinityAllotmentRequest, Allotment, AllotmentRequest, AllotmentScheme,
+};
 use switchyard_wire::health::{
     ConsolidatedHeartbeat, ContentCheck, Directive, DirectiveState, Health, Heartbeat, Postulate,
     PostulateTableState, Row, RowChange, RowOp, SendTableSnapshot,
@@ -312,6 +314,34 @@ fn allotment_requests_are_answered_to_the_sender() {
     assert_eq!(entries[0].tokens, 10);
     let service = ServiceKey::new(vip(81), Protocol::Tcp, "");
     assert_eq!(c.endpoints(&service).len(), 1);
+}
+
+#[test]
+fn affinity_allotment_requests_are_answered_to_the_sender_with_the_same_allotment() {
+    let (mut c, t0) = synced();
+    let router = SenderId::from(unit_id(3));
+    let request = AllotmentRequest {
+        request_id: 43,
+        vip: vip(80),
+        protocol: Protocol::Tcp,
+        info: String::new(),
+        scheme: AllotmentScheme::Percentages,
+        wanted_tokens: 0,
+    };
+    let message = Message::from(AffinityAllotmentRequest {
+        request: request.clone(),
+    });
+    c.handle(t0, router, &message).expect("answered");
+    let out = drain(&mut c);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].to, router);
+    let Message::AffinityAllotmentResponse(r) = &out[0].message else {
+        panic!("affinity response expected")
+    };
+    assert_eq!(r.response, c.preview(&request, t0));
+    assert_eq!(r.response.request_id, 43);
+    assert!(r.affinity_only.is_empty(), "every row is active: {r:?}");
+    assert_eq!(c.counters().allotments, 1);
 }
 
 #[test]

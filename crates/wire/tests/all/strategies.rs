@@ -238,36 +238,55 @@ fn allotment_message() -> impl Strategy<Value = Message> {
             }
         }),
     ];
-    prop_oneof![
-        (
-            any::<u64>(),
-            addr(),
-            protocol(),
-            text(64),
-            select(AllotmentScheme::ALL),
-            any::<u32>()
+    let request = (
+        any::<u64>(),
+        addr(),
+        protocol(),
+        text(64),
+        select(AllotmentScheme::ALL),
+        any::<u32>(),
+    )
+        .prop_map(
+            |(request_id, vip, protocol, info, scheme, wanted_tokens)| AllotmentRequest {
+                request_id,
+                vip,
+                protocol,
+                info,
+                scheme,
+                wanted_tokens,
+            },
         )
-            .prop_map(|(request_id, vip, protocol, info, scheme, wanted_tokens)| {
-                AllotmentRequest {
-                    request_id,
-                    vip,
-                    protocol,
-                    info,
-                    scheme,
-                    wanted_tokens,
-                }
-                .into()
-            }),
-        (any::<u64>(), addr(), protocol(), text(64), allotment).prop_map(
+        .boxed();
+    let response = (any::<u64>(), addr(), protocol(), text(64), allotment)
+        .prop_map(
             |(request_id, vip, protocol, info, allotment)| AllotmentResponse {
                 request_id,
                 vip,
                 protocol,
                 info,
-                allotment
+                allotment,
+            },
+        )
+        .boxed();
+    let affinity_only =
+        (addr(), host(), select(AffinityOnlyReason::ALL)).prop_map(|(endpoint, host, reason)| {
+            AffinityOnly {
+                endpoint,
+                host,
+                reason,
+            }
+        });
+    prop_oneof![
+        request.clone().prop_map(Message::from),
+        response.clone().prop_map(Message::from),
+        request.prop_map(|request| AffinityAllotmentRequest { request }.into()),
+        (response, vec(affinity_only, LIST)).prop_map(|(response, affinity_only)| {
+            AffinityAllotmentResponse {
+                response,
+                affinity_only,
             }
             .into()
-        ),
+        }),
     ]
 }
 

@@ -3,7 +3,10 @@
 
 use std::net::SocketAddr;
 
-use switchyard_wire::allotment::{Allotment, AllotmentResponse, PercentageGrant};
+use switchyard_wire::allotment::{
+    AffinityAllotmentResponse, AffinityOnly, AffinityOnlyReason, Allotment, AllotmentResponse,
+    PercentageGrant,
+};
 use switchyard_wire::dam::{Atom, AtomMeta, ReturnAtom};
 use switchyard_wire::health::{AppStatus, GroupGossip, Health, SendTableSnapshot};
 use switchyard_wire::migration::{MigrateConnection, TcpConnectionState, TcpOptions};
@@ -192,6 +195,54 @@ fn basis_points_sum() {
         w.u32(1000);
     });
     assert_eq!(e.problem, out_of_range(10_001, 0, 10_000));
+}
+
+/// The affinity response is a plain response followed by its list: each kind's decoder
+/// takes exactly its own payload, so neither can be mistaken for the other (an earlier
+/// build's strict decoder never sees the list), and a bad reason tag is refused.
+#[test]
+fn affinity_allotment_response_is_strict_about_its_list() {
+    let plain = AllotmentResponse {
+        request_id: 9,
+        vip: v4(),
+        protocol: Protocol::Tcp,
+        info: "shop".into(),
+        allotment: Allotment::Percentages {
+            entries: vec![PercentageGrant {
+                endpoint: v4(),
+                host: HostId(1),
+                basis_points: 10_000,
+            }],
+            duration_ms: 1000,
+        },
+    };
+    let with = AffinityAllotmentResponse {
+        response: plain.clone(),
+        affinity_only: vec![AffinityOnly {
+            endpoint: v6(),
+            host: HostId(2),
+            reason: AffinityOnlyReason::Draining,
+        }],
+    };
+    let plain_bytes = Message::from(plain.clone()).encode_payload().unwrap();
+    let with_bytes = Message::from(with.clone()).encode_payload().unwrap();
+    assert!(with_bytes.starts_with(&plain_bytes));
+    assert_eq!(
+        Message::decode_payload(MessageKind::AffinityAllotmentResponse, &with_bytes).unwrap(),
+        Message::from(with)
+    );
+    // A plain response lacks the list; the list is trailing bytes to a plain decoder.
+    assert!(Message::decode_payload(MessageKind::AffinityAllotmentResponse, &plain_bytes).is_err());
+    assert!(Message::decode_payload(MessageKind::AllotmentResponse, &with_bytes).is_err());
+
+    let e = decode_error(MessageKind::AffinityAllotmentResponse, |w| {
+        plain.encode(w);
+        w.u32(1);
+        w.socket_addr(&v4());
+        w.u32(3);
+        w.u8(9); // no such reason
+    });
+    assert_eq!(e.problem, Problem::InvalidTag(9));
 }
 
 fn tcp_state() -> TcpConnectionState {
