@@ -184,7 +184,10 @@ mod tests {
     use switchyard_wire::{MacKey, Protocol};
 
     fn codec() -> Codec {
-        Codec::new(MacKey::derive(b"allotment client tests: not a production secret", "test").expect("key"))
+        Codec::new(
+            MacKey::derive(b"allotment client tests: not a production secret", "test")
+                .expect("key"),
+        )
     }
 
     fn key() -> ServiceKey {

@@ -50,6 +50,7 @@ mod overflow;
 pub mod packet_roles;
 pub mod plumbing;
 pub mod route_atoms;
+pub mod router_remote;
 pub mod router_role;
 mod session_members;
 pub mod session_role;

@@ -16,10 +16,20 @@
 //!   makes it *draining* (only cookie-affinitized requests); otherwise *active* with weight
 //!   = spare capacity, capacity × (100 − load) — the quantity allotments are proportional
 //!   to. A snapshot is stored only when it differs, and each host's change is logged.
-//! - without it, from the static configuration (every host active, weight = its
-//!   configured capacity): the router then relies on its own passive outlier detection to
-//!   avoid dead hosts. Fetching allotments from a health-cache unit over UDP is not done
-//!   yet.
+//! - without it, from the allotments of the configuration's health-cache units, asked
+//!   over UDP ([`crate::router_remote`], through the [`crate::allotment_client`] the
+//!   classifier role uses too): the same states, with weight = the host's share in basis
+//!   points; a draining host stays reachable for its affinitized requests because the
+//!   router asks for the affinity variant of the allotment, which lists it. Answers are
+//!   used for their duration plus a grace period; after that, or before the first answer,
+//!   the static configuration (every host active, weight = its configured capacity) is
+//!   used, as it is when no unit runs the health-cache role: the router then relies on its
+//!   own passive outlier detection to avoid dead hosts.
+//!
+//! Where the backends come from is `source` in `GET /v1/router` (`local-cache`,
+//! `remote-allotment` or `static`, with a `remote` section on a unit that asks
+//! health-cache units) and `switchyard_router_backend_source{source}` (1 for the current
+//! one).
 //!
 //! **Outliers.** Hosts the router ejected after consecutive errors are logged when they
 //! leave and rejoin rotation and exported as `switchyard_router_host_ejected{host}` (0/1).
@@ -32,7 +42,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use axum::extract::State;
@@ -44,13 +54,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use switchyard_config::{Config, ListenerProtocol, ServiceMode, Unit};
-use switchyard_health::ConsolidatedCache;
 use switchyard_health::allotment::spare_capacity;
+use switchyard_health::{ConsolidatedCache, ServiceKey};
 use switchyard_router::{
     Backend, Backends, HostState, Invalidation, Router, RouterConfig, RouterError,
 };
+use switchyard_wire::allotment::AllotmentScheme;
 use switchyard_wire::health::{DirectiveState, Health, Row};
-use switchyard_wire::{HostId, Protocol};
+use switchyard_wire::{HostId, Message, Protocol};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -58,6 +69,8 @@ use tokio::task::JoinHandle;
 use crate::HealthCacheHandle;
 use crate::admin::AdminState;
 use crate::admin::api::ErrorBody;
+use crate::allotment_client::{AllotmentClient, ClientCounters};
+use crate::router_remote::{Fed, RemoteBackends, RemoteView, Status, refresh_every};
 
 /// How often the backends are recomputed from the health cache and outliers looked at.
 const WATCH_EVERY: Duration = Duration::from_millis(200);
@@ -73,6 +86,9 @@ pub enum RouterRoleError {
     /// The router's configuration cannot be used (certificates, rules).
     #[error("router role: {0}")]
     Router(#[from] RouterError),
+    /// The cluster key (for allotments over UDP) cannot be derived.
+    #[error("router role: cannot derive the cluster key: {0}")]
+    Key(#[from] switchyard_wire::KeyError),
     /// A listener's address cannot be bound.
     #[error("router role: cannot listen on {addr} for listener \"{name}\": {source}")]
     Bind {
@@ -87,19 +103,32 @@ pub enum RouterRoleError {
 
 /// One host of a pool as the configuration describes it, with the rows that speak for it.
 #[derive(Debug, Clone)]
-struct PlanHost {
-    id: HostId,
-    name: String,
-    address: SocketAddr,
-    app: String,
+pub(crate) struct PlanHost {
+    pub(crate) id: HostId,
+    pub(crate) name: String,
+    pub(crate) address: SocketAddr,
+    pub(crate) app: String,
     /// VIPs of the request-mode services on this pool (their rows are preferred).
-    vips: Vec<SocketAddr>,
+    pub(crate) vips: Vec<SocketAddr>,
+}
+
+/// One pool: its hosts, and the services whose rows (or allotments) speak for them.
+#[derive(Debug, Clone)]
+pub(crate) struct PlanPool {
+    pub(crate) name: String,
+    pub(crate) hosts: Vec<PlanHost>,
+    /// The service keys a health-cache unit is asked about for this pool: the VIPs of
+    /// the request-mode services on it (else of its TCP services of any mode) with each
+    /// app of its hosts. Empty when no service uses the pool.
+    pub(crate) keys: Vec<ServiceKey>,
 }
 
 /// Every pool's hosts, from the configuration.
 #[derive(Debug, Clone, Default)]
-struct Plan {
-    pools: Vec<(String, Vec<PlanHost>)>,
+pub(crate) struct Plan {
+    pub(crate) pools: Vec<PlanPool>,
+    /// The static configuration: every host active, weight = configured capacity.
+    pub(crate) fallback: Backends,
 }
 
 impl Plan {
@@ -108,13 +137,26 @@ impl Plan {
             .pools
             .iter()
             .map(|pool| {
-                let vips: Vec<SocketAddr> = config
-                    .services
-                    .iter()
-                    .filter(|s| {
-                        s.pool == pool.name && matches!(s.mode, ServiceMode::Request { .. })
-                    })
+                let on_pool = || config.services.iter().filter(|s| s.pool == pool.name);
+                let vips: Vec<SocketAddr> = on_pool()
+                    .filter(|s| matches!(s.mode, ServiceMode::Request { .. }))
                     .map(|s| s.vip)
+                    .collect();
+                let asked: Vec<SocketAddr> = if vips.is_empty() {
+                    on_pool()
+                        .filter(|s| s.protocol == Protocol::Tcp)
+                        .map(|s| s.vip)
+                        .collect()
+                } else {
+                    vips.clone()
+                };
+                let apps: BTreeSet<&str> = pool.hosts.iter().map(|h| h.app.as_str()).collect();
+                let keys = asked
+                    .iter()
+                    .flat_map(|vip| {
+                        apps.iter()
+                            .map(|app| ServiceKey::new(*vip, Protocol::Tcp, *app))
+                    })
                     .collect();
                 let hosts = pool
                     .hosts
@@ -127,17 +169,33 @@ impl Plan {
                         vips: vips.clone(),
                     })
                     .collect();
-                (pool.name.clone(), hosts)
+                PlanPool {
+                    name: pool.name.clone(),
+                    hosts,
+                    keys,
+                }
             })
             .collect();
-        Self { pools }
+        Self {
+            pools,
+            fallback: Backends::from_config(config),
+        }
+    }
+
+    /// Every service key of every pool, once.
+    fn keys(&self) -> BTreeSet<ServiceKey> {
+        self.pools
+            .iter()
+            .flat_map(|p| p.keys.iter().cloned())
+            .collect()
     }
 
     /// The backends the cache says now.
     fn backends(&self, cache: &ConsolidatedCache, now: std::time::Instant) -> Backends {
         let mut out = Backends::new();
-        for (pool, hosts) in &self.pools {
-            let backends = hosts
+        for pool in &self.pools {
+            let backends = pool
+                .hosts
                 .iter()
                 .map(|h| {
                     let rows: Vec<&Row> = if cache.is_alive(h.id, now) {
@@ -157,7 +215,7 @@ impl Plan {
                     }
                 })
                 .collect();
-            out.set_pool(pool, backends);
+            out.set_pool(&pool.name, backends);
         }
         out
     }
@@ -165,7 +223,7 @@ impl Plan {
     fn host_name(&self, id: HostId) -> Option<&str> {
         self.pools
             .iter()
-            .flat_map(|(_, hosts)| hosts.iter())
+            .flat_map(|p| p.hosts.iter())
             .find(|h| h.id == id)
             .map(|h| h.name.as_str())
     }
@@ -216,7 +274,8 @@ fn host_state(host: &PlanHost, rows: &[&Row]) -> (HostState, u32) {
     (state, weight)
 }
 
-fn worse(a: HostState, b: HostState) -> HostState {
+/// The state that takes less traffic.
+pub(crate) fn worse(a: HostState, b: HostState) -> HostState {
     let rank = |s: HostState| match s {
         HostState::Active => 0,
         HostState::Draining => 1,
@@ -230,9 +289,25 @@ fn worse(a: HostState, b: HostState) -> HostState {
 #[serde(rename_all = "kebab-case")]
 pub enum BackendSource {
     /// The unit's own health cache.
-    HealthCache,
-    /// The static configuration (no health cache on this unit).
+    LocalCache,
+    /// Allotments from health-cache units over UDP (`crate::router_remote`).
+    RemoteAllotment,
+    /// The static configuration: no health-cache unit configured, none answered yet, or
+    /// all silent past the grace period. Every host active, weight = configured capacity.
     Static,
+}
+
+impl BackendSource {
+    const ALL: [Self; 3] = [Self::LocalCache, Self::RemoteAllotment, Self::Static];
+
+    /// The name in `GET /v1/router` and the metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::LocalCache => "local-cache",
+            Self::RemoteAllotment => "remote-allotment",
+            Self::Static => "static",
+        }
+    }
 }
 
 /// A listener the role serves.
@@ -292,8 +367,12 @@ pub struct RouterCountersView {
 /// The `GET /v1/router` document.
 #[derive(Debug, Clone, Serialize)]
 pub struct RouterView {
-    /// Where host states come from.
+    /// Where host states come from: `local-cache`, `remote-allotment` or `static`.
     pub source: BackendSource,
+    /// On a unit without the health-cache role that has health-cache units to ask: whom
+    /// it asks and how current the answers are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteView>,
     /// Listeners served.
     pub listeners: Vec<ListenerView>,
     /// Pools and their backends.
@@ -323,6 +402,11 @@ struct EjectedLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolStateLabels {
     pool: String,
     state: &'static str,
@@ -337,10 +421,13 @@ struct Shared {
     config_path: std::path::PathBuf,
     /// Served listeners by name (bound address, protocol, the stop of its serve task).
     served: Mutex<BTreeMap<String, Served>>,
-    source: BackendSource,
+    source: Mutex<BackendSource>,
     health: Option<HealthCacheHandle>,
+    /// Without the health-cache role, with health-cache units to ask.
+    remote: Option<Mutex<Remote>>,
     plan: ArcSwap<Plan>,
     ejected_gauge: Family<EjectedLabels, Gauge>,
+    source_gauge: Family<SourceLabels, Gauge>,
     pool_gauge: Family<PoolStateLabels, Gauge>,
     updates: std::sync::atomic::AtomicU64,
     /// One reload at a time.
@@ -348,6 +435,15 @@ struct Shared {
     reloads: std::sync::atomic::AtomicU64,
     /// Serve tasks of listeners that reloads added (awaited when the role stops).
     added_tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// The remote feed's state, shared by the feed task, reloads and the admin view.
+#[derive(Debug)]
+struct Remote {
+    answers: RemoteBackends,
+    units: Vec<SocketAddr>,
+    asking: Option<SocketAddr>,
+    counters: ClientCounters,
 }
 
 /// A listener being served.
@@ -488,14 +584,8 @@ impl RouterHandle {
         }
         // From here on the reload applies.
         s.router.reload(router_config);
-        let plan = Plan::from_config(&config);
-        let next = match (&s.health, s.source) {
-            (Some(h), BackendSource::HealthCache) => h.read(|cache, now| plan.backends(cache, now)),
-            _ => Backends::from_config(&config),
-        };
-        s.plan.store(Arc::new(plan));
-        publish_pool_gauges(self, &next);
-        s.router.backends().store(Arc::new(next));
+        s.plan.store(Arc::new(Plan::from_config(&config)));
+        self.update_backends();
         for name in moved.iter().chain(&removed) {
             let stopped = lock(&s.served).remove(name);
             if let Some(sv) = stopped {
@@ -616,8 +706,23 @@ impl RouterHandle {
             ("4xx", c.responses_4xx),
             ("5xx", c.responses_5xx),
         ]);
+        let remote = s.remote.as_ref().map(|r| {
+            let r = lock(r);
+            let now = Instant::now();
+            RemoteView {
+                units: r.units.clone(),
+                asking: r.asking,
+                status: r.answers.status(now),
+                last_answer_ms: r
+                    .answers
+                    .last_answer_age(now)
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                counters: r.counters,
+            }
+        });
         RouterView {
-            source: s.source,
+            source: *lock(&s.source),
+            remote,
             listeners: self.listeners(),
             pools,
             counters: RouterCountersView {
@@ -872,24 +977,56 @@ pub async fn start(
         ));
     }
     let plan = Plan::from_config(config);
+    let health_units = crate::allotment_client::health_units(config);
+    let mut client = None;
+    if health.is_none() {
+        if health_units.is_empty() {
+            tracing::warn!(
+                unit = %unit.name,
+                "router role without the health-cache role, and no unit of the configuration runs it: static backends from the configuration (capacity as weight), outlier detection only"
+            );
+        } else {
+            let codec = switchyard_transport::cluster_codec(config)?;
+            match AllotmentClient::bind(unit.address, codec, unit.id, health_units.clone()).await {
+                Ok(c) => {
+                    tracing::info!(
+                        unit = %unit.name,
+                        health_units = ?health_units.iter().map(|(_, a)| *a).collect::<Vec<_>>(),
+                        "router role without the health-cache role: asking health-cache units for allotments over UDP (static backends until one answers)"
+                    );
+                    client = Some(c);
+                }
+                Err(error) => tracing::error!(
+                    unit = %unit.name,
+                    address = %unit.address,
+                    %error,
+                    "router role cannot bind its allotment socket: static backends from the configuration, outlier detection only"
+                ),
+            }
+        }
+    }
+    let remote = client.as_ref().map(|c| {
+        Mutex::new(Remote {
+            answers: RemoteBackends::default(),
+            units: health_units.iter().map(|(_, a)| *a).collect(),
+            asking: c.asking(),
+            counters: c.counters(),
+        })
+    });
+    let refresh = refresh_every(config.health_settings().percentage_duration);
     let (source, initial) = match &health {
         Some(h) => (
-            BackendSource::HealthCache,
+            BackendSource::LocalCache,
             h.read(|cache, now| plan.backends(cache, now)),
         ),
-        None => {
-            tracing::info!(
-                unit = %unit.name,
-                "router role without the health-cache role on this unit: static backends from the configuration (capacity as weight), outlier detection only"
-            );
-            (BackendSource::Static, Backends::from_config(config))
-        }
+        None => (BackendSource::Static, plan.fallback.clone()),
     };
     let backends = Arc::new(ArcSwap::from_pointee(initial));
     let mut registry = Registry::default();
     let router = Router::new(router_config, backends.clone(), &mut registry);
     let ejected_gauge = Family::<EjectedLabels, Gauge>::default();
     let pool_gauge = Family::<PoolStateLabels, Gauge>::default();
+    let source_gauge = Family::<SourceLabels, Gauge>::default();
     {
         let r = registry.sub_registry_with_prefix("switchyard_router");
         r.register(
@@ -902,6 +1039,11 @@ pub async fn start(
             "Hosts per pool and state (active, draining, down)",
             pool_gauge.clone(),
         );
+        r.register(
+            "backend_source",
+            "1 for where host states come from now (local-cache, remote-allotment, static)",
+            source_gauge.clone(),
+        );
     }
     let handle = RouterHandle {
         shared: Arc::new(Shared {
@@ -910,10 +1052,12 @@ pub async fn start(
             unit: unit.name.clone(),
             config_path: config.source.clone(),
             served: Mutex::new(BTreeMap::new()),
-            source,
+            source: Mutex::new(source),
             health,
+            remote,
             plan: ArcSwap::from_pointee(plan),
             ejected_gauge,
+            source_gauge,
             pool_gauge,
             updates: std::sync::atomic::AtomicU64::new(0),
             reloading: tokio::sync::Mutex::new(()),
@@ -922,6 +1066,7 @@ pub async fn start(
         }),
     };
     publish_pool_gauges(&handle, &backends.load());
+    publish_source(&handle.shared, source);
     let mut tasks = Vec::new();
     for (name, configured, protocol, socket) in bound {
         let task = handle
@@ -934,7 +1079,10 @@ pub async fn start(
         tasks.push(("router-listener", task));
     }
     let stopped_too = stopped.clone();
-    tasks.push(("router-feeder", tokio::spawn(feed(handle.clone(), stopped))));
+    tasks.push((
+        "router-feeder",
+        tokio::spawn(feed(handle.clone(), stopped, client, refresh)),
+    ));
     tasks.push((
         "router-reload-signal",
         tokio::spawn(reload_on_sighup(
@@ -1017,10 +1165,100 @@ fn publish_pool_gauges(handle: &RouterHandle, backends: &Backends) {
     }
 }
 
-/// Keeps the backends fed from the health cache and reports outliers, until stopped; then
+fn publish_source(s: &Shared, source: BackendSource) {
+    for each in BackendSource::ALL {
+        s.source_gauge
+            .get_or_create(&SourceLabels {
+                source: each.name(),
+            })
+            .set(i64::from(each == source));
+    }
+}
+
+impl RouterHandle {
+    /// Recomputes the backends from where they come from (local cache, remote allotments,
+    /// static configuration) and the current plan; stores them when they changed, and logs
+    /// each host's change and the remote answers' status changes.
+    fn update_backends(&self) {
+        let s = &self.shared;
+        let plan = s.plan.load_full();
+        let (source, next) = match (&s.health, &s.remote) {
+            (Some(h), _) => (
+                BackendSource::LocalCache,
+                h.read(|cache, now| plan.backends(cache, now)),
+            ),
+            (None, Some(remote)) => {
+                let now = Instant::now();
+                let mut r = lock(remote);
+                r.answers.retain(&plan);
+                if let Some((before, status)) = r.answers.status_change(now) {
+                    log_status(&s.unit, before, status);
+                }
+                let (backends, fed) = r.answers.backends(&plan, now);
+                let source = if fed == Fed::Static {
+                    BackendSource::Static
+                } else {
+                    BackendSource::RemoteAllotment
+                };
+                (source, backends)
+            }
+            (None, None) => (BackendSource::Static, plan.fallback.clone()),
+        };
+        let changed_source = std::mem::replace(&mut *lock(&s.source), source) != source;
+        if changed_source {
+            publish_source(s, source);
+        }
+        let current = s.router.backends().load_full();
+        if *current != next {
+            log_changes(&plan, &current, &next);
+            publish_pool_gauges(self, &next);
+            s.router.backends().store(Arc::new(next));
+            s.updates.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+fn log_status(unit: &str, before: Option<Status>, status: Status) {
+    match (before, status) {
+        (_, Status::Waiting) => {}
+        (None | Some(Status::Waiting), Status::Fresh) => {
+            tracing::info!(unit, "router backends from health-cache unit allotments");
+        }
+        (_, Status::Fresh) => {
+            tracing::info!(
+                unit,
+                "a health-cache unit answers again: router backends from its allotments"
+            );
+        }
+        (_, Status::Stale) => tracing::warn!(
+            unit,
+            "no health-cache unit answered within the allotments' duration: keeping the last allotments for a grace period (two more durations)"
+        ),
+        (_, Status::Lost) => tracing::warn!(
+            unit,
+            "no health-cache unit answered past the grace period: router backends from the static configuration (every host active, outlier detection only) until one answers"
+        ),
+    }
+}
+
+async fn allotment_answer(client: &mut Option<AllotmentClient>) -> Message {
+    match client {
+        Some(c) => c.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Keeps the backends fed (from the health cache, or from health-cache units' allotments
+/// asked every `refresh` through `client`) and reports outliers, until stopped; then
 /// stops the router.
-async fn feed(handle: RouterHandle, mut stopped: watch::Receiver<bool>) {
+async fn feed(
+    handle: RouterHandle,
+    mut stopped: watch::Receiver<bool>,
+    mut client: Option<AllotmentClient>,
+    refresh: Duration,
+) {
     let mut tick = tokio::time::interval(WATCH_EVERY);
+    let mut ask = tokio::time::interval(refresh);
     let mut ejected: BTreeSet<HostId> = BTreeSet::new();
     let s = &handle.shared;
     loop {
@@ -1030,18 +1268,20 @@ async fn feed(handle: RouterHandle, mut stopped: watch::Receiver<bool>) {
                     break;
                 }
             }
-            _ = tick.tick() => {
-                let plan = s.plan.load_full();
-                if let Some(h) = &s.health {
-                    let next = h.read(|cache, now| plan.backends(cache, now));
-                    let current = s.router.backends().load_full();
-                    if *current != next {
-                        log_changes(&plan, &current, &next);
-                        publish_pool_gauges(&handle, &next);
-                        s.router.backends().store(Arc::new(next));
-                        s.updates.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
+            answer = allotment_answer(&mut client) => {
+                if let (Message::AffinityAllotmentResponse(response), Some(remote)) = (answer, &s.remote) {
+                    lock(remote).answers.store(response, Instant::now());
                 }
+            }
+            _ = ask.tick(), if client.is_some() => {
+                if let Some(c) = &mut client {
+                    let keys = s.plan.load().keys();
+                    c.ask(keys, AllotmentScheme::Percentages, crate::router_remote::wrap).await;
+                }
+            }
+            _ = tick.tick() => {
+                handle.update_backends();
+                let plan = s.plan.load_full();
                 let now: BTreeSet<HostId> = s.router.ejected_hosts().into_iter().collect();
                 for id in now.difference(&ejected) {
                     tracing::warn!(host = id.0, name = plan.host_name(*id).unwrap_or(""), "router: host out of rotation (outlier detection)");
@@ -1053,6 +1293,11 @@ async fn feed(handle: RouterHandle, mut stopped: watch::Receiver<bool>) {
                 }
                 ejected = now;
             }
+        }
+        if let (Some(c), Some(remote)) = (&client, &s.remote) {
+            let mut r = lock(remote);
+            r.asking = c.asking();
+            r.counters = c.counters();
         }
     }
     s.router.shutdown();
@@ -1119,6 +1364,117 @@ mod tests {
                 current: DirectiveState::Active,
             },
         }
+    }
+
+    #[test]
+    fn pools_are_asked_about_by_their_request_services_else_their_tcp_services() {
+        let text = r#"
+[cluster]
+id = "plan-test"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb-1"
+id = 1
+address = "127.0.0.1"
+roles = ["forwarder", "classifier", "router", "health-cache"]
+
+[[listeners]]
+name = "web-http"
+address = "198.51.100.10:8000"
+protocol = "http"
+
+[[services]]
+name = "web-http"
+vip = "198.51.100.10:8000"
+protocol = "tcp"
+mode = "request"
+listener = "web-http"
+pool = "web"
+
+[[services.routes]]
+path_prefix = "/other/"
+pool = "other"
+
+[[services]]
+name = "web"
+vip = "198.51.100.10:80"
+protocol = "tcp"
+mode = "packet"
+delivery = "nat"
+pool = "web"
+
+[[services]]
+name = "bulk"
+vip = "198.51.100.11:80"
+protocol = "tcp"
+mode = "packet"
+delivery = "nat"
+pool = "bulk"
+
+[[pools]]
+name = "web"
+
+[[pools.hosts]]
+id = 101
+name = "web-1"
+address = "192.0.2.11:8080"
+app = "shop"
+
+[[pools.hosts]]
+id = 102
+name = "web-2"
+address = "192.0.2.12:8080"
+app = "cart"
+
+[[pools]]
+name = "other"
+
+[[pools.hosts]]
+id = 201
+name = "other-1"
+address = "192.0.2.21:8080"
+app = "shop"
+
+[[pools]]
+name = "bulk"
+
+[[pools.hosts]]
+id = 301
+name = "bulk-1"
+address = "192.0.2.31:8080"
+app = "bulk"
+"#;
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("cluster.key"),
+            "router plan tests: not a production secret",
+        )
+        .expect("secret");
+        let config = switchyard_config::load_str(text, &dir.path().join("plan.toml"))
+            .unwrap_or_else(|d| panic!("{d}"));
+        let plan = Plan::from_config(&config);
+        let keys = |pool: &str| -> Vec<String> {
+            plan.pools
+                .iter()
+                .find(|p| p.name == pool)
+                .expect("pool")
+                .keys
+                .iter()
+                .map(|k| format!("{} {}", k.vip, k.info))
+                .collect()
+        };
+        // The request service only (not the packet one), with each app of the pool.
+        assert_eq!(
+            keys("web"),
+            ["198.51.100.10:8000 cart", "198.51.100.10:8000 shop"]
+        );
+        // Reached through a route only: no service reports rows for it.
+        assert!(keys("other").is_empty());
+        // No request service: its packet service.
+        assert_eq!(keys("bulk"), ["198.51.100.11:80 bulk"]);
+        assert_eq!(plan.keys().len(), 3);
+        assert_eq!(plan.fallback, Backends::from_config(&config));
     }
 
     #[test]

@@ -387,7 +387,7 @@ fn requests_spread_and_a_drained_host_keeps_only_its_affinitized_requests() {
     cluster.directive(0, "undrain");
     wait_states(&cluster, "web-1 active again", &["active"; 3]);
     let view = cluster.unit_router(0).expect("/v1/router");
-    assert_eq!(view["source"], "health-cache", "{view}");
+    assert_eq!(view["source"], "local-cache", "{view}");
     assert_eq!(
         view["listeners"][0]["address"],
         ROUTER_VIP.to_string(),
