@@ -12,6 +12,9 @@
 //!   checking every answer comes from the same host.
 //! - [`app`]: a tiny HTTP application to run inside a namespace and stop/start, as the
 //!   checked application behind a pool host.
+//! - [`http`]: for the request-router tests, an application naming itself in every answer
+//!   (in a namespace or on loopback) and a keep-alive client with affinity cookies.
+//! - [`local`]: `switchyard` processes on loopback, without namespaces (no root needed).
 //! - [`wait`]: polling with deadlines (`wait_until`, `hold_for`) whose failures name what
 //!   was awaited and the last state observed — never sleeps as assertions.
 //!
@@ -22,5 +25,7 @@
 pub mod app;
 pub mod cluster;
 pub mod echo;
+pub mod http;
 pub mod line_conn;
+pub mod local;
 pub mod wait;
