@@ -43,13 +43,13 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use switchyard_health::ServiceKey;
-use switchyard_router::{Backend, Backends, HostState};
+use switchyard_router::{Backends, HostState};
 use switchyard_wire::allotment::{
     AffinityAllotmentRequest, AffinityAllotmentResponse, AffinityOnlyReason, Allotment,
 };
 
 use crate::allotment_client::ClientCounters;
-use crate::router_role::{Plan, PlanHost, worse};
+use crate::router_role::{Plan, PlanHost, combine};
 
 /// An answer is used for this many more durations after its own.
 const GRACE_DURATIONS: u32 = 2;
@@ -172,50 +172,36 @@ impl RemoteBackends {
     /// The backends of every pool of `plan` at `now`, and whether some came from the
     /// static configuration.
     pub(crate) fn backends(&self, plan: &Plan, now: Instant) -> (Backends, Fed) {
-        let mut out = Backends::new();
         let (mut remote, mut fallback) = (0usize, 0usize);
-        for pool in &plan.pools {
-            let hosts = pool
-                .hosts
+        let backends = plan.backends_by(|pool, h| {
+            let answers: Vec<&AffinityAllotmentResponse> = pool
+                .keys
                 .iter()
-                .map(|h| {
-                    let answers: Vec<&AffinityAllotmentResponse> = pool
-                        .keys
-                        .iter()
-                        .filter(|k| k.info == h.app)
-                        .filter_map(|k| self.usable(k, now))
-                        .collect();
-                    let (state, weight) = if pool.keys.is_empty() {
-                        // No service reports rows for this pool: as with the local cache.
-                        remote += 1;
-                        (HostState::Down, 0)
-                    } else if answers.is_empty() {
-                        fallback += 1;
-                        plan.fallback
-                            .pool(&pool.name)
-                            .iter()
-                            .find(|b| b.id == h.id)
-                            .map_or((HostState::Active, 0), |b| (b.state, b.weight))
-                    } else {
-                        remote += 1;
-                        combine(answers.iter().map(|a| standing(h, a)))
-                    };
-                    Backend {
-                        id: h.id,
-                        address: h.address,
-                        state,
-                        weight,
-                    }
-                })
+                .filter(|k| k.info == h.app)
+                .filter_map(|k| self.usable(k, now))
                 .collect();
-            out.set_pool(&pool.name, hosts);
-        }
+            if pool.keys.is_empty() {
+                // No service reports rows for this pool: as with the local cache.
+                remote += 1;
+                (HostState::Down, 0)
+            } else if answers.is_empty() {
+                fallback += 1;
+                plan.fallback
+                    .pool(&pool.name)
+                    .iter()
+                    .find(|b| b.id == h.id)
+                    .map_or((HostState::Active, 0), |b| (b.state, b.weight))
+            } else {
+                remote += 1;
+                combine(answers.iter().map(|a| standing(h, a)))
+            }
+        });
         let fed = match (remote, fallback) {
             (_, 0) => Fed::Remote,
             (0, _) => Fed::Static,
             _ => Fed::Partly,
         };
-        (out, fed)
+        (backends, fed)
     }
 }
 
@@ -247,21 +233,6 @@ fn standing(host: &PlanHost, answer: &AffinityAllotmentResponse) -> (HostState, 
     }
 }
 
-/// The worst state and the smallest weight (0 unless active).
-fn combine(standings: impl Iterator<Item = (HostState, u32)>) -> (HostState, u32) {
-    let (state, weight) = standings.fold((HostState::Active, u32::MAX), |(s, w), (s2, w2)| {
-        (worse(s, s2), w.min(w2))
-    });
-    (
-        state,
-        if state == HostState::Active {
-            weight
-        } else {
-            0
-        },
-    )
-}
-
 /// The `remote` part of `GET /v1/router` on a unit that asks health-cache units.
 #[derive(Debug, Clone, Serialize)]
 pub struct RemoteView {
@@ -281,6 +252,7 @@ pub struct RemoteView {
 mod tests {
     use super::*;
     use crate::router_role::PlanPool;
+    use switchyard_router::Backend;
     use switchyard_wire::allotment::{AffinityOnly, AllotmentResponse, PercentageGrant};
     use switchyard_wire::{HostId, Protocol};
 

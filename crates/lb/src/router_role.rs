@@ -190,23 +190,18 @@ impl Plan {
             .collect()
     }
 
-    /// The backends the cache says now.
-    fn backends(&self, cache: &ConsolidatedCache, now: std::time::Instant) -> Backends {
+    /// Every pool's hosts, each with the state and weight `standing` gives it.
+    pub(crate) fn backends_by(
+        &self,
+        mut standing: impl FnMut(&PlanPool, &PlanHost) -> (HostState, u32),
+    ) -> Backends {
         let mut out = Backends::new();
         for pool in &self.pools {
-            let backends = pool
+            let hosts = pool
                 .hosts
                 .iter()
                 .map(|h| {
-                    let rows: Vec<&Row> = if cache.is_alive(h.id, now) {
-                        cache
-                            .host(h.id)
-                            .map(|view| view.table.rows().collect())
-                            .unwrap_or_default()
-                    } else {
-                        Vec::new()
-                    };
-                    let (state, weight) = host_state(h, &rows);
+                    let (state, weight) = standing(pool, h);
                     Backend {
                         id: h.id,
                         address: h.address,
@@ -215,9 +210,24 @@ impl Plan {
                     }
                 })
                 .collect();
-            out.set_pool(&pool.name, backends);
+            out.set_pool(&pool.name, hosts);
         }
         out
+    }
+
+    /// The backends the cache says now.
+    fn backends(&self, cache: &ConsolidatedCache, now: std::time::Instant) -> Backends {
+        self.backends_by(|_, h| {
+            let rows: Vec<&Row> = if cache.is_alive(h.id, now) {
+                cache
+                    .host(h.id)
+                    .map(|view| view.table.rows().collect())
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            host_state(h, &rows)
+        })
     }
 
     fn host_name(&self, id: HostId) -> Option<&str> {
@@ -255,27 +265,37 @@ fn host_state(host: &PlanHost, rows: &[&Row]) -> (HostState, u32) {
     if rows.is_empty() {
         return (HostState::Down, 0);
     }
-    let mut state = HostState::Active;
-    let mut weight = u64::MAX;
-    for row in rows {
-        let this = match (row.status.health(), row.directive.target) {
+    combine(rows.into_iter().map(|row| {
+        let state = match (row.status.health(), row.directive.target) {
             (Health::Healthy, DirectiveState::Active) => HostState::Active,
             (Health::Healthy, DirectiveState::Draining) => HostState::Draining,
             _ => HostState::Down,
         };
-        state = worse(state, this);
-        weight = weight.min(spare_capacity(row));
-    }
-    let weight = if state == HostState::Active {
-        u32::try_from(weight).unwrap_or(u32::MAX)
-    } else {
-        0
-    };
-    (state, weight)
+        (
+            state,
+            u32::try_from(spare_capacity(row)).unwrap_or(u32::MAX),
+        )
+    }))
+}
+
+/// A host's state and weight from what several rows (or allotments) say about it: the
+/// worst state, and the smallest weight when that is active (else 0).
+pub(crate) fn combine(standings: impl Iterator<Item = (HostState, u32)>) -> (HostState, u32) {
+    let (state, weight) = standings.fold((HostState::Active, u32::MAX), |(s, w), (s2, w2)| {
+        (worse(s, s2), w.min(w2))
+    });
+    (
+        state,
+        if state == HostState::Active {
+            weight
+        } else {
+            0
+        },
+    )
 }
 
 /// The state that takes less traffic.
-pub(crate) fn worse(a: HostState, b: HostState) -> HostState {
+fn worse(a: HostState, b: HostState) -> HostState {
     let rank = |s: HostState| match s {
         HostState::Active => 0,
         HostState::Draining => 1,
