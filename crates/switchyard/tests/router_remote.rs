@@ -205,6 +205,17 @@ impl Setup {
         .map_err(|e| format!("GET /v1/router: {e}"))
     }
 
+    /// lb-2's `/metrics`.
+    fn metrics(&self) -> String {
+        block_on(switchyard_lb::admin::client::get(
+            self.router_admin,
+            "/metrics",
+            Duration::from_secs(3),
+        ))
+        .expect("GET /metrics")
+        .text()
+    }
+
     /// lb-2's source and pool `web` as (name, state, weight) per host.
     fn backends(&self) -> Result<(String, Vec<Backend>), String> {
         let view = self.view()?;
@@ -287,6 +298,14 @@ fn a_router_only_unit_follows_a_health_cache_units_allotments_and_falls_back() {
     );
     let view = s.view().expect("view");
     assert_eq!(view["remote"]["status"], "fresh", "{view}");
+    let metrics = s.metrics();
+    for (source, value) in [("remote-allotment", 1), ("static", 0), ("local-cache", 0)] {
+        let line = format!("switchyard_router_backend_source{{source=\"{source}\"}} {value}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing:\n{metrics}"
+        );
+    }
     assert_eq!(
         view["remote"]["units"][0],
         format!("127.0.0.1:{}", config_control(&s.config)),
@@ -421,6 +440,11 @@ fn a_router_only_unit_follows_a_health_cache_units_allotments_and_falls_back() {
         "capacity as weight: {hosts:?}"
     );
     assert_eq!(s.view().expect("view")["remote"]["status"], "lost");
+    assert!(
+        s.metrics()
+            .contains("switchyard_router_backend_source{source=\"static\"} 1"),
+        "the metric follows"
+    );
     let static_ones = s.requests(100, false, None);
     assert_eq!(static_ones.values().sum::<usize>(), 100, "{static_ones:?}");
 
