@@ -27,8 +27,8 @@
 //!
 //! **Validity.** An answer is used for its duration (`[health] percentage_duration`, from
 //! the answer) and then for a grace period of two more durations, so a health-cache unit's
-//! restart or a few lost datagrams change nothing; the role asks every quarter duration (at
-//! most every 500 ms, at least every 100 ms), so a drain or a failure reaches the router
+//! restart or a few lost datagrams change nothing; the role asks every quarter duration (kept
+//! between 100 and 500 ms), so a drain or a failure reaches the router
 //! within about that time. A host none of whose keys has a usable answer is served from the
 //! static configuration (active, weight = configured capacity), so when every health-cache
 //! unit has been silent for three durations the router falls back to the static
