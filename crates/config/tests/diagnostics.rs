@@ -1455,7 +1455,7 @@ control_port = 9000
 forwarder = { interfaces = ["eth0"], plumbing_port = 9000 }
 "#,
         "conflicting-settings",
-        "plumbing_port 9000 is the unit's control_port",
+        "plumbing_port 9000 is also unit lb's control_port",
         11,
         "cluster.units[0].forwarder.plumbing_port",
     ),
@@ -1784,6 +1784,126 @@ prefix = "/a"
         "unknown field `prefix` in route",
         16,
         "services[0].routes[0].prefix",
+    ),
+    case(
+        "a listener on the unit's admin address",
+        r#"[[listeners]]
+name = "l"
+address = "127.0.0.1:9180"
+protocol = "http"
+
+[[services]]
+name = "s"
+vip = "127.0.0.1:9180"
+protocol = "tcp"
+mode = "request"
+listener = "l"
+pool = "p"
+"#,
+        "conflicting-settings",
+        "listener address 127.0.0.1:9180 is also unit lb's admin API address",
+        3,
+        "listeners[0].address",
+    ),
+    whole(
+        "a control port on the default session port",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "192.0.2.1"
+roles = ["session-store", "health-cache"]
+control_port = 9174
+"#,
+        "conflicting-settings",
+        "control_port 9174 is also unit lb's session port (sessions.port)",
+        10,
+        "cluster.units[0].control_port",
+    ),
+    whole(
+        "a host beside a loopback unit on its admin port",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "127.0.0.1"
+roles = ["health-cache"]
+
+[[pools]]
+name = "p"
+
+[[pools.hosts]]
+id = 101
+name = "h1"
+address = "127.0.0.1:9180"
+app = "a"
+"#,
+        "conflicting-settings",
+        "host address 127.0.0.1:9180 is also unit lb's admin API address",
+        17,
+        "pools[0].hosts[0].address",
+    ),
+    whole(
+        "an agent beside a unit on its control port",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "192.0.2.1"
+roles = ["health-cache"]
+
+[agent]
+listen = "0.0.0.0:9170"
+
+[[pools]]
+name = "p"
+
+[[pools.hosts]]
+id = 101
+name = "h1"
+address = "192.0.2.1:8080"
+app = "a"
+"#,
+        "conflicting-settings",
+        "[agent] listen 0.0.0.0:9170 is also unit lb's control_port",
+        12,
+        "agent.listen",
+    ),
+    whole(
+        "a control port on the port of the agents beside the unit",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "192.0.2.1"
+roles = ["health-cache"]
+control_port = 9171
+
+[[pools]]
+name = "p"
+
+[[pools.hosts]]
+id = 101
+name = "h1"
+address = "192.0.2.1:8080"
+app = "a"
+"#,
+        "conflicting-settings",
+        "control_port 9171 is also the listen address of the agents beside it ([agent] listen)",
+        10,
+        "cluster.units[0].control_port",
     ),
 ];
 
