@@ -1,11 +1,11 @@
-//! The demo's cluster: namespaces built with the testbed (client — router — one LB unit —
+//! The demo as root: namespaces built with the testbed (client — router — one LB unit —
 //! three hosts), a generated cluster configuration, and the processes, all started from the
 //! current executable exactly as an operator would start them: `switchyard lb` in the LB
 //! unit's namespace, `switchyard demo-host` and `switchyard agent` in each host's namespace.
 //!
-//! This is the only place the binary uses `switchyard-testbed`, for its namespaces and its
-//! teardown guarantees (processes stopped, namespaces deleted, also on a panic). The
-//! production roles (`lb`, `agent`) never see it: they read the generated configuration.
+//! It uses `switchyard-testbed` for its namespaces and their teardown guarantees (processes
+//! stopped, namespaces deleted, also on a panic). The production roles (`lb`, `agent`)
+//! never see it: they read the generated configuration.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
