@@ -9,16 +9,16 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use switchyard_testbed::{Netns, Process, Testbed, Topology};
 
 use super::generated::{self, ConfigDir};
 use super::relay::Relay;
 use super::shape::{
-    self, HOSTS, Pools, Shape, UNIT, agent_command, demo_host_command, host_name, host6_name,
-    lb_command, wait_ready,
+    self, DemoHost, HOSTS, Pools, Shape, UNIT, agent_command, check_stop, demo_host_command,
+    host_name, host6_name, lb_command, wait_ready,
 };
 
 /// The port every demo host's application listens on.
@@ -33,30 +33,6 @@ pub const LB_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST)
 const CONTROL_PORT: u16 = 9170;
 /// Every agent's UDP address, inside its host's namespace.
 const AGENT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9171);
-
-/// One demo host: its namespace, endpoints and processes.
-#[derive(Debug)]
-pub struct DemoHost {
-    /// 1-based number (`d N` on the console).
-    pub number: usize,
-    /// Where it runs.
-    pub ns: Netns,
-    /// IPv4 endpoint (pool `web`).
-    pub endpoint: SocketAddr,
-    /// IPv6 endpoint (pool `web6`).
-    pub endpoint6: SocketAddr,
-    /// The agent's local API socket.
-    pub socket: PathBuf,
-    app: Process,
-    agent: Process,
-}
-
-impl DemoHost {
-    /// `demo-N`.
-    pub fn name(&self) -> String {
-        host_name(self.number)
-    }
-}
 
 /// The running demo cluster. Dropping it stops everything; [`Shape::shutdown`] does the
 /// same and reports what could not be removed.
@@ -82,12 +58,6 @@ impl Cluster {
         stop: &AtomicBool,
         progress: &dyn Fn(&str),
     ) -> anyhow::Result<Self> {
-        let check_stop = || -> anyhow::Result<()> {
-            if stop.load(Ordering::SeqCst) {
-                bail!("interrupted during setup");
-            }
-            Ok(())
-        };
         progress("creating network namespaces");
         let topo = Topology::builder()
             .clients(1)
@@ -96,7 +66,7 @@ impl Cluster {
             .build(&tb)
             .context("cannot build the demo's namespaces")?;
         prepare_packet_path(&topo)?;
-        check_stop()?;
+        check_stop(stop)?;
 
         let dir = ConfigDir::create()?;
         let config = dir.write_config(&config_text(&topo))?;
@@ -105,7 +75,7 @@ impl Cluster {
         let mut apps = Vec::new();
         for (k, node) in topo.hosts().iter().enumerate() {
             let n = k + 1;
-            check_stop()?;
+            check_stop(stop)?;
             progress(&format!(
                 "starting demo host {} in {}",
                 host_name(n),
@@ -123,10 +93,10 @@ impl Cluster {
                 "demo-host ready",
                 &format!("demo host {}", host_name(n)),
             )?;
-            apps.push((n, node.ns().clone(), endpoint, endpoint6, app));
+            apps.push((n, node.ns().clone(), vec![endpoint, endpoint6], app));
         }
 
-        check_stop()?;
+        check_stop(stop)?;
         let lb_ns = topo.lb_unit(0).ns();
         progress(&format!(
             "starting switchyard lb ({UNIT}) in {}",
@@ -139,8 +109,8 @@ impl Cluster {
         wait_ready(&lb, "lb ready", "switchyard lb")?;
 
         let mut hosts = Vec::new();
-        for (n, ns, endpoint, endpoint6, app) in apps {
-            check_stop()?;
+        for (n, ns, endpoints, app) in apps {
+            check_stop(stop)?;
             progress(&format!(
                 "starting switchyard agent for {} in {}",
                 host_name(n),
@@ -166,9 +136,7 @@ impl Cluster {
             )?;
             hosts.push(DemoHost {
                 number: n,
-                ns,
-                endpoint,
-                endpoint6,
+                endpoints,
                 socket,
                 app,
                 agent,
@@ -208,18 +176,12 @@ impl Shape for Cluster {
         Pools::V4AndV6
     }
 
-    fn processes(&self) -> Vec<(String, &Process)> {
-        let mut all = vec![("switchyard lb".to_owned(), &self.lb)];
-        for h in &self.hosts {
-            all.push((format!("the demo host {}", h.name()), &h.app));
-            all.push((format!("the agent of {}", h.name()), &h.agent));
-        }
-        all
+    fn lb(&self) -> &Process {
+        &self.lb
     }
 
-    fn agent_socket(&self, n: usize) -> Option<&Path> {
-        let host = self.hosts.iter().find(|h| h.number == n)?;
-        Some(&host.socket)
+    fn hosts(&self) -> &[DemoHost] {
+        &self.hosts
     }
 
     fn traffic(&self) -> (Option<Netns>, Vec<SocketAddr>) {
@@ -252,13 +214,7 @@ impl Shape for Cluster {
             dir,
         } = *self;
         drop(relay);
-        // Agents first, so they say goodbye to a unit that is still there.
-        for h in &hosts {
-            let _ = h.agent.terminate();
-        }
-        let _ = lb.terminate();
-        drop(hosts);
-        drop(lb);
+        shape::stop_processes(hosts, lb);
         drop(topo);
         let namespaces = tb.teardown().context("cleaning up the namespaces");
         let files = dir.remove();
@@ -289,13 +245,13 @@ fn banner(cluster: &Cluster) -> String {
         "  {:<26} LB unit {UNIT}   switchyard lb: forwarder, classifier, request router, session store, health cache\n",
         unit.ns().name(),
     ));
-    for h in &cluster.hosts {
+    for (h, node) in cluster.hosts.iter().zip(topo.hosts()) {
+        let endpoints: Vec<String> = h.endpoints.iter().map(ToString::to_string).collect();
         text.push_str(&format!(
-            "  {:<26} host {}    demo host on {} and {}, switchyard agent\n",
-            h.ns.name(),
+            "  {:<26} host {}    demo host on {}, switchyard agent\n",
+            node.ns().name(),
             h.name(),
-            h.endpoint,
-            h.endpoint6
+            endpoints.join(" and "),
         ));
     }
     text.push_str(&format!(

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::DemoArgs;
 use super::console::{self, Command};
-use super::shape::{Shape, Supervisor, host_name};
+use super::shape::{self, Shape, Supervisor, host_name};
 use super::traffic::{Tally, Traffic};
 
 /// How often the status line is printed (and processes are checked).
@@ -101,15 +101,15 @@ enum Stop {
 }
 
 /// Runs a started demo until it is stopped, then cleans up. `admin` is where its unit's
-/// admin API answers from here.
+/// admin API answers from here; `exe` is the switchyard executable (for the banner).
 pub async fn run(
     shape: Box<dyn Shape>,
     admin: SocketAddr,
+    exe: &Path,
     args: &DemoArgs,
     signals: &mut Signals,
 ) -> anyhow::Result<ExitCode> {
-    let exe = std::env::current_exe().context("cannot find the switchyard executable")?;
-    println!("{}", banner(shape.as_ref(), admin, &exe, args));
+    println!("{}", banner(shape.as_ref(), admin, exe, args));
     let traffic = args.traffic.then(|| {
         let (ns, targets) = shape.traffic();
         Traffic::start(ns, targets, args.rate)
@@ -210,7 +210,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// Reports processes that exited by themselves; says whether the demo must stop.
 fn supervise(supervisor: &mut Supervisor, shape: &dyn Shape, keep_going: bool) -> Option<Stop> {
-    for exited in supervisor.exited(&shape.processes()) {
+    for exited in supervisor.exited(&shape::processes(shape)) {
         if exited.clean && !keep_going {
             // Exit status 0: it was told to stop (a Ctrl-C reaches the whole process group).
             println!("{} stopped: stopping the demo", exited.what);
@@ -236,11 +236,11 @@ async fn unit_hosts(admin: SocketAddr) -> Result<HostsResponse, String> {
 /// Sets host `n`'s target (`drain` or `undrain`) for each of its rows through its agent's
 /// local API (a Unix socket, reachable from here by its path).
 async fn directive(shape: &dyn Shape, n: usize, action: &str) {
-    let Some(socket) = shape.agent_socket(n) else {
+    let Some(host) = shape.hosts().iter().find(|h| h.number == n) else {
         eprintln!("no host {n}");
         return;
     };
-    let target = ApiTarget::Unix(socket.to_owned());
+    let target = ApiTarget::Unix(host.socket.clone());
     for name in shape.pools().names(n) {
         let path = format!("/v1/hosts/{name}/{action}");
         let answer = tokio::time::timeout(

@@ -14,15 +14,15 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
-use anyhow::{Context, bail};
-use switchyard_testbed::{MARKER_ENV, NAME_PREFIX, Netns, Process};
+use anyhow::Context;
+use switchyard_testbed::{NAME_PREFIX, Netns, Process};
 
 use super::generated::{self, ConfigDir};
 use super::shape::{
-    self, HOSTS, Pools, Shape, UNIT, agent_command, demo_host_command, host_name, lb_command,
-    listening, wait_ready,
+    self, DemoHost, HOSTS, Pools, Shape, UNIT, agent_command, check_stop, demo_host_command,
+    host_name, lb_command, listening, wait_ready,
 };
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -71,22 +71,12 @@ impl Reserved {
     }
 }
 
-/// One demo host: its endpoint and processes.
-#[derive(Debug)]
-struct LocalHost {
-    number: usize,
-    endpoint: SocketAddr,
-    socket: PathBuf,
-    app: Process,
-    agent: Process,
-}
-
 /// The running loopback shape. Dropping it stops everything; [`Shape::shutdown`] does the
 /// same and reports what could not be removed.
 #[derive(Debug)]
 pub struct Loopback {
     // Dropped in this order: processes, then the directory.
-    hosts: Vec<LocalHost>,
+    hosts: Vec<DemoHost>,
     lb: Process,
     router: SocketAddr,
     admin: SocketAddr,
@@ -106,12 +96,6 @@ impl Loopback {
         stop: &AtomicBool,
         progress: &dyn Fn(&str),
     ) -> anyhow::Result<Self> {
-        let check_stop = || -> anyhow::Result<()> {
-            if stop.load(Ordering::SeqCst) {
-                bail!("interrupted during setup");
-            }
-            Ok(())
-        };
         let reserved = Reserved::take(wanted)?;
         let local = |what: &str, addr: std::io::Result<SocketAddr>| {
             addr.with_context(|| format!("the reserved {what} address"))
@@ -124,17 +108,18 @@ impl Loopback {
         let dir = ConfigDir::create()?;
         let logs = dir.path().join("logs");
         std::fs::create_dir(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
-        // Marked like a testbed's processes, so the leftover checks find them.
+        // Marked like a testbed's processes (`SWITCHYARD_TESTBED`), so that the leftover
+        // checks find them.
         let marker = format!("{NAME_PREFIX}{:x}-loopback", std::process::id());
         let spawn = |label: &str, command: Vec<std::ffi::OsString>| {
             Process::spawn_here(command, &logs, label, &marker)
-                .with_context(|| format!("cannot start {label} ({MARKER_ENV}={marker})"))
+                .with_context(|| format!("cannot start {label}"))
         };
 
         // The applications first: the configuration names their ports.
         let mut apps = Vec::new();
         for n in 1..=HOSTS {
-            check_stop()?;
+            check_stop(stop)?;
             progress(&format!("starting demo host {} on 127.0.0.1", host_name(n)));
             let app = spawn(
                 &format!("demo-host-{n}"),
@@ -158,7 +143,7 @@ impl Loopback {
             .collect();
         let config = dir.write_config(&config_text(router, admin, control, sessions, &hosts))?;
 
-        check_stop()?;
+        check_stop(stop)?;
         progress(&format!("starting switchyard lb ({UNIT}) on 127.0.0.1"));
         drop(reserved);
         let lb = spawn("lb", lb_command(exe, &config, admin))?;
@@ -166,7 +151,7 @@ impl Loopback {
 
         let mut local_hosts = Vec::new();
         for (n, endpoint, app) in apps {
-            check_stop()?;
+            check_stop(stop)?;
             progress(&format!("starting switchyard agent for {}", host_name(n)));
             let socket = dir.path().join(format!("agent-{n}.sock"));
             let agent = spawn(
@@ -186,9 +171,9 @@ impl Loopback {
                 "agent ready",
                 &format!("the agent of {}", host_name(n)),
             )?;
-            local_hosts.push(LocalHost {
+            local_hosts.push(DemoHost {
                 number: n,
-                endpoint,
+                endpoints: vec![endpoint],
                 socket,
                 app,
                 agent,
@@ -220,19 +205,12 @@ impl Shape for Loopback {
         Pools::V4
     }
 
-    fn processes(&self) -> Vec<(String, &Process)> {
-        let mut all = vec![("switchyard lb".to_owned(), &self.lb)];
-        for h in &self.hosts {
-            let name = host_name(h.number);
-            all.push((format!("the demo host {name}"), &h.app));
-            all.push((format!("the agent of {name}"), &h.agent));
-        }
-        all
+    fn lb(&self) -> &Process {
+        &self.lb
     }
 
-    fn agent_socket(&self, n: usize) -> Option<&Path> {
-        let host = self.hosts.iter().find(|h| h.number == n)?;
-        Some(&host.socket)
+    fn hosts(&self) -> &[DemoHost] {
+        &self.hosts
     }
 
     fn traffic(&self) -> (Option<Netns>, Vec<SocketAddr>) {
@@ -253,11 +231,12 @@ impl Shape for Loopback {
             self.sessions
         ));
         for h in &self.hosts {
+            let endpoints: Vec<String> = h.endpoints.iter().map(ToString::to_string).collect();
             text.push_str(&format!(
                 "  {:<22} pid {:<7} demo host on {}; its switchyard agent: pid {}\n",
-                host_name(h.number),
+                h.name(),
                 h.app.pid(),
-                h.endpoint,
+                endpoints.join(" and "),
                 h.agent.pid()
             ));
         }
@@ -278,13 +257,7 @@ impl Shape for Loopback {
 
     fn shutdown(self: Box<Self>) -> anyhow::Result<&'static str> {
         let Self { hosts, lb, dir, .. } = *self;
-        // Agents first, so they say goodbye to a unit that is still there.
-        for h in &hosts {
-            let _ = h.agent.terminate();
-        }
-        let _ = lb.terminate();
-        drop(hosts);
-        drop(lb);
+        shape::stop_processes(hosts, lb);
         dir.remove()?;
         Ok("removed the demo's processes and its temporary directory")
     }

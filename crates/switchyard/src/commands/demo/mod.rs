@@ -148,15 +148,16 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 })?;
             let admin = listener.local_addr().context("the admin relay's address")?;
             println!("switchyard demo: starting a load balancer in front of {HOSTS} demo hosts");
-            let start = Box::new(move |stop: &_, progress: &dyn Fn(&str)| {
-                Cluster::start(tb, &exe, stop, progress)
+            let start = Box::new({
+                let exe = exe.clone();
+                move |stop: &_, progress: &dyn Fn(&str)| Cluster::start(tb, &exe, stop, progress)
             });
             let Some(mut cluster) = drive::set_up(&mut signals, start).await? else {
                 return Ok(ExitCode::SUCCESS);
             };
             let unit = cluster.topo().lb_unit(0).ns().clone();
             cluster.attach_relay(relay::start(listener, unit, cluster::LB_ADMIN));
-            drive::run(Box::new(cluster), admin, &args, &mut signals).await
+            drive::run(Box::new(cluster), admin, &exe, &args, &mut signals).await
         }
         Err(switchyard_testbed::Error::Unavailable { reason }) => {
             print_loopback_shape(&reason);
@@ -164,24 +165,35 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 router: args.router,
                 admin: args.admin,
             };
-            let start = Box::new(move |stop: &_, progress: &dyn Fn(&str)| {
-                Loopback::start(&exe, wanted, stop, progress)
+            let start = Box::new({
+                let exe = exe.clone();
+                move |stop: &_, progress: &dyn Fn(&str)| {
+                    Loopback::start(&exe, wanted, stop, progress)
+                }
             });
             let Some(demo) = drive::set_up(&mut signals, start).await? else {
                 return Ok(ExitCode::SUCCESS);
             };
             let admin = demo.admin();
-            drive::run(Box::new(demo), admin, &args, &mut signals).await
+            drive::run(Box::new(demo), admin, &exe, &args, &mut signals).await
         }
         Err(e) => Err(e).context("cannot prepare the demo's namespaces"),
     }
 }
 
-/// Not root: says which shape runs instead, and what root adds.
+/// Not root (or no namespaces): says which shape runs instead, and what root adds.
 fn print_loopback_shape(reason: &str) {
+    use std::os::unix::fs::MetadataExt as _;
     // The testbed's reason ends with advice for tests; the demo gives its own.
     let reason = reason.split("; ").next().unwrap_or(reason);
-    println!("switchyard demo: not root, so it runs the request-router-only shape on loopback:");
+    // Root without namespaces (a container, no iproute2) ends up here too.
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    let why = if root {
+        "no network namespaces"
+    } else {
+        "not root"
+    };
+    println!("switchyard demo: {why}, so it runs the request-router-only shape on loopback:");
     println!("  one `switchyard lb` with the request router, health cache and session store, in");
     println!("  front of {HOSTS} demo hosts with their agents, all on 127.0.0.1.");
     println!("  Network namespaces are not available here: {reason}.");

@@ -56,14 +56,36 @@ impl Pools {
     }
 }
 
+/// One demo host's processes, in either shape.
+#[derive(Debug)]
+pub struct DemoHost {
+    /// 1-based number (`d N` on the console).
+    pub number: usize,
+    /// Where its application listens, one address per pool (IPv4 first).
+    pub endpoints: Vec<SocketAddr>,
+    /// Its agent's local API socket.
+    pub socket: PathBuf,
+    /// `switchyard demo-host`.
+    pub app: Process,
+    /// `switchyard agent`.
+    pub agent: Process,
+}
+
+impl DemoHost {
+    /// `demo-N`.
+    pub fn name(&self) -> String {
+        host_name(self.number)
+    }
+}
+
 /// A started demo, as the console loop drives it.
 pub trait Shape: Send + 'static {
     /// The pools the hosts are in.
     fn pools(&self) -> Pools;
-    /// Every process, with what messages call it (`switchyard lb`, `the agent of demo-2`).
-    fn processes(&self) -> Vec<(String, &Process)>;
-    /// Host `n`'s agent local API (its Unix socket).
-    fn agent_socket(&self, n: usize) -> Option<&Path>;
+    /// `switchyard lb`.
+    fn lb(&self) -> &Process;
+    /// The demo hosts, in order.
+    fn hosts(&self) -> &[DemoHost];
     /// Where the traffic generator runs (`None`: in the demo's own namespace) and the
     /// addresses it sends `GET /` to.
     fn traffic(&self) -> (Option<Netns>, Vec<SocketAddr>);
@@ -75,6 +97,34 @@ pub trait Shape: Send + 'static {
     fn log_dir(&self) -> &Path;
     /// Stops every process and removes everything the shape created; says what it removed.
     fn shutdown(self: Box<Self>) -> anyhow::Result<&'static str>;
+}
+
+/// Every process of `shape`, with what messages call it (`the agent of demo-2`).
+pub fn processes(shape: &dyn Shape) -> Vec<(String, &Process)> {
+    let mut all = vec![("switchyard lb".to_owned(), shape.lb())];
+    for h in shape.hosts() {
+        all.push((format!("the demo host {}", h.name()), &h.app));
+        all.push((format!("the agent of {}", h.name()), &h.agent));
+    }
+    all
+}
+
+/// Stops the processes, agents first (they say goodbye to a unit that is still there), then
+/// the unit, then the applications; each is terminated and reaped.
+pub fn stop_processes(hosts: Vec<DemoHost>, lb: Process) {
+    for h in &hosts {
+        let _ = h.agent.terminate();
+    }
+    let _ = lb.terminate();
+    drop(hosts);
+}
+
+/// Fails when the setup was told to stop (a signal); called between its steps.
+pub fn check_stop(stop: &AtomicBool) -> anyhow::Result<()> {
+    if stop.load(Ordering::SeqCst) {
+        bail!("interrupted during setup");
+    }
+    Ok(())
 }
 
 /// `switchyard demo-host` for host `n`, listening on `listen` (port 0: any free port; the
@@ -176,9 +226,7 @@ pub fn wait_healthy(
     let deadline = Instant::now() + HEALTHY_TIMEOUT;
     let expected = pools.names(1).len() * HOSTS;
     loop {
-        if stop.load(Ordering::SeqCst) {
-            bail!("interrupted during setup");
-        }
+        check_stop(stop)?;
         let seen = match hosts() {
             Ok(hosts) => {
                 let ready = hosts

@@ -2,9 +2,9 @@
 //! at a fixed rate, counting the answers by the host that gave them (`hello from demo-2`).
 //! The same requests fit both shapes: as root they go from inside the client namespace to
 //! the VIPs (the packet path: forwarder, classifier, NAT to a host), without root to the
-//! request router's listener on loopback (which routes each request). Bounded: at most [`MAX_RATE`] requests per second,
-//! [`MAX_IN_FLIGHT`] at once, [`MAX_REQUESTS`] in all, each request limited in time; it
-//! stops when told to.
+//! request router's listener on loopback (which routes each request). Bounded: at most
+//! [`MAX_RATE`] requests per second, [`MAX_IN_FLIGHT`] at once, [`MAX_REQUESTS`] in all, each
+//! request limited in time; it stops when told to.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
