@@ -44,6 +44,7 @@ pub mod admin;
 pub mod classifier_role;
 pub mod forwarder_role;
 pub mod health_service;
+pub mod host_acts;
 mod observe;
 mod overflow;
 pub mod packet_roles;

@@ -115,7 +115,7 @@ async fn not_found() -> ApiError {
     )
 }
 
-fn health_role(state: &AdminState) -> Result<&HealthCacheHandle, ApiError> {
+pub(super) fn health_role(state: &AdminState) -> Result<&HealthCacheHandle, ApiError> {
     state.health.as_ref().ok_or_else(|| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -213,25 +213,24 @@ async fn only_a_token_unit_may_bind_a_non_loopback_address() {
     }
 }
 
-/// Directive acts are the host's: the unit answers 501 naming the agent's command, after
-/// the usual checks (content type; the token in token mode).
+/// Directive acts pass the usual checks first (content type; the token in token mode);
+/// a host whose agent was never heard from gets 503 (the acts themselves: `acts.rs`).
 #[tokio::test]
-async fn directive_acts_answer_501_with_where_to_do_them() {
+async fn directive_acts_are_checked_before_they_are_relayed() {
     let fixture = Fixture::health();
     let unit = fixture.start().await;
     let host = format!("Host: {}", unit.admin_addr());
     let json = "Content-Type: application/json";
-    for (method, path, command) in [
-        ("POST", "/v1/hosts/web-1/drain", "drain"),
-        ("POST", "/v1/hosts/web-1/undrain", "undrain"),
-        ("POST", "/v1/hosts/web-1/disable", "disable"),
-        ("PUT", "/v1/hosts/web-1/capacity", "capacity"),
+    for (method, path) in [
+        ("POST", "/v1/hosts/web-1/drain"),
+        ("POST", "/v1/hosts/web-1/undrain"),
+        ("POST", "/v1/hosts/web-1/disable"),
     ] {
         let (status, _, body) = raw(&unit, method, path, &[&host, json]).await;
-        assert_eq!(status, 501, "{method} {path}: {body}");
+        assert_eq!(status, 503, "{method} {path}: {body}");
         let message = error_message(&body);
         assert!(
-            message.contains(&format!("switchyard ctl {command} web-1")),
+            message.contains("has not been heard from"),
             "{method} {path}: {message}"
         );
         let (status, _, _) = raw(&unit, method, path, &[&host]).await;

@@ -5,6 +5,7 @@
 
 mod harness;
 
+mod acts;
 mod admin_api;
 mod admin_auth;
 mod allotments;
