@@ -1221,6 +1221,14 @@ admin = "127.0.0.1"
         "agent.api",
     ),
     case(
+        "unit acts as a string",
+        "[agent]\nunit_acts = \"no\"\n",
+        "wrong-type",
+        "expected a boolean (true or false), found a string",
+        2,
+        "agent.unit_acts",
+    ),
+    case(
         "empty agent socket path",
         "[agent]\nsocket = \"\"\n",
         "bad-value",
