@@ -100,12 +100,16 @@ pub fn check(method: &str, headers: RequestHeaders<'_>) -> Result<(), Refusal> {
 /// Whether `origin` is this API's own: `http://` followed by a present, loopback `Host`.
 /// (A page of another site, or one on a rebinding name, has another origin.)
 fn same_origin(origin: &[u8], host: Option<&[u8]>) -> bool {
-    let Some(host) = host.filter(|h| !h.is_empty() && host_allowed(h)) else {
-        return false;
-    };
-    origin
-        .strip_prefix(b"http://")
-        .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
+    host.is_some_and(|h| !h.is_empty() && host_allowed(h) && is_own_origin(origin, h))
+}
+
+/// Whether `origin` is `http://` followed by `host` (the request's `Host`): a page the API
+/// served itself, whatever the host's name.
+pub fn is_own_origin(origin: &[u8], host: &[u8]) -> bool {
+    !host.is_empty()
+        && origin
+            .strip_prefix(b"http://")
+            .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
 }
 
 /// Whether a `Host` value names this machine's loopback: empty, `localhost` or a

@@ -12,6 +12,7 @@ use switchyard_agent::daemon::{Agent, AgentOptions};
 use switchyard_lb::admin::api::{HostRow, HostsResponse};
 use switchyard_lb::{RunningUnit, UnitOptions};
 
+use crate::admin_auth::raw;
 use crate::harness::{CLUSTER, SECRET, WAIT, eventually, get_json, loopback0};
 
 /// A configuration: unit `lb-1` (health cache) at `control`; services `web` and `api` on
@@ -255,8 +256,21 @@ async fn drain_disable_undrain_and_capacity_reach_the_host_through_the_unit() {
             .await;
     }
 
-    // Undrain web-1.
-    let (status, body) = c.act("POST", "/v1/hosts/web-1/undrain", Some("{}")).await;
+    // Undrain web-1 as the dashboard does: a POST from the page the unit served, with its
+    // origin. Another origin is refused.
+    let admin = c.unit.admin_addr();
+    let (host, own) = (format!("Host: {admin}"), format!("Origin: http://{admin}"));
+    let json = "Content-Type: application/json";
+    let path = "/v1/hosts/web-1/undrain";
+    let (status, _, body) = raw(
+        &c.unit,
+        "POST",
+        path,
+        &[&host, json, "Origin: http://localhost:1"],
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _, body) = raw(&c.unit, "POST", path, &[&host, json, &own]).await;
     assert_eq!(status, 200, "{body}");
     c.wait_row("web-1 active again", 1, WEB, |r| {
         directive(r) == ("active", "active")

@@ -16,7 +16,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One raw HTTP/1.1 exchange with `headers` (each `Name: value`); returns the status, the
 /// header block and the body.
-async fn raw(
+pub(crate) async fn raw(
     unit: &RunningUnit,
     method: &str,
     path: &str,
@@ -123,6 +123,13 @@ async fn a_token_unit_answers_401_without_the_right_bearer_token() {
     )
     .await;
     assert_eq!(status, 403, "{body}");
+    // The dashboard's own requests carry its origin: they pass with the token only.
+    let own = "Origin: http://lb-1.example:9180";
+    let named = "Host: lb-1.example:9180";
+    let (status, _, body) = raw(&unit, "GET", "/v1/hosts", &[named, &bearer, own]).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = raw(&unit, "GET", "/v1/hosts", &[named, own]).await;
+    assert_eq!(status, 401, "{body}");
     // An unknown route with the token is the usual 404.
     let (status, _, _) = raw(&unit, "GET", "/v1/nope", &[&host, &bearer]).await;
     assert_eq!(status, 404);
