@@ -308,6 +308,7 @@ mod tests {
             app: None,
             agent_socket: None,
             agent: None,
+            via_unit: false,
         };
         assert_eq!(args.row_path("a/b"), "/v1/hosts/web%201/apps/a%2Fb");
         assert!(matches!(args.target(), ApiTarget::Unix(p) if p.ends_with("agent.sock")));
