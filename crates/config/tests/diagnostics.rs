@@ -1913,6 +1913,235 @@ app = "a"
         10,
         "cluster.units[0].control_port",
     ),
+    case(
+        "sessions: unknown field",
+        "[sessions]\nreplicaton = 1\n",
+        "unknown-field",
+        "unknown field `replicaton` in [sessions]",
+        2,
+        "sessions.replicaton",
+    ),
+    case(
+        "sessions: replication word",
+        "[sessions]\nreplication = \"all\"\n",
+        "bad-value",
+        "neither a level nor \"full\"",
+        2,
+        "sessions.replication",
+    ),
+    case(
+        "sessions: replication too high",
+        "[sessions]\nreplication = 256\n",
+        "out-of-range",
+        "replication 256 is out of range",
+        2,
+        "sessions.replication",
+    ),
+    case(
+        "sessions: replication negative",
+        "[sessions]\nreplication = -1\n",
+        "out-of-range",
+        "replication -1 is out of range",
+        2,
+        "sessions.replication",
+    ),
+    case(
+        "sessions: replication wrong type",
+        "[sessions]\nreplication = 1.5\n",
+        "wrong-type",
+        "replication",
+        2,
+        "sessions.replication",
+    ),
+    case(
+        "sessions: port zero",
+        "[sessions]\nport = 0\n",
+        "out-of-range",
+        "port 0 is out of range",
+        2,
+        "sessions.port",
+    ),
+    case(
+        "sessions: port taken by the control port",
+        "[sessions]\nport = 9170\n",
+        "conflicting-settings",
+        "sessions.port 9170 is also unit lb's control_port",
+        2,
+        "sessions.port",
+    ),
+    case(
+        "sessions: zero resend interval",
+        "[sessions]\nresend_interval = \"0s\"\n",
+        "bad-duration",
+        "resend_interval must be longer than zero",
+        2,
+        "sessions.resend_interval",
+    ),
+    case(
+        "sessions: bad duration",
+        "[sessions]\ncache_ttl = \"soon\"\n",
+        "bad-duration",
+        "invalid duration \"soon\"",
+        2,
+        "sessions.cache_ttl",
+    ),
+    case(
+        "sessions: rebind before a resend",
+        "[sessions]\nresend_interval = \"2s\"\nrebind_after = \"1s\"\n",
+        "conflicting-settings",
+        "rebind_after (1s) must be longer than resend_interval and keepalive_interval (2s)",
+        3,
+        "sessions.rebind_after",
+    ),
+    case(
+        "sessions: cache size zero",
+        "[sessions]\ncache_size = 0\n",
+        "out-of-range",
+        "cache_size 0 is out of range",
+        2,
+        "sessions.cache_size",
+    ),
+    case(
+        "sessions: unknown session type",
+        "[sessions.zombie]\ncookie = \"10s\"\n",
+        "unknown-field",
+        "unknown field `cookie` in [sessions.zombie]",
+        2,
+        "sessions.zombie.cookie",
+    ),
+    case(
+        "sessions: zombie time too long",
+        "[sessions.zombie]\nuser = \"100d\"\n",
+        "out-of-range",
+        "zombie time user is longer than the wire allows",
+        2,
+        "sessions.zombie.user",
+    ),
+    case(
+        "route cache: no max_bytes",
+        r#"[[listeners]]
+name = "l"
+address = "192.0.2.5:80"
+protocol = "http"
+
+[[services]]
+name = "s"
+vip = "192.0.2.5:80"
+protocol = "tcp"
+mode = "request"
+listener = "l"
+pool = "p"
+
+[[services.routes]]
+path_prefix = "/"
+pool = "p"
+cache = { default_ttl = "1s" }
+"#,
+        "missing-field",
+        "a route cache has no `max_bytes`",
+        17,
+        "services[0].routes[0].cache.max_bytes",
+    ),
+    case(
+        "route cache: max_bytes too small",
+        r#"[[listeners]]
+name = "l"
+address = "192.0.2.5:80"
+protocol = "http"
+
+[[services]]
+name = "s"
+vip = "192.0.2.5:80"
+protocol = "tcp"
+mode = "request"
+listener = "l"
+pool = "p"
+
+[[services.routes]]
+path_prefix = "/"
+pool = "p"
+cache = { max_bytes = 10 }
+"#,
+        "out-of-range",
+        "max_bytes 10 is out of range",
+        17,
+        "services[0].routes[0].cache.max_bytes",
+    ),
+    case(
+        "route cache: object larger than the cache",
+        r#"[[listeners]]
+name = "l"
+address = "192.0.2.5:80"
+protocol = "http"
+
+[[services]]
+name = "s"
+vip = "192.0.2.5:80"
+protocol = "tcp"
+mode = "request"
+listener = "l"
+pool = "p"
+
+[[services.routes]]
+path_prefix = "/"
+pool = "p"
+cache = { max_bytes = 4096, max_object_bytes = 8192 }
+"#,
+        "conflicting-settings",
+        "max_object_bytes 8192 is larger than max_bytes 4096",
+        17,
+        "services[0].routes[0].cache.max_object_bytes",
+    ),
+    case(
+        "route cache: zero ttl",
+        r#"[[listeners]]
+name = "l"
+address = "192.0.2.5:80"
+protocol = "http"
+
+[[services]]
+name = "s"
+vip = "192.0.2.5:80"
+protocol = "tcp"
+mode = "request"
+listener = "l"
+pool = "p"
+
+[[services.routes]]
+path_prefix = "/"
+pool = "p"
+cache = { max_bytes = 4096, default_ttl = "0s" }
+"#,
+        "bad-duration",
+        "default_ttl must be longer than zero",
+        17,
+        "services[0].routes[0].cache.default_ttl",
+    ),
+    case(
+        "route cache: unknown field",
+        r#"[[listeners]]
+name = "l"
+address = "192.0.2.5:80"
+protocol = "http"
+
+[[services]]
+name = "s"
+vip = "192.0.2.5:80"
+protocol = "tcp"
+mode = "request"
+listener = "l"
+pool = "p"
+
+[[services.routes]]
+path_prefix = "/"
+pool = "p"
+cache = { max_bytes = 4096, size = 1 }
+"#,
+        "unknown-field",
+        "unknown field `size` in cache",
+        17,
+        "services[0].routes[0].cache.size",
+    ),
 ];
 
 /// A directory with the files the cases refer to.
