@@ -556,6 +556,34 @@ async fn five_hundred_client_connections_share_a_few_host_connections() {
     );
 }
 
+/// Idle host connections are kept per worker thread, the cap per host over all workers:
+/// at the cap, a request on one worker borrows the idle connection another worker opened
+/// instead of waiting for one of its own (which would never come: a 504 after the
+/// request timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_cap_a_worker_borrows_another_workers_idle_host_connection() {
+    let www = Backend::start("www-1").await;
+    let toml = format!(
+        "{}\n[router.upstream]\nmax_connections_per_host = 1\nrequest_timeout = \"3s\"\n\n{}",
+        http_service("public", "www", ""),
+        pool("www", 1, &[&www])
+    );
+    let cfg = load(&toml, &[]);
+    let router = RunningRouter::start_with_workers(&cfg.config, 2).await;
+    let addr = router.addr("public");
+    // Both open at once: the second goes to the other (less loaded) worker.
+    let mut first = H1Client::connect(addr).await;
+    let mut second = H1Client::connect(addr).await;
+    for round in 0..3 {
+        for client in [&mut first, &mut second] {
+            let (status, _, body) = client.get("www.test", &format!("/r{round}")).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(Echo::parse(&body).host, "www-1");
+        }
+    }
+    assert_eq!(www.accepted.load(Ordering::SeqCst), 1);
+}
+
 fn limits_config(www: &Backend) -> String {
     format!(
         r#"{}
