@@ -339,9 +339,10 @@ impl Router {
         let inner = self.inner.clone();
         let name: Arc<str> = Arc::from(name);
         async move {
-            if !inner.config.load().listeners.contains_key(&*name) {
+            let first = inner.config.load_full();
+            let Some(at_start) = first.listeners.get(&*name).cloned() else {
                 return Err(RouterError::UnknownListener(name.to_string()));
-            }
+            };
             let workers = inner.workers()?;
             let listener = listener.into_std().map_err(RouterError::Listener)?;
             let home = workers.next_acceptor();
@@ -349,7 +350,18 @@ impl Router {
             let (_alive, alive) = watch::channel(());
             let accept = workers.spawn(
                 home,
-                accept_loop(inner.clone(), name, listener, home, stop_one, alive),
+                accept_loop(
+                    AcceptLoop {
+                        inner: inner.clone(),
+                        name,
+                        first,
+                        at_start,
+                        home,
+                    },
+                    listener,
+                    stop_one,
+                    alive,
+                ),
             );
             accept
                 .await
@@ -438,23 +450,32 @@ impl Router {
     }
 }
 
-/// Accepts on `listener` (on worker `home`) until shutdown, `stop_one` or `alive` closing;
-/// then waits (up to the drain timeout) for its connections to finish.
-async fn accept_loop(
+/// What an accept loop serves: the listener `name` as configured in `first` when it
+/// started (`at_start`), on worker `home`.
+struct AcceptLoop {
     inner: Arc<Inner>,
     name: Arc<str>,
-    listener: std::net::TcpListener,
+    first: Arc<RouterConfig>,
+    at_start: Arc<ListenerConfig>,
     home: usize,
+}
+
+/// Accepts on `listener` until shutdown, `stop_one` or `alive` closing; then waits (up to
+/// the drain timeout) for its connections to finish.
+async fn accept_loop(
+    serving: AcceptLoop,
+    listener: std::net::TcpListener,
     mut stop_one: watch::Receiver<bool>,
     mut alive: watch::Receiver<()>,
 ) -> Result<(), RouterError> {
+    let AcceptLoop {
+        inner,
+        name,
+        first,
+        at_start,
+        home,
+    } = serving;
     let listener = TcpListener::from_std(listener).map_err(RouterError::Listener)?;
-    let first = inner.config.load_full();
-    let at_start = first
-        .listeners
-        .get(&*name)
-        .cloned()
-        .ok_or_else(|| RouterError::UnknownListener(name.to_string()))?;
     let graceful = GracefulShutdown::new();
     let mut stop = inner.shutdown.subscribe();
     let mut current = (
