@@ -87,7 +87,7 @@ async fn services_and_metrics_describe_the_cache() {
         "switchyard_health_endpoints 1",
         "switchyard_health_services 1",
         "switchyard_health_snapshots_completed_total 1",
-        "# TYPE switchyard_health_transport_received_total counter",
+        "# TYPE switchyard_health_transport_received counter",
         "switchyard_health_age_outs_total 0",
         "switchyard_health_goodbyes_total 0",
     ] {
