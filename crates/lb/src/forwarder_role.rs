@@ -247,6 +247,8 @@ pub struct ForwarderSnapshot {
     pub hosts: BTreeMap<SocketAddr, u64>,
     /// The host of every endpoint routes were installed to since the role started.
     pub host_of: BTreeMap<SocketAddr, HostId>,
+    /// Packets and bytes per host endpoint, both directions, since the role started.
+    pub host_stats: Vec<(SocketAddr, fwd::HostStats)>,
     /// Routes installed.
     pub flows: u64,
     /// Agent counters, by name.
@@ -509,6 +511,7 @@ impl ForwarderHandle {
             vips,
             hosts,
             host_of: state.host_of.clone(),
+            host_stats: state.dp.host_stats().unwrap_or_default(),
             flows: state.routes.len() as u64,
             agent,
         }

@@ -9,6 +9,7 @@
 //! | `switchyard_forwarder_vip_flows` | gauge | `service`, `vip` |
 //! | `switchyard_forwarder_vip_packets_total`, `…_bytes_total`, `…_misses_total`, `…_reply_packets_total`, `…_reply_bytes_total`, `…_finals_total`, `…_fw_denied_total`, `…_fw_not_allowed_total`, `…_fw_rate_limited_total` | counter | `service`, `vip` |
 //! | `switchyard_forwarder_host_flows` | gauge | `host`, `endpoint` |
+//! | `switchyard_forwarder_host_packets_total`, `…_bytes_total`, `…_reply_packets_total`, `…_reply_bytes_total` | counter | `host`, `endpoint` |
 //! | `switchyard_forwarder_routes_plumbed_total`, `switchyard_forwarder_routes_deleted_total` | counter | |
 //! | `switchyard_forwarder_dataplane_total` | counter | `hook` (`xdp`, `tc`), `event` (`hit_packets`, `misses`, `fib_fail`, …) |
 //! | `switchyard_forwarder_agent_total` | counter | `event` (`misses`, `reinjected`, `table_full`, …) |
@@ -550,6 +551,39 @@ impl PacketCollector {
             "Routes installed per host endpoint.",
             s.hosts.iter().map(|(endpoint, n)| (host(endpoint), *n)),
         )?;
+        type PickHost = fn(&switchyard_forwarder::HostStats) -> u64;
+        let per_host: [(&str, &str, PickHost); 4] = [
+            (
+                "packets",
+                "Client to host packets forwarded, per host endpoint.",
+                |h| h.packets,
+            ),
+            (
+                "bytes",
+                "Client to host bytes forwarded, per host endpoint.",
+                |h| h.bytes,
+            ),
+            (
+                "reply_packets",
+                "Host to client packets translated back, per host endpoint.",
+                |h| h.reply_packets,
+            ),
+            (
+                "reply_bytes",
+                "Host to client bytes translated back, per host endpoint.",
+                |h| h.reply_bytes,
+            ),
+        ];
+        for (what, help, pick) in per_host {
+            m::counters(
+                e,
+                &format!("switchyard_forwarder_host_{what}"),
+                help,
+                s.host_stats
+                    .iter()
+                    .map(|(endpoint, stats)| (host(endpoint), pick(stats))),
+            )?;
+        }
         let agent = |name: &str| {
             s.agent
                 .iter()
