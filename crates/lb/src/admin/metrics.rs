@@ -6,11 +6,13 @@
 //! ([`super::sessions::SessionCollector`]). The router registers its own families on the same
 //! registry when it starts (`switchyard_router_*`, [`crate::router_role`]).
 //!
-//! Counter families are listed with the `_total` their samples carry. The health cache's:
+//! Every series carries `unit` (the unit's name), a constant label of the registry; the
+//! tables list the other labels. Counter families are listed with the `_total` their samples
+//! carry. The health cache's:
 //!
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `switchyard_lb_info` | gauge (1) | `unit`, `id`, `roles` |
+//! | `switchyard_lb_info` | gauge (1) | `id`, `roles` |
 //! | `switchyard_health_transport_sent_total`, `…_sent_bytes_total`, `…_send_errors_total`, `…_received_total`, `…_received_bytes_total` | counter | |
 //! | `switchyard_health_transport_rejected_total` | counter | `reason` |
 //! | `switchyard_health_messages_received_total`, `switchyard_health_messages_sent_total` | counter | `kind` |
@@ -30,6 +32,7 @@
 //! | `switchyard_health_endpoints` | gauge | |
 //! | `switchyard_health_services` | gauge | |
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -71,7 +74,11 @@ pub fn registry(
     packet: PacketState,
     sessions: Option<SessionStoreHandle>,
 ) -> Registry {
-    let mut registry = Registry::default();
+    // Every series of the unit carries its name (collectors' and the router's families alike).
+    let mut registry = Registry::with_labels(std::iter::once((
+        Cow::Borrowed("unit"),
+        Cow::Owned(unit.name.clone()),
+    )));
     registry.register_collector(Box::new(UnitCollector {
         unit: unit.clone(),
         health,
@@ -91,6 +98,7 @@ pub fn registry(
 /// `switchyard_lb_info` and, with the health-cache role, the `switchyard_health_*` families.
 #[derive(Debug)]
 pub struct UnitCollector {
+    /// The unit (its name is the registry's `unit` label).
     unit: UnitInfo,
     health: Option<HealthCacheHandle>,
 }
@@ -103,14 +111,7 @@ impl Collector for UnitCollector {
             &mut encoder,
             "switchyard_lb_info",
             "The unit, its id and its configured roles.",
-            [(
-                [
-                    ("unit", self.unit.name.as_str()),
-                    ("id", id.as_str()),
-                    ("roles", roles.as_str()),
-                ],
-                1u64,
-            )],
+            [([("id", id.as_str()), ("roles", roles.as_str())], 1u64)],
         )?;
         match &self.health {
             Some(health) => encode_health(&mut encoder, &health.counters()),

@@ -259,7 +259,7 @@ impl Scrape {
     }
 
     /// Family `name` (a counter's without `_total`), of type `kind` with exactly the label
-    /// names `labels`.
+    /// names `labels` and `unit` (every family of a unit carries its name).
     pub fn family(
         &self,
         name: &str,
@@ -278,6 +278,7 @@ impl Scrape {
             .map(String::as_str)
             .collect();
         let mut want = labels.to_vec();
+        want.push("unit");
         have.sort_unstable();
         want.sort_unstable();
         assert_eq!(have, want, "{name}'s labels");

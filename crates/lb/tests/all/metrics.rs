@@ -111,7 +111,7 @@ async fn a_unit_with_every_role_exposes_each_roles_families() {
 
     // Before any traffic: every family is there, counters at zero.
     let before = scrape(&unit).await;
-    let info = before.family("switchyard_lb_info", Gauge, &["unit", "id", "roles"]);
+    let info = before.family("switchyard_lb_info", Gauge, &["id", "roles"]);
     assert_eq!(info.iter_samples().count(), 1);
     assert_eq!(
         before.value(
