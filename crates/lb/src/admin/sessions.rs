@@ -1,8 +1,10 @@
 //! `GET /v1/sessions?…` (where one session is held, looked up through this unit's DAM
 //! portion: a local copy at once, else the owners, then every unit) and
 //! `GET /v1/sessions/summary` (membership, counters, atoms per host, host channels); the
-//! `switchyard_dam_*` and `switchyard_sessions_*` metrics. 503 when the unit does not run the
-//! session-store role.
+//! `switchyard_dam_*` and `switchyard_sessions_*` metrics ([`SessionCollector`], listed in
+//! docs/LB.md: DAM gauges and operation counts, `pushes_pending` = replication lag,
+//! `replication_copies`, messages by `kind`, sessions per `host`). 503 when the unit does not
+//! run the session-store role.
 //!
 //! The session is named by exactly one parameter: `key` (a `SessionId::key()` in hex),
 //! `client_ip=IP`, `cookie=NAME=VALUE`, `user=NAME`, `tls_session_id=HEX`,
@@ -435,7 +437,7 @@ impl Collector for SessionCollector {
         for (name, help, counts) in [
             (
                 "switchyard_dam_messages_sent",
-                "DAM messages queued for other units, by kind (add, delete, query, return atom, acknowledgements).",
+                "DAM messages queued for other units, by kind (add, delete, query, return atom).",
                 &s.dam.sent,
             ),
             (
