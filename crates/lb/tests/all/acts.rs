@@ -378,6 +378,22 @@ async fn drain_disable_undrain_and_capacity_reach_the_host_through_the_unit() {
     };
     assert_eq!(rows(&before), rows(&after));
 
+    // The agent counted the acts it carried out (drain, disable, capacity, undrain).
+    let metrics = request(&c.agent_api, "GET", "/metrics", None)
+        .await
+        .expect("agent metrics");
+    let acts = metrics
+        .body
+        .lines()
+        .find(|l| {
+            l.starts_with("switchyard_agent_unit_acts_total{") && l.contains("host_name=\"web-1\"")
+        })
+        .unwrap_or_else(|| panic!("no unit acts of web-1 in:\n{}", metrics.body));
+    assert!(
+        acts.ends_with(" 2"),
+        "web-1 took a drain and an undrain: {acts}"
+    );
+
     // The agent stops: the unit says it got no answer (or, once the goodbye cleared the
     // host, that it does not know where the host is).
     let mut c = c;

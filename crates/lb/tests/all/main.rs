@@ -11,4 +11,5 @@ mod admin_auth;
 mod allotments;
 mod hostile_input;
 mod hosts;
+mod metrics;
 mod trust;
