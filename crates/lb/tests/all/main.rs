@@ -11,4 +11,6 @@ mod admin_auth;
 mod allotments;
 mod hostile_input;
 mod hosts;
+mod json_schema;
+mod openapi;
 mod trust;
