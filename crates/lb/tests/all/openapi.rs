@@ -794,6 +794,42 @@ async fn a_unit_answers_every_documented_operation_as_documented() {
 }
 
 #[tokio::test]
+async fn acts_relayed_to_a_real_agent_answer_as_documented() {
+    let doc = document();
+    let cluster = crate::acts::Cluster::start("").await;
+    let unit = &cluster.unit;
+    for (call, status) in [
+        (
+            Call::send(
+                "POST",
+                "/v1/hosts/web-1/drain",
+                Some(r#"{"service": "web"}"#),
+            ),
+            200,
+        ),
+        (Call::send("POST", "/v1/hosts/web-1/undrain", None), 200),
+        (Call::send("POST", "/v1/hosts/2/disable", Some("{}")), 200),
+        (
+            Call::send(
+                "PUT",
+                "/v1/hosts/web-2/capacity",
+                Some(r#"{"capacity": 30}"#),
+            ),
+            200,
+        ),
+        (Call::send("POST", "/v1/hosts/web-2/undrain", None), 200),
+        (Call::send("POST", "/v1/hosts/web-3/drain", None), 503),
+    ] {
+        expect(&doc, unit, call, status).await;
+    }
+    cluster.stop().await;
+    let refusing = crate::acts::Cluster::start("unit_acts = false").await;
+    let call = Call::send("POST", "/v1/hosts/web-1/drain", None);
+    expect(&doc, &refusing.unit, call, 409).await;
+    refusing.stop().await;
+}
+
+#[tokio::test]
 async fn a_unit_without_the_roles_answers_503_as_documented() {
     let doc = document();
     let fixture = Fixture::new(r#""forwarder", "classifier""#, "5s");
