@@ -31,7 +31,9 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use serde::{Deserialize, Serialize};
@@ -42,6 +44,7 @@ use switchyard_wire::plumbing::Delivery;
 
 use super::AdminState;
 use super::api::UnitInfo;
+use super::routes::ApiError;
 use crate::classifier_role::{ClassifierSnapshot, ClassifierStats};
 use crate::forwarder_role::{ForwarderHandle, ForwarderSnapshot, VipSnapshot};
 
@@ -368,11 +371,20 @@ pub struct FlowsQuery {
     top: Option<usize>,
 }
 
-/// `GET /v1/flows`.
-pub async fn flows(
+/// `GET /v1/flows`; a bad `top` is 400 with the API's JSON error, as elsewhere.
+pub(super) async fn flows(
     State(state): State<AdminState>,
-    Query(query): Query<FlowsQuery>,
-) -> Json<FlowsResponse> {
+    query: Result<Query<FlowsQuery>, QueryRejection>,
+) -> Result<Json<FlowsResponse>, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "bad query: {}; top is a whole number of routes (default 20, at most 1000)",
+                rejection.body_text()
+            ),
+        )
+    })?;
     let top = query.top.unwrap_or(20).min(1000);
     let packet = state.packet.clone();
     let (forwarder, classifier) = tokio::task::spawn_blocking(move || {
@@ -404,11 +416,11 @@ pub async fn flows(
     })
     .await
     .unwrap_or((None, None));
-    Json(FlowsResponse {
+    Ok(Json(FlowsResponse {
         unit: state.unit.clone(),
         forwarder,
         classifier,
-    })
+    }))
 }
 
 fn proto_name(p: Protocol) -> &'static str {

@@ -19,12 +19,17 @@
 //!   held (looked up through this unit's DAM portion) and `GET /v1/sessions/summary`:
 //!   membership, counters and atoms per host ([`sessions`]);
 //! - `POST /v1/hosts/{host}/drain|undrain|disable`, `PUT /v1/hosts/{host}/capacity`:
-//!   501 with where to do it: directives belong to the hosts' agents ([`acts`]);
+//!   the act, relayed to the host's agent, which owns its directives ([`acts`]);
+//! - `GET /v1/router`, `POST /v1/cache/invalidate`, `POST /v1/reload`: the router role
+//!   ([`crate::router_role`]);
 //! - `GET /` and `GET /dashboard`: the live dashboard ([`dashboard`]), a page with
 //!   its script and style compiled in that polls the JSON routes every second;
 //! - `GET /v1/flows?top=N`: the forwarder's flows per VIP and host, its
 //!   counters, the classifier's counters and the N most recently active
 //!   routes ([`flows`]); `/v1/counters` carries the packet roles' counters too.
+//!
+//! docs/openapi.json describes every route; `tests/all/openapi.rs` checks it against
+//! the server (a route added here needs its entry there).
 //!
 //! Errors are JSON `{"error": "..."}` ([`api::ErrorBody`]): 400 for bad
 //! query parameters, 403 for a request from a web page (an `Origin` header,

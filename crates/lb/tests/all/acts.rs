@@ -80,16 +80,17 @@ app = "shop"
     )
 }
 
-/// A unit and an agent for web-1 and web-2, on loopback.
-struct Cluster {
+/// A unit and an agent for web-1 and web-2, on loopback (services `web` and `api`).
+pub(crate) struct Cluster {
     dir: tempfile::TempDir,
-    unit: RunningUnit,
+    pub(crate) unit: RunningUnit,
     agent: Option<Agent>,
     agent_api: ApiTarget,
 }
 
 impl Cluster {
-    async fn start(agent_settings: &str) -> Self {
+    /// Starts both; `agent_settings` goes into `[agent]`.
+    pub(crate) async fn start(agent_settings: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("cluster.key"), SECRET).expect("secret");
         // The agent sends to the configured control address: pick a free port for it.
@@ -186,7 +187,7 @@ impl Cluster {
         .await;
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(agent) = self.agent.take() {
             agent.shutdown().await;
         }

@@ -15,7 +15,7 @@ async fn error_of(unit: &RunningUnit, path: &str) -> (u16, String) {
 }
 
 #[tokio::test]
-async fn bad_allotment_queries_get_400_with_a_clear_json_error() {
+async fn bad_queries_get_400_with_a_clear_json_error() {
     let fixture = Fixture::health();
     let unit = fixture.start().await;
     let cases = [
@@ -45,6 +45,9 @@ async fn bad_allotment_queries_get_400_with_a_clear_json_error() {
             &format!("/v1/allotments?vip={VIP}&colour=blue"),
             "unknown field",
         ),
+        // Was axum's plain-text rejection; the API's errors are all JSON.
+        ("/v1/flows?top=many", "top is a whole number"),
+        ("/v1/flows?top=-1", "top is a whole number"),
     ];
     for (path, expected) in cases {
         let (status, error) = error_of(&unit, path).await;

@@ -41,6 +41,11 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new(roles: &str, host_dead_after: &str) -> Self {
+        Self::with_extra(roles, host_dead_after, "")
+    }
+
+    /// [`Self::new`] with `extra` appended to the configuration (more tables).
+    pub fn with_extra(roles: &str, host_dead_after: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("cluster.key"), SECRET).expect("secret");
         let path = dir.path().join("cluster.toml");
@@ -105,7 +110,7 @@ app = "shop"
 name = "pair"
 hosts = ["web-1", "web-2"]
 gossip_port = 7946
-"#
+{extra}"#
         );
         std::fs::write(&path, text).expect("config");
         let config = switchyard_config::load_file(&path)
@@ -135,6 +140,22 @@ pub fn options() -> UnitOptions {
 
 pub fn loopback0() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A free loopback TCP port (bound and released; the unit binds it right after).
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind(loopback0())
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free TCP port")
+}
+
+/// A free loopback UDP port (bound and released; the unit binds it right after).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind(loopback0())
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port")
 }
 
 pub fn codec() -> Codec {
