@@ -285,6 +285,7 @@ impl Router {
         registry: &mut Registry,
     ) -> Self {
         let metrics = Metrics::register(registry);
+        metrics.cache_routes(config.caches().into_iter().map(|(route, _)| route));
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
@@ -378,6 +379,8 @@ impl Router {
         if config.settings.upstream != self.inner.upstreams.settings {
             tracing::warn!("router.upstream changed: it applies after a restart, not on reload");
         }
+        let routes = config.caches().into_iter().map(|(route, _)| route);
+        self.inner.metrics.cache_routes(routes);
         self.inner.config.store(Arc::new(config));
     }
 

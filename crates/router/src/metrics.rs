@@ -229,6 +229,28 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Creates the cache series of `routes` (routes with a response cache) at zero, so hit
+    /// ratios and rates have them before the first request.
+    pub(crate) fn cache_routes(&self, routes: impl IntoIterator<Item = String>) {
+        for route in routes {
+            let labels = RouteLabels {
+                route: route.into(),
+            };
+            for family in [
+                &self.cache_hits,
+                &self.cache_misses,
+                &self.cache_stores,
+                &self.cache_evictions,
+                &self.cache_invalidations,
+            ] {
+                let _ = family.get_or_create(&labels);
+            }
+            let _ = self.cache_bytes.get_or_create(&labels);
+        }
+    }
+}
+
 /// 0.5 ms to about 16 s, doubling.
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_5, 2.0, 16))

@@ -77,6 +77,8 @@ pub enum ClientError {
 pub struct AdminResponse {
     /// HTTP status code.
     pub status: u16,
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<String>,
     /// Body bytes.
     pub body: Vec<u8>,
 }
@@ -224,8 +226,17 @@ async fn exchange(
     let result = async {
         let response = sender.send_request(request).await?;
         let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body = response.into_body().collect().await?.to_bytes().to_vec();
-        Ok::<_, hyper::Error>(AdminResponse { status, body })
+        Ok::<_, hyper::Error>(AdminResponse {
+            status,
+            content_type,
+            body,
+        })
     }
     .await
     .map_err(|source| ClientError::Http { addr, source });

@@ -80,16 +80,17 @@ app = "shop"
     )
 }
 
-/// A unit and an agent for web-1 and web-2, on loopback.
-struct Cluster {
+/// A unit and an agent for web-1 and web-2, on loopback (services `web` and `api`).
+pub(crate) struct Cluster {
     dir: tempfile::TempDir,
-    unit: RunningUnit,
+    pub(crate) unit: RunningUnit,
     agent: Option<Agent>,
     agent_api: ApiTarget,
 }
 
 impl Cluster {
-    async fn start(agent_settings: &str) -> Self {
+    /// Starts both; `agent_settings` goes into `[agent]`.
+    pub(crate) async fn start(agent_settings: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("cluster.key"), SECRET).expect("secret");
         // The agent sends to the configured control address: pick a free port for it.
@@ -186,7 +187,7 @@ impl Cluster {
         .await;
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(agent) = self.agent.take() {
             agent.shutdown().await;
         }
@@ -377,6 +378,22 @@ async fn drain_disable_undrain_and_capacity_reach_the_host_through_the_unit() {
             .collect()
     };
     assert_eq!(rows(&before), rows(&after));
+
+    // The agent counted the acts it carried out (drain, disable, capacity, undrain).
+    let metrics = request(&c.agent_api, "GET", "/metrics", None)
+        .await
+        .expect("agent metrics");
+    let acts = metrics
+        .body
+        .lines()
+        .find(|l| {
+            l.starts_with("switchyard_agent_unit_acts_total{") && l.contains("host_name=\"web-1\"")
+        })
+        .unwrap_or_else(|| panic!("no unit acts of web-1 in:\n{}", metrics.body));
+    assert!(
+        acts.ends_with(" 2"),
+        "web-1 took a drain and an undrain: {acts}"
+    );
 
     // The agent stops: the unit says it got no answer (or, once the goodbye cleared the
     // host, that it does not know where the host is).

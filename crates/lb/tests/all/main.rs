@@ -11,4 +11,7 @@ mod admin_auth;
 mod allotments;
 mod hostile_input;
 mod hosts;
+mod json_schema;
+mod metrics;
+mod openapi;
 mod trust;
