@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use openmetrics_parser::{OpenMetricsType, OpenMetricsValue};
 use serde_json::{Value, json};
 use switchyard_agent::StatusOptions;
 use switchyard_agent::api::client::{ApiResponse, ApiTarget, request};
@@ -879,29 +880,96 @@ async fn counters_and_metrics_are_exposed() {
     assert_eq!(host["transport"]["rejected_total"], 1, "{host:#}");
     assert_eq!(host["agent"]["rows"], 1);
 
+    // The same through /metrics, read by an OpenMetrics parser.
     let r = f.call("GET", "/metrics", None).await;
     assert_eq!(r.status, 200);
-    assert!(
-        r.body
-            .contains("# TYPE switchyard_agent_heartbeats_sent_total counter"),
-        "{}",
-        r.body
+    assert_eq!(
+        r.content_type.as_deref(),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
     );
+    let metrics = openmetrics_parser::openmetrics::parse_openmetrics(&r.body)
+        .unwrap_or_else(|e| panic!("not OpenMetrics ({e:?}):\n{}", r.body));
+    let web1 = [("host", "1"), ("host_name", "web-1")];
+    let family = |name: &str, kind: OpenMetricsType, labels: &[&str]| {
+        let family = metrics
+            .families
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name}:\n{}", r.body));
+        assert_eq!(family.family_type, kind, "{name}");
+        assert_eq!(family.get_label_names(), labels, "{name}");
+        family
+    };
+    // The sum of the samples of `name` whose labels include `want`.
+    let value = |name: &str, kind: OpenMetricsType, labels: &[&str], want: &[(&str, &str)]| {
+        family(name, kind, labels)
+            .iter_samples()
+            .filter(|s| {
+                let set = s.get_labelset().expect("labels");
+                want.iter().all(|(k, v)| set.get_label_value(k) == Some(*v))
+            })
+            .map(|s| match &s.value {
+                OpenMetricsValue::Counter(c) => c.value.as_f64(),
+                OpenMetricsValue::Gauge(n) => n.as_f64(),
+                other => panic!("{name}: {other:?}"),
+            })
+            .sum::<f64>()
+    };
+    let host = ["host", "host_name"];
     assert!(
-        r.body.contains("switchyard_agent_rows{host=\"web-1\"} 1"),
-        "{}",
-        r.body
+        value(
+            "switchyard_agent_heartbeats_sent",
+            OpenMetricsType::Counter,
+            &host,
+            &web1
+        ) >= 2.0
     );
-    let rejected: u64 = r
-        .body
-        .lines()
-        .filter(|l| l.starts_with("switchyard_agent_datagrams_rejected_total{host=\"web-1\""))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum();
-    assert_eq!(rejected, 1);
+    assert_eq!(
+        value(
+            "switchyard_agent_rows",
+            OpenMetricsType::Gauge,
+            &host,
+            &web1
+        ),
+        1.0
+    );
+    let rejected = ["host", "host_name", "reason"];
+    assert_eq!(
+        value(
+            "switchyard_agent_transport_rejected",
+            OpenMetricsType::Counter,
+            &rejected,
+            &web1
+        ),
+        1.0
+    );
+    let by_kind = ["host", "host_name", "kind"];
     assert!(
-        r.body
-            .contains("switchyard_agent_messages_sent_total{host=\"web-1\",type=\"Heartbeat\"}")
+        value(
+            "switchyard_agent_messages_sent",
+            OpenMetricsType::Counter,
+            &by_kind,
+            &[("host", "1"), ("kind", "heartbeat")]
+        ) >= 2.0
+    );
+    // Every kind has its series from the start.
+    assert_eq!(
+        value(
+            "switchyard_agent_messages_received",
+            OpenMetricsType::Counter,
+            &by_kind,
+            &[("host", "1"), ("kind", "postulate_wrong")]
+        ),
+        0.0
+    );
+    family(
+        "switchyard_agent_handshakes_completed",
+        OpenMetricsType::Counter,
+        &host,
+    );
+    family(
+        "switchyard_agent_transport_sent_bytes",
+        OpenMetricsType::Counter,
+        &host,
     );
     f.stop().await;
 }

@@ -336,16 +336,16 @@ async fn the_leader_consolidates_and_its_crash_is_survived() {
         .await
         .unwrap();
     assert!(
-        metrics
-            .body
-            .contains("switchyard_agent_group_members{host=\"web-2\",group=\"rack\"} 3"),
+        metrics.body.contains(
+            "switchyard_agent_group_members{host=\"2\",host_name=\"web-2\",group=\"rack\"} 3"
+        ),
         "{}",
         metrics.body
     );
     assert!(
-        metrics
-            .body
-            .contains("switchyard_agent_group_heartbeats_to_leader_total{host=\"web-2\""),
+        metrics.body.contains(
+            "switchyard_agent_group_heartbeats_to_leader_total{host=\"2\",host_name=\"web-2\""
+        ),
         "{}",
         metrics.body
     );

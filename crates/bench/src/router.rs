@@ -23,8 +23,8 @@
 //!
 //! Every proxy balances round robin (switchyard: weighted random, equal weights) over the
 //! three hosts, terminates TLS itself and talks plain HTTP to the hosts, logs nothing per
-//! request, and runs on the machine's two cores (switchyard: two runtime threads; HAProxy:
-//! `nbthread` = cores; nginx: `worker_processes auto`).
+//! request, and runs on the machine's two cores (switchyard: a router worker thread per
+//! core; HAProxy: `nbthread` = cores; nginx: `worker_processes auto`).
 //!
 //! Load: three `wrk` processes in the client namespace, one thread and
 //! [`Options::connections`] connections each; direct, each one targets one host, through a

@@ -747,6 +747,11 @@ pub struct AgentSettings {
     /// Unix socket of the agent's local API (resolved against the configuration's
     /// directory).
     pub socket: PathBuf,
+    /// Whether LB units may drain, undrain, disable and set the capacity of this
+    /// machine's hosts (`unit_acts`, default true): an operator's act on a unit's admin
+    /// API reaches the host as an authenticated `DirectiveRequest`. When false, only the
+    /// local API changes directives and capacity.
+    pub unit_acts: bool,
 }
 
 impl Default for AgentSettings {
@@ -756,6 +761,7 @@ impl Default for AgentSettings {
             listen: DEFAULT_AGENT_LISTEN,
             api: DEFAULT_AGENT_API,
             socket: PathBuf::from(DEFAULT_AGENT_SOCKET),
+            unit_acts: true,
         }
     }
 }

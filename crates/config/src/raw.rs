@@ -360,6 +360,7 @@ pub(crate) struct RawAgent {
     pub(crate) listen: Field<SocketAddr>,
     pub(crate) api: Field<SocketAddr>,
     pub(crate) socket: Field<String>,
+    pub(crate) unit_acts: Field<bool>,
 }
 
 /// `[[host_groups]]`.
@@ -871,12 +872,13 @@ fn read_health(node: &Node<'_, '_>, sink: &mut Sink) -> RawHealth {
 }
 
 fn read_agent(node: &Node<'_, '_>, sink: &mut Sink) -> RawAgent {
-    node.check_fields(sink, "[agent]", &["listen", "api", "socket"]);
+    node.check_fields(sink, "[agent]", &["listen", "api", "socket", "unit_acts"]);
     RawAgent {
         at: At::of(node),
         listen: node.optional(sink, "listen"),
         api: node.optional(sink, "api"),
         socket: node.optional(sink, "socket"),
+        unit_acts: node.optional(sink, "unit_acts"),
     }
 }
 

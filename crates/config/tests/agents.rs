@@ -121,6 +121,7 @@ load_smoothing = 0.5
 listen = "192.0.2.11:7100"
 api = "[::1]:7101"
 socket = "run/agent.sock"
+unit_acts = false
 
 [[services]]
 name = "web"
@@ -228,6 +229,7 @@ fn written_settings_are_read_and_paths_resolved() {
             listen: addr("192.0.2.11:7100"),
             api: addr("[::1]:7101"),
             socket: dir.path().join("run/agent.sock"),
+            unit_acts: false,
         }
     );
 

@@ -1221,6 +1221,14 @@ admin = "127.0.0.1"
         "agent.api",
     ),
     case(
+        "unit acts as a string",
+        "[agent]\nunit_acts = \"no\"\n",
+        "wrong-type",
+        "expected a boolean (true or false), found a string",
+        2,
+        "agent.unit_acts",
+    ),
+    case(
         "empty agent socket path",
         "[agent]\nsocket = \"\"\n",
         "bad-value",
@@ -1455,7 +1463,7 @@ control_port = 9000
 forwarder = { interfaces = ["eth0"], plumbing_port = 9000 }
 "#,
         "conflicting-settings",
-        "plumbing_port 9000 is the unit's control_port",
+        "plumbing_port 9000 is also unit lb's control_port",
         11,
         "cluster.units[0].forwarder.plumbing_port",
     ),
@@ -1784,6 +1792,355 @@ prefix = "/a"
         "unknown field `prefix` in route",
         16,
         "services[0].routes[0].prefix",
+    ),
+    case(
+        "a listener on the unit's admin address",
+        r#"[[listeners]]
+name = "l"
+address = "127.0.0.1:9180"
+protocol = "http"
+
+[[services]]
+name = "s"
+vip = "127.0.0.1:9180"
+protocol = "tcp"
+mode = "request"
+listener = "l"
+pool = "p"
+"#,
+        "conflicting-settings",
+        "listener address 127.0.0.1:9180 is also unit lb's admin API address",
+        3,
+        "listeners[0].address",
+    ),
+    whole(
+        "a control port on the default session port",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "192.0.2.1"
+roles = ["session-store", "health-cache"]
+control_port = 9174
+"#,
+        "conflicting-settings",
+        "control_port 9174 is also unit lb's session port (sessions.port)",
+        10,
+        "cluster.units[0].control_port",
+    ),
+    whole(
+        "a host beside a loopback unit on its admin port",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "127.0.0.1"
+roles = ["health-cache"]
+
+[[pools]]
+name = "p"
+
+[[pools.hosts]]
+id = 101
+name = "h1"
+address = "127.0.0.1:9180"
+app = "a"
+"#,
+        "conflicting-settings",
+        "host address 127.0.0.1:9180 is also unit lb's admin API address",
+        17,
+        "pools[0].hosts[0].address",
+    ),
+    whole(
+        "an agent beside a unit on its control port",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "192.0.2.1"
+roles = ["health-cache"]
+
+[agent]
+listen = "0.0.0.0:9170"
+
+[[pools]]
+name = "p"
+
+[[pools.hosts]]
+id = 101
+name = "h1"
+address = "192.0.2.1:8080"
+app = "a"
+"#,
+        "conflicting-settings",
+        "[agent] listen 0.0.0.0:9170 is also unit lb's control_port",
+        12,
+        "agent.listen",
+    ),
+    whole(
+        "a control port on the port of the agents beside the unit",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "192.0.2.1"
+roles = ["health-cache"]
+control_port = 9171
+
+[[pools]]
+name = "p"
+
+[[pools.hosts]]
+id = 101
+name = "h1"
+address = "192.0.2.1:8080"
+app = "a"
+"#,
+        "conflicting-settings",
+        "control_port 9171 is also the listen address of the agents beside it ([agent] listen)",
+        10,
+        "cluster.units[0].control_port",
+    ),
+    case(
+        "sessions: unknown field",
+        "[sessions]\nreplicaton = 1\n",
+        "unknown-field",
+        "unknown field `replicaton` in [sessions]",
+        2,
+        "sessions.replicaton",
+    ),
+    case(
+        "sessions: replication word",
+        "[sessions]\nreplication = \"all\"\n",
+        "bad-value",
+        "neither a level nor \"full\"",
+        2,
+        "sessions.replication",
+    ),
+    case(
+        "sessions: replication too high",
+        "[sessions]\nreplication = 256\n",
+        "out-of-range",
+        "replication 256 is out of range",
+        2,
+        "sessions.replication",
+    ),
+    case(
+        "sessions: replication negative",
+        "[sessions]\nreplication = -1\n",
+        "out-of-range",
+        "replication -1 is out of range",
+        2,
+        "sessions.replication",
+    ),
+    case(
+        "sessions: replication wrong type",
+        "[sessions]\nreplication = 1.5\n",
+        "wrong-type",
+        "replication",
+        2,
+        "sessions.replication",
+    ),
+    case(
+        "sessions: port zero",
+        "[sessions]\nport = 0\n",
+        "out-of-range",
+        "port 0 is out of range",
+        2,
+        "sessions.port",
+    ),
+    case(
+        "sessions: port taken by the control port",
+        "[sessions]\nport = 9170\n",
+        "conflicting-settings",
+        "sessions.port 9170 is also unit lb's control_port",
+        2,
+        "sessions.port",
+    ),
+    case(
+        "sessions: zero resend interval",
+        "[sessions]\nresend_interval = \"0s\"\n",
+        "bad-duration",
+        "resend_interval must be longer than zero",
+        2,
+        "sessions.resend_interval",
+    ),
+    case(
+        "sessions: bad duration",
+        "[sessions]\ncache_ttl = \"soon\"\n",
+        "bad-duration",
+        "invalid duration \"soon\"",
+        2,
+        "sessions.cache_ttl",
+    ),
+    case(
+        "sessions: rebind before a resend",
+        "[sessions]\nresend_interval = \"2s\"\nrebind_after = \"1s\"\n",
+        "conflicting-settings",
+        "rebind_after (1s) must be longer than resend_interval and keepalive_interval (2s)",
+        3,
+        "sessions.rebind_after",
+    ),
+    case(
+        "sessions: cache size zero",
+        "[sessions]\ncache_size = 0\n",
+        "out-of-range",
+        "cache_size 0 is out of range",
+        2,
+        "sessions.cache_size",
+    ),
+    case(
+        "sessions: unknown session type",
+        "[sessions.zombie]\ncookie = \"10s\"\n",
+        "unknown-field",
+        "unknown field `cookie` in [sessions.zombie]",
+        2,
+        "sessions.zombie.cookie",
+    ),
+    case(
+        "sessions: zombie time too long",
+        "[sessions.zombie]\nuser = \"100d\"\n",
+        "out-of-range",
+        "zombie time user is longer than the wire allows",
+        2,
+        "sessions.zombie.user",
+    ),
+    case(
+        "route cache: no max_bytes",
+        r#"[[listeners]]
+name = "l"
+address = "192.0.2.5:80"
+protocol = "http"
+
+[[services]]
+name = "s"
+vip = "192.0.2.5:80"
+protocol = "tcp"
+mode = "request"
+listener = "l"
+pool = "p"
+
+[[services.routes]]
+path_prefix = "/"
+pool = "p"
+cache = { default_ttl = "1s" }
+"#,
+        "missing-field",
+        "a route cache has no `max_bytes`",
+        17,
+        "services[0].routes[0].cache.max_bytes",
+    ),
+    case(
+        "route cache: max_bytes too small",
+        r#"[[listeners]]
+name = "l"
+address = "192.0.2.5:80"
+protocol = "http"
+
+[[services]]
+name = "s"
+vip = "192.0.2.5:80"
+protocol = "tcp"
+mode = "request"
+listener = "l"
+pool = "p"
+
+[[services.routes]]
+path_prefix = "/"
+pool = "p"
+cache = { max_bytes = 10 }
+"#,
+        "out-of-range",
+        "max_bytes 10 is out of range",
+        17,
+        "services[0].routes[0].cache.max_bytes",
+    ),
+    case(
+        "route cache: object larger than the cache",
+        r#"[[listeners]]
+name = "l"
+address = "192.0.2.5:80"
+protocol = "http"
+
+[[services]]
+name = "s"
+vip = "192.0.2.5:80"
+protocol = "tcp"
+mode = "request"
+listener = "l"
+pool = "p"
+
+[[services.routes]]
+path_prefix = "/"
+pool = "p"
+cache = { max_bytes = 4096, max_object_bytes = 8192 }
+"#,
+        "conflicting-settings",
+        "max_object_bytes 8192 is larger than max_bytes 4096",
+        17,
+        "services[0].routes[0].cache.max_object_bytes",
+    ),
+    case(
+        "route cache: zero ttl",
+        r#"[[listeners]]
+name = "l"
+address = "192.0.2.5:80"
+protocol = "http"
+
+[[services]]
+name = "s"
+vip = "192.0.2.5:80"
+protocol = "tcp"
+mode = "request"
+listener = "l"
+pool = "p"
+
+[[services.routes]]
+path_prefix = "/"
+pool = "p"
+cache = { max_bytes = 4096, default_ttl = "0s" }
+"#,
+        "bad-duration",
+        "default_ttl must be longer than zero",
+        17,
+        "services[0].routes[0].cache.default_ttl",
+    ),
+    case(
+        "route cache: unknown field",
+        r#"[[listeners]]
+name = "l"
+address = "192.0.2.5:80"
+protocol = "http"
+
+[[services]]
+name = "s"
+vip = "192.0.2.5:80"
+protocol = "tcp"
+mode = "request"
+listener = "l"
+pool = "p"
+
+[[services.routes]]
+path_prefix = "/"
+pool = "p"
+cache = { max_bytes = 4096, size = 1 }
+"#,
+        "unknown-field",
+        "unknown field `size` in cache",
+        17,
+        "services[0].routes[0].cache.size",
     ),
 ];
 

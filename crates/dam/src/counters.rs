@@ -24,6 +24,11 @@ impl MessageCounts {
     pub fn total(&self) -> u64 {
         self.0.values().sum()
     }
+
+    /// The count of every type counted so far.
+    pub fn iter(&self) -> impl Iterator<Item = (MessageKind, u64)> + '_ {
+        self.0.iter().map(|(k, n)| (*k, *n))
+    }
 }
 
 /// Gauges and counts of a [`crate::Dam`] (see [`crate::Dam::counters`]).

@@ -130,6 +130,14 @@ struct {
 	__uint(max_entries, 1024);
 } vip_stats SEC(".maps");
 
+/* Per host endpoint counters; slot 0 is never counted (see sy_route.host_slot). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct sy_host_stats);
+	__uint(max_entries, 4096);
+} host_stats SEC(".maps");
+
 /* Miss and final-packet events for the agent. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -781,6 +789,8 @@ static __always_inline void account_forward(const struct sy_decision *d, __u32 l
 {
 	struct sy_counters *cs = d->cs;
 	struct sy_vip_stats *vs = vip_stat(d->vip_id);
+	__u32 slot = d->route ? d->route->host_slot : 0;
+	struct sy_host_stats *hs = slot ? bpf_map_lookup_elem(&host_stats, &slot) : 0;
 	if (d->is_reply) {
 		count(cs, SY_CNT_REPLY_PACKETS, 1);
 		count(cs, SY_CNT_REPLY_BYTES, len);
@@ -788,12 +798,20 @@ static __always_inline void account_forward(const struct sy_decision *d, __u32 l
 			vs->reply_packets++;
 			vs->reply_bytes += len;
 		}
+		if (hs) {
+			hs->reply_packets++;
+			hs->reply_bytes += len;
+		}
 	} else {
 		count(cs, SY_CNT_HIT_PACKETS, 1);
 		count(cs, SY_CNT_HIT_BYTES, len);
 		if (vs) {
 			vs->packets++;
 			vs->bytes += len;
+		}
+		if (hs) {
+			hs->packets++;
+			hs->bytes += len;
 		}
 	}
 }

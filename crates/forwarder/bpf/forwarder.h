@@ -52,7 +52,7 @@ struct sy_next_hop {
 	__u16 pad;
 };
 
-/* The value of `routes`: how to rewrite a matching packet. 80 bytes.
+/* The value of `routes`: how to rewrite a matching packet. 88 bytes.
  * Forward entry: new_daddr:new_dport = host; new_saddr:new_sport = NAT source (full NAT only).
  * Reply entry: new_saddr:new_sport = VIP; new_daddr:new_dport = client (full NAT only). */
 struct sy_route {
@@ -67,6 +67,9 @@ struct sy_route {
 	__u32 touch_jiffies; /* low 32 bits of jiffies at the last last_seen_ns refresh */
 	__u64 last_seen_ns; /* bpf_ktime_get_ns() of a recent packet, for idle expiry */
 	struct sy_next_hop nh; /* the cached FIB result, written by the program */
+	__u16 host_slot; /* index into host_stats: the host endpoint; 0 = not counted per host */
+	__u16 pad16;     /* zero */
+	__u32 pad32;     /* zero */
 };
 
 /* Key of `vips`: a service endpoint (destination address, port, protocol). 20 bytes. */
@@ -134,6 +137,15 @@ struct sy_vip_stats {
 	__u64 fw_denied;       /* new connections dropped: source in the deny list */
 	__u64 fw_not_allowed;  /* new connections dropped: allow list set, source not in it */
 	__u64 fw_rate_limited; /* new connections dropped: the source's token bucket was empty */
+};
+
+/* Per host endpoint counters (`host_stats`, per CPU), indexed by sy_route.host_slot: both
+ * directions of every route to the endpoint. 32 bytes. */
+struct sy_host_stats {
+	__u64 packets;       /* client -> host packets forwarded to the endpoint */
+	__u64 bytes;
+	__u64 reply_packets; /* host -> client packets of the endpoint reverse-translated */
+	__u64 reply_bytes;
 };
 
 /* Global counters: index into the per-CPU block `counters[hook].c[]` (hook = SY_HOOK_*). */
@@ -230,7 +242,7 @@ struct sy_nat_ports {
 /* The only value of `slow_route` (an ARRAY of one): a route to apply to one frame without
  * installing it in `routes` (the classifier's slow path when the table is full). Both
  * directions: a frame whose key is fwd_key gets fwd, one whose key is rep_key gets rep.
- * 248 bytes. */
+ * 264 bytes. */
 struct sy_slow_route {
 	struct sy_flow_key fwd_key;
 	struct sy_route fwd;

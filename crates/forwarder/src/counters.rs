@@ -2,7 +2,7 @@
 //! CPUs) and [`VipStats`] (per VIP). The index order mirrors `enum sy_counter` in
 //! `bpf/forwarder.h`.
 
-use crate::layout::VipStatsValue;
+use crate::layout::{HostStatsValue, VipStatsValue};
 
 /// Number of global counters per hook (`SY_CNT_MAX`).
 pub(crate) const COUNTER_COUNT: u32 = 30;
@@ -175,5 +175,28 @@ impl VipStats {
         self.fw_denied += v.fw_denied;
         self.fw_not_allowed += v.fw_not_allowed;
         self.fw_rate_limited += v.fw_rate_limited;
+    }
+}
+
+/// Counters of one host endpoint (every route to it, both directions), summed across CPUs
+/// and both programs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostStats {
+    /// Client → host packets forwarded to the endpoint.
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Host → client packets of the endpoint reverse-translated.
+    pub reply_packets: u64,
+    /// Their bytes.
+    pub reply_bytes: u64,
+}
+
+impl HostStats {
+    pub(crate) fn add(&mut self, v: &HostStatsValue) {
+        self.packets += v.packets;
+        self.bytes += v.bytes;
+        self.reply_packets += v.reply_packets;
+        self.reply_bytes += v.reply_bytes;
     }
 }

@@ -9,7 +9,8 @@
 //!
 //! Interface names and ifindexes resolve in the network namespace of the calling thread.
 
-use std::net::IpAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
@@ -20,15 +21,15 @@ use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use nix::time::{ClockId, clock_gettime};
 
-use crate::counters::{COUNTER_COUNT, Counters, Hook, VipStats};
+use crate::counters::{COUNTER_COUNT, Counters, Hook, HostStats, VipStats};
 use crate::error::{Error, is_map_full, is_not_found};
 use crate::events::EventReader;
 use crate::firewall::{FirewallRules, compile};
 use crate::flow::{Flow, Route, Vip, addr_bytes, reply_key_of, route_entries, route_from_value};
 use crate::layout::{
-    Bucket, BucketKey, FlowKey, FwKeyData, FwRule, NatPorts, NatSourceKey, ROUTE_REPLY, RouteValue,
-    SLOW_FIB_FAIL, SLOW_NO_NEIGH, SLOW_SENT, SLOW_TTL, SLOW_UNPARSED, SLOW_WRONG_FLOW,
-    SlowRouteValue, VipKey, VipStatsValue, VipValue,
+    Bucket, BucketKey, FlowKey, FwKeyData, FwRule, HostStatsValue, NatPorts, NatSourceKey,
+    ROUTE_REPLY, RouteValue, SLOW_FIB_FAIL, SLOW_NO_NEIGH, SLOW_SENT, SLOW_TTL, SLOW_UNPARSED,
+    SLOW_WRONG_FLOW, SlowRouteValue, VipKey, VipStatsValue, VipValue,
 };
 use crate::program;
 
@@ -185,6 +186,9 @@ pub fn monotonic_now_ns() -> Result<u64, Error> {
     Ok(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
 }
 
+/// Host endpoints counted in `host_stats` (its size in `forwarder.bpf.c` less slot 0).
+pub const MAX_HOST_SLOTS: u16 = 4095;
+
 /// The loaded data plane. Dropping it detaches every attachment and frees the maps.
 pub struct Dataplane {
     bpf: Ebpf,
@@ -196,6 +200,9 @@ pub struct Dataplane {
     fw_buckets: HashMap<MapData, BucketKey, Bucket>,
     counters: PerCpuArray<MapData, [u64; COUNTER_COUNT as usize]>,
     vip_stats: PerCpuArray<MapData, VipStatsValue>,
+    host_stats: PerCpuArray<MapData, HostStatsValue>,
+    /// Host endpoint -> its slot in `host_stats` (never freed: the counters are cumulative).
+    host_slots: BTreeMap<SocketAddr, u16>,
     nat_sources: HashMap<MapData, NatSourceKey, NatPorts>,
     slow_route: Array<MapData, SlowRouteValue>,
     events: Option<RingBuf<MapData>>,
@@ -278,6 +285,7 @@ impl Dataplane {
         let fw_buckets = take(&mut bpf, "fw_buckets")?;
         let counters = take(&mut bpf, "counters")?;
         let vip_stats = take(&mut bpf, "vip_stats")?;
+        let host_stats = take(&mut bpf, "host_stats")?;
         let nat_sources = take(&mut bpf, "nat_sources")?;
         let slow_route = take(&mut bpf, "slow_route")?;
         let events = take(&mut bpf, "events")?;
@@ -291,6 +299,8 @@ impl Dataplane {
             fw_buckets,
             counters,
             vip_stats,
+            host_stats,
+            host_slots: BTreeMap::new(),
             nat_sources,
             slow_route,
             events: Some(events),
@@ -650,7 +660,8 @@ impl Dataplane {
         let vip_id = self
             .vip_id(&vip)
             .ok_or_else(|| Error::UnknownVip(vip.to_string()))?;
-        let mut entries = route_entries(flow, route, vip_id)?;
+        let host_slot = self.host_slot(route.host);
+        let mut entries = route_entries(flow, route, vip_id, host_slot)?;
         let now = monotonic_now_ns()?;
         entries.forward.1.last_seen_ns = now;
         entries.reply.1.last_seen_ns = now;
@@ -824,7 +835,8 @@ impl Dataplane {
         let vip_id = self
             .vip_id(&vip)
             .ok_or_else(|| Error::UnknownVip(vip.to_string()))?;
-        let e = route_entries(flow, route, vip_id)?;
+        let host_slot = self.host_slot(route.host);
+        let e = route_entries(flow, route, vip_id, host_slot)?;
         let value = SlowRouteValue {
             fwd_key: e.forward.0,
             fwd: e.forward.1,
@@ -925,6 +937,41 @@ impl Dataplane {
             s.add(v);
         }
         Ok(Some(s))
+    }
+
+    /// The `host_stats` slot of host endpoint `host`, allocated on first use; 0 (not
+    /// counted) once [`MAX_HOST_SLOTS`] endpoints have one.
+    fn host_slot(&mut self, host: SocketAddr) -> u16 {
+        if let Some(slot) = self.host_slots.get(&host) {
+            return *slot;
+        }
+        let Ok(next) = u16::try_from(self.host_slots.len() + 1) else {
+            return 0;
+        };
+        if next > MAX_HOST_SLOTS {
+            return 0;
+        }
+        self.host_slots.insert(host, next);
+        next
+    }
+
+    /// Counters of every host endpoint a route was installed to (both directions of all its
+    /// routes, since the data plane was loaded). The first [`MAX_HOST_SLOTS`] endpoints are
+    /// counted; later ones only in the VIP and global counters.
+    pub fn host_stats(&self) -> Result<Vec<(SocketAddr, HostStats)>, Error> {
+        let mut out = Vec::with_capacity(self.host_slots.len());
+        for (host, slot) in &self.host_slots {
+            let per_cpu = self
+                .host_stats
+                .get(&u32::from(*slot), 0)
+                .map_err(|e| Error::map("read host counters", e))?;
+            let mut s = HostStats::default();
+            for v in per_cpu.iter() {
+                s.add(v);
+            }
+            out.push((*host, s));
+        }
+        Ok(out)
     }
 
     /// The reader of miss and final-packet events (once).

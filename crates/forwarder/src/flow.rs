@@ -217,6 +217,7 @@ pub(crate) fn route_entries(
     flow: &Flow,
     route: &Route,
     vip_id: u16,
+    host_slot: u16,
 ) -> Result<RouteEntries, Error> {
     if !same_family(flow.client, flow.vip) || !same_family(flow.vip, route.host) {
         return Err(Error::FamilyMismatch);
@@ -244,6 +245,7 @@ pub(crate) fn route_entries(
         mode,
         flags: ROUTE_SET_DST | if set_src { ROUTE_SET_SRC } else { 0 },
         vip_id,
+        host_slot,
         ..RouteValue::default()
     };
 
@@ -262,6 +264,7 @@ pub(crate) fn route_entries(
         mode,
         flags: ROUTE_REPLY | ROUTE_SET_SRC | if set_src { ROUTE_SET_DST } else { 0 },
         vip_id,
+        host_slot,
         ..RouteValue::default()
     };
     Ok(RouteEntries {
@@ -314,7 +317,7 @@ mod tests {
             vip: sa("198.19.0.10:80"),
         };
         let route = Route::full_nat(sa("198.18.200.100:8080"), sa("198.18.200.10:20001"));
-        let e = route_entries(&flow, &route, 3).expect("valid");
+        let e = route_entries(&flow, &route, 3, 1).expect("valid");
         assert_eq!(Flow::from_key(&e.forward.0), Some(flow));
         assert_eq!(route_from_value(&e.forward.1, FAMILY_V4), Some(route));
         assert_eq!(e.forward.1.flags, ROUTE_SET_DST | ROUTE_SET_SRC);
@@ -341,7 +344,7 @@ mod tests {
             vip: sa("[fd53:7900:ff::10]:53"),
         };
         let route = Route::half_nat(sa("[fd53:7900:0:200::101]:5353"));
-        let e = route_entries(&flow, &route, 0).expect("valid");
+        let e = route_entries(&flow, &route, 0, 1).expect("valid");
         assert_eq!(e.forward.1.flags, ROUTE_SET_DST);
         assert_eq!(e.reply.1.flags, ROUTE_REPLY | ROUTE_SET_SRC);
         assert_eq!(
@@ -361,7 +364,7 @@ mod tests {
         };
         let v6 = Route::half_nat(sa("[fd53:7900::1]:80"));
         assert!(matches!(
-            route_entries(&flow, &v6, 0),
+            route_entries(&flow, &v6, 0, 1),
             Err(Error::FamilyMismatch)
         ));
         let no_nat = Route {
@@ -370,7 +373,7 @@ mod tests {
             nat_source: None,
         };
         assert!(matches!(
-            route_entries(&flow, &no_nat, 0),
+            route_entries(&flow, &no_nat, 0, 1),
             Err(Error::MissingNatSource)
         ));
         let tunnel = Route {
@@ -379,7 +382,7 @@ mod tests {
             nat_source: None,
         };
         assert!(matches!(
-            route_entries(&flow, &tunnel, 0),
+            route_entries(&flow, &tunnel, 0, 1),
             Err(Error::UnsupportedMode(_))
         ));
     }

@@ -131,6 +131,12 @@ pub struct RouteValue {
     pub last_seen_ns: u64,
     /// The cached FIB result (written by the program; zero when installed).
     pub nh: NextHop,
+    /// Index into `host_stats`: the host endpoint the route leads to (0: not counted).
+    pub host_slot: u16,
+    /// Zero.
+    pub pad16: u16,
+    /// Zero.
+    pub pad32: u32,
 }
 
 /// `struct sy_slow_route`: the one value of `slow_route`, both directions of a route for
@@ -269,6 +275,20 @@ pub struct VipStatsValue {
     pub fw_rate_limited: u64,
 }
 
+/// `struct sy_host_stats`: per host endpoint counters (one copy per CPU in the map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostStatsValue {
+    /// Client → host packets forwarded to the endpoint.
+    pub packets: u64,
+    /// Their bytes (whole frames).
+    pub bytes: u64,
+    /// Host → client packets of the endpoint reverse-translated.
+    pub reply_packets: u64,
+    /// Their bytes.
+    pub reply_bytes: u64,
+}
+
 /// `struct sy_event_header`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -298,8 +318,8 @@ pub struct EventHeader {
 // SAFETY: FlowKey is #[repr(C)], consists only of integers and integer arrays, has no implicit
 // padding (asserted below: 40 bytes = the sum of its fields) and every bit pattern is valid.
 unsafe impl aya::Pod for FlowKey {}
-// SAFETY: as above; 80 bytes, all fields integers (the last a NextHop of integers), no
-// implicit padding (asserted below).
+// SAFETY: as above; 88 bytes, all fields integers (and a NextHop of integers), no implicit
+// padding (asserted below).
 unsafe impl aya::Pod for RouteValue {}
 // SAFETY: as above; 20 bytes, all fields integers, no implicit padding (asserted below).
 unsafe impl aya::Pod for VipKey {}
@@ -307,6 +327,8 @@ unsafe impl aya::Pod for VipKey {}
 unsafe impl aya::Pod for VipValue {}
 // SAFETY: as above; nine u64, 72 bytes.
 unsafe impl aya::Pod for VipStatsValue {}
+// SAFETY: as above; four u64, 32 bytes.
+unsafe impl aya::Pod for HostStatsValue {}
 // SAFETY: as above; a u32 and 16 bytes, 20 bytes, no implicit padding (asserted below).
 unsafe impl aya::Pod for FwKeyData {}
 // SAFETY: as above; a u32 and 16 bytes, 20 bytes, no implicit padding (asserted below).
@@ -315,7 +337,7 @@ unsafe impl aya::Pod for BucketKey {}
 unsafe impl aya::Pod for Bucket {}
 // SAFETY: as above; one u32.
 unsafe impl aya::Pod for FwRule {}
-// SAFETY: as above; two FlowKeys, two RouteValues and two u32, 248 bytes, every field at an
+// SAFETY: as above; two FlowKeys, two RouteValues and two u32, 264 bytes, every field at an
 // offset that its alignment divides, no implicit padding (asserted below).
 unsafe impl aya::Pod for SlowRouteValue {}
 // SAFETY: as above; 16 + 1 + 3 bytes, 20 bytes, no implicit padding (asserted below).
@@ -338,8 +360,10 @@ const _: () = {
     assert!(offset_of!(NextHop, smac) == 14);
     assert!(offset_of!(NextHop, max_len) == 20);
     assert!(offset_of!(NextHop, pad) == 22);
-    assert!(size_of::<RouteValue>() == 80);
+    assert!(size_of::<RouteValue>() == 88);
     assert!(offset_of!(RouteValue, nh) == 56);
+    assert!(offset_of!(RouteValue, host_slot) == 80);
+    assert!(offset_of!(RouteValue, pad32) == 84);
     assert!(offset_of!(RouteValue, new_daddr) == 16);
     assert!(offset_of!(RouteValue, new_sport) == 32);
     assert!(offset_of!(RouteValue, new_dport) == 34);
@@ -361,6 +385,7 @@ const _: () = {
     assert!(offset_of!(VipValue, burst) == 16);
     assert!(size_of::<VipStatsValue>() == 72);
     assert!(offset_of!(VipStatsValue, fw_denied) == 48);
+    assert!(size_of::<HostStatsValue>() == 32);
     assert!(size_of::<aya::maps::lpm_trie::Key<FwKeyData>>() == 24);
     assert!(size_of::<FwKeyData>() == 20);
     assert!(offset_of!(FwKeyData, addr) == 4);
@@ -368,11 +393,11 @@ const _: () = {
     assert!(offset_of!(BucketKey, addr) == 4);
     assert!(size_of::<Bucket>() == 16);
     assert!(size_of::<FwRule>() == 4);
-    assert!(size_of::<SlowRouteValue>() == 248);
+    assert!(size_of::<SlowRouteValue>() == 264);
     assert!(offset_of!(SlowRouteValue, fwd) == 40);
-    assert!(offset_of!(SlowRouteValue, rep_key) == 120);
-    assert!(offset_of!(SlowRouteValue, rep) == 160);
-    assert!(offset_of!(SlowRouteValue, result) == 240);
+    assert!(offset_of!(SlowRouteValue, rep_key) == 128);
+    assert!(offset_of!(SlowRouteValue, rep) == 168);
+    assert!(offset_of!(SlowRouteValue, result) == 256);
     assert!(size_of::<NatSourceKey>() == 20);
     assert!(offset_of!(NatSourceKey, family) == 16);
     assert!(size_of::<NatPorts>() == 4);

@@ -36,10 +36,10 @@ pub mod packet;
 mod program;
 
 pub use bench::Baseline;
-pub use counters::{Counters, Hook, VipStats};
+pub use counters::{Counters, Hook, HostStats, VipStats};
 pub use dataplane::{
-    AttachMode, Attachment, Dataplane, MAX_NAT_SOURCES, RouteInfo, RunResult, Settings,
-    SlowOutcome, monotonic_now_ns, tc_action, xdp_action,
+    AttachMode, Attachment, Dataplane, MAX_HOST_SLOTS, MAX_NAT_SOURCES, RouteInfo, RunResult,
+    Settings, SlowOutcome, monotonic_now_ns, tc_action, xdp_action,
 };
 pub use error::Error;
 pub use events::{Event, EventReader, Final, Miss, WireFlow, decode};

@@ -161,6 +161,23 @@ fn rewrites_are_byte_exact_in_every_mode_family_and_protocol() {
                 .expect("configured");
             assert_eq!(s.packets, 4, "2 routes x 2 programs");
             assert_eq!(s.reply_packets, 4);
+            // Per host endpoint: both directions of every route to it, in both programs.
+            let hosts = dp.host_stats().expect("host stats");
+            let endpoints: Vec<_> = hosts.iter().map(|(e, _)| *e).collect();
+            assert_eq!(endpoints.len(), 2, "{hosts:?}");
+            assert!(endpoints.contains(&sa(HOST4, HPORT)) && endpoints.contains(&sa(HOST6, HPORT)));
+            for (endpoint, h) in &hosts {
+                assert_eq!(
+                    (h.packets, h.reply_packets),
+                    (8, 8),
+                    "{endpoint}: 4 routes x 2 programs"
+                );
+            }
+            let sum = |pick: fn(&switchyard_forwarder::HostStats) -> u64| {
+                hosts.iter().map(|(_, h)| pick(h)).sum::<u64>()
+            };
+            assert_eq!(sum(|h| h.bytes), c.hit_bytes + t.hit_bytes);
+            assert_eq!(sum(|h| h.reply_bytes), c.reply_bytes + t.reply_bytes);
         })
         .expect("enter lb");
 }

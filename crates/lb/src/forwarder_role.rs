@@ -40,7 +40,7 @@ use switchyard_transport::{Throttle, UdpEndpoint};
 
 use crate::overflow::Overflow;
 use switchyard_wire::plumbing::{self, Ingress, Route};
-use switchyard_wire::{Codec, FlowTuple, Message, Protocol, SenderId, UnitId};
+use switchyard_wire::{Codec, FlowTuple, HostId, Message, Protocol, SenderId, UnitId};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -172,6 +172,9 @@ struct State {
     dp: Dataplane,
     routes: HashMap<FlowTuple, Installed>,
     replies: HashMap<(Protocol, SocketAddr, SocketAddr), FlowTuple>,
+    /// The host of every endpoint a route was installed to (kept after its routes end, so
+    /// the endpoint's metrics keep their `host` label).
+    host_of: BTreeMap<SocketAddr, HostId>,
 }
 
 /// A route in the mirror, with when it was installed (CLOCK_MONOTONIC ns, the data plane's
@@ -242,6 +245,10 @@ pub struct ForwarderSnapshot {
     pub vips: Vec<VipSnapshot>,
     /// Routes per host endpoint.
     pub hosts: BTreeMap<SocketAddr, u64>,
+    /// The host of every endpoint routes were installed to since the role started.
+    pub host_of: BTreeMap<SocketAddr, HostId>,
+    /// Packets and bytes per host endpoint, both directions, since the role started.
+    pub host_stats: Vec<(SocketAddr, fwd::HostStats)>,
     /// Routes installed.
     pub flows: u64,
     /// Agent counters, by name.
@@ -283,6 +290,7 @@ impl ForwarderHandle {
                     route: *route,
                     at_ns,
                 };
+                state.host_of.insert(route.target, route.host);
                 if let Some(old) = state.routes.insert(route.flow, installed) {
                     state.replies.remove(&reply_key(&old.route));
                 }
@@ -502,6 +510,8 @@ impl ForwarderHandle {
             tc,
             vips,
             hosts,
+            host_of: state.host_of.clone(),
+            host_stats: state.dp.host_stats().unwrap_or_default(),
             flows: state.routes.len() as u64,
             agent,
         }
@@ -653,6 +663,7 @@ pub async fn start(
                 dp,
                 routes: HashMap::new(),
                 replies: HashMap::new(),
+                host_of: BTreeMap::new(),
             }),
             counters: AgentCounters::default(),
             vips,

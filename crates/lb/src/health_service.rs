@@ -28,6 +28,10 @@
 //! ignored are counted here by reason. Both are logged, at most once per
 //! reason every few seconds.
 //!
+//! Operators' acts on hosts ([`HealthCacheHandle::act`], [`crate::host_acts`]) go out
+//! from the same endpoint, to the same destination as the cache's messages to the host;
+//! the loop hands each host's `DirectiveReply` to the request waiting for it.
+//!
 //! # Sharing
 //!
 //! The cache lives behind a [`std::sync::Mutex`] shared by the loop and
@@ -50,16 +54,20 @@ use switchyard_transport::{
     Received, RejectReason, Throttle, TransportCounters, TransportSnapshot, UdpEndpoint,
 };
 use switchyard_wire::allotment::{AllotmentRequest, AllotmentResponse, AllotmentScheme};
-use switchyard_wire::{Codec, HostId, Message, SenderId, UnitId};
-use tokio::sync::watch;
+use switchyard_wire::health::{Act, DirectiveReply, DirectiveRequest};
+use switchyard_wire::{AppId, Codec, HostId, Message, SenderId, UnitId};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::host_acts::{ATTEMPTS, ActError, PendingActs, RETRY_AFTER};
 use crate::observe::{Marks, Observer, destination, hosts_of};
 use crate::trust::{Admission, ClusterMembers};
 
 /// How often a log line about rejected or ignored datagrams may be written,
 /// per reason.
 const LOG_EVERY: Duration = Duration::from_secs(5);
+/// Acts queued for the loop to send.
+const ACTS_QUEUE: usize = 64;
 
 /// Settings of the health-cache role.
 #[derive(Debug, Clone)]
@@ -128,6 +136,10 @@ struct Shared {
     transport: Arc<TransportCounters>,
     next_request_id: AtomicU64,
     host_names: Arc<BTreeMap<HostId, String>>,
+    /// Acts waiting for their host's reply.
+    acts: PendingActs,
+    /// Acts for the loop to send.
+    outbox: mpsc::Sender<(HostId, Message)>,
 }
 
 impl Shared {
@@ -255,6 +267,64 @@ impl HealthCacheHandle {
         }
     }
 
+    /// Relays an operator's act to `host`'s agent (every application of the host, or
+    /// `app` only) and waits for its answer; see [`crate::host_acts`].
+    pub async fn act(
+        &self,
+        host: HostId,
+        app: Option<AppId>,
+        act: Act,
+    ) -> Result<DirectiveReply, ActError> {
+        if !self.shared.host_names.contains_key(&host) {
+            return Err(ActError::UnknownHost(host));
+        }
+        let known = {
+            let state = self.shared.lock();
+            let advertised = state.cache.host(host).and_then(|v| v.address);
+            destination(advertised, state.peers.get(&SenderId(host.0)).copied()).is_some()
+        };
+        if !known {
+            return Err(ActError::NoAddress(host));
+        }
+        let (request, mut reply) = self.shared.acts.register(host);
+        let message = Message::from(DirectiveRequest {
+            host,
+            unit: self.shared.unit,
+            request,
+            app,
+            act,
+        });
+        let mut outcome = Err(ActError::NoAnswer {
+            host,
+            attempts: ATTEMPTS,
+        });
+        for _ in 0..ATTEMPTS {
+            if self
+                .shared
+                .outbox
+                .send((host, message.clone()))
+                .await
+                .is_err()
+            {
+                outcome = Err(ActError::Stopped);
+                break;
+            }
+            match tokio::time::timeout(RETRY_AFTER, &mut reply).await {
+                Ok(Ok(answer)) => {
+                    outcome = Ok(answer);
+                    break;
+                }
+                Ok(Err(_)) => {
+                    outcome = Err(ActError::Stopped);
+                    break;
+                }
+                Err(_) => {}
+            }
+        }
+        self.shared.acts.forget(request);
+        outcome
+    }
+
     /// Number of hosts in the cache.
     pub fn hosts_count(&self) -> usize {
         self.read(|cache, _| cache.hosts().count())
@@ -345,6 +415,7 @@ pub async fn start(
         source,
     })?;
     let host_names = Arc::new(settings.host_names);
+    let (outbox, acts_out) = mpsc::channel(ACTS_QUEUE);
     let shared = Arc::new(Shared {
         unit,
         control,
@@ -357,6 +428,8 @@ pub async fn start(
         transport: endpoint.counters().clone(),
         next_request_id: AtomicU64::new(1),
         host_names,
+        acts: PendingActs::default(),
+        outbox,
     });
     let service = Service {
         endpoint,
@@ -364,6 +437,7 @@ pub async fn start(
         shutdown,
         throttles: HashMap::new(),
         members: settings.members,
+        acts_out,
     };
     let task = tokio::spawn(service.run());
     Ok((HealthCacheHandle { shared }, task))
@@ -371,6 +445,7 @@ pub async fn start(
 
 enum Event {
     Datagram(Box<std::io::Result<Received>>),
+    Act(HostId, Box<Message>),
     Timeout,
 }
 
@@ -380,6 +455,7 @@ struct Service {
     shutdown: watch::Receiver<bool>,
     throttles: HashMap<&'static str, Throttle>,
     members: ClusterMembers,
+    acts_out: mpsc::Receiver<(HostId, Message)>,
 }
 
 impl Service {
@@ -395,6 +471,7 @@ impl Service {
             let event = tokio::select! {
                 _ = self.shutdown.wait_for(|stop| *stop) => break,
                 received = self.endpoint.recv() => Event::Datagram(Box::new(received)),
+                Some((host, message)) = self.acts_out.recv() => Event::Act(host, Box::new(message)),
                 () = sleep => Event::Timeout,
             };
             match event {
@@ -409,6 +486,7 @@ impl Service {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 },
+                Event::Act(host, message) => self.send_act(host, &message).await,
                 Event::Timeout => self.on_timeout(),
             }
             self.flush().await;
@@ -456,6 +534,10 @@ impl Service {
             }
         };
         let message = filtered.as_deref().unwrap_or(&envelope.message);
+        if let Message::DirectiveReply(reply) = message {
+            self.on_act_reply(envelope.sender, from, *reply);
+            return;
+        }
         let outcome = {
             let mut guard = self.shared.lock();
             let state = &mut *guard;
@@ -498,6 +580,40 @@ impl Service {
                 } else {
                     tracing::debug!(%from, %sender, kind, %reason, suppressed, "message ignored");
                 }
+            }
+        }
+    }
+
+    /// Sends an act's request to `host` (where the cache's messages to it go).
+    async fn send_act(&mut self, host: HostId, message: &Message) {
+        let to = {
+            let state = self.shared.lock();
+            let advertised = state.cache.host(host).and_then(|v| v.address);
+            destination(advertised, state.peers.get(&SenderId(host.0)).copied())
+        };
+        let Some(to) = to else {
+            self.shared.lock().counters.unroutable += 1;
+            return;
+        };
+        if let Err(error) = self.endpoint.send(to, message).await
+            && let Some(suppressed) = self.throttle("send-error")
+        {
+            tracing::warn!(%to, %error, suppressed, "cannot send an act to a host");
+        }
+    }
+
+    /// Hands a host's answer to the act waiting for it.
+    fn on_act_reply(&mut self, sender: SenderId, from: SocketAddr, reply: DirectiveReply) {
+        if !self.shared.acts.complete(HostId(sender.0), reply) {
+            *self
+                .shared
+                .lock()
+                .counters
+                .ignored
+                .entry("unexpected-reply")
+                .or_default() += 1;
+            if let Some(suppressed) = self.throttle("unexpected-reply") {
+                tracing::debug!(%from, %sender, request = reply.request, suppressed, "act reply nobody waits for ignored (late, duplicate or from another host)");
             }
         }
     }

@@ -15,8 +15,8 @@
 //!   allotment API for the classifier and request router
 //!   ([`HealthCacheHandle`]);
 //! - the **admin API** ([`admin`]): JSON on loopback — `/v1/hosts`,
-//!   `/v1/services`, `/v1/allotments`, `/v1/counters` — and Prometheus text
-//!   on `/metrics`; [`admin::client`] is the small HTTP client
+//!   `/v1/services`, `/v1/allotments`, `/v1/counters` — and OpenMetrics text
+//!   on `/metrics` ([`admin::metrics`]); [`admin::client`] is the small HTTP client
 //!   `switchyard ctl` and tests use.
 //!
 //! Roles the unit is configured for but that are not built yet are logged
@@ -45,6 +45,7 @@ pub mod allotment_client;
 pub mod classifier_role;
 pub mod forwarder_role;
 pub mod health_service;
+pub mod host_acts;
 mod observe;
 mod overflow;
 pub mod packet_roles;

@@ -3,7 +3,7 @@
 //! At start it compiles the router's part of the configuration, binds every listener a
 //! request-mode service uses (`listeners[].address`; port 0 picks one, for tests), and
 //! creates the [`Router`] with the affinity cookie key derived from the cluster secret, its
-//! metrics on a registry the unit's `/metrics` appends.
+//! metrics on the unit's registry (the one `/metrics` encodes).
 //!
 //! **Backends.** The router picks hosts from an `ArcSwap<Backends>` snapshot that this
 //! module keeps fed:
@@ -36,8 +36,7 @@
 //!
 //! **Admin.** [`RouterHandle::view`] is the `GET /v1/router` document (with the response
 //! caches' sizes); `POST /v1/cache/invalidate` ([`parse_invalidation`]) removes stored
-//! responses by route or by host and path prefix; [`RouterHandle::render_metrics`] the
-//! Prometheus text appended to `/metrics`.
+//! responses by route or by host and path prefix.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -435,7 +434,6 @@ struct PoolStateLabels {
 #[derive(Debug)]
 struct Shared {
     router: Router,
-    registry: Registry,
     unit: String,
     /// The file the unit's configuration came from (re-read by reloads).
     config_path: std::path::PathBuf,
@@ -766,20 +764,6 @@ impl RouterHandle {
                 .collect(),
         }
     }
-
-    /// Appends the router's metrics (Prometheus text) to `out`.
-    pub fn render_metrics(&self, out: &mut String) {
-        let mut text = String::new();
-        if prometheus_client::encoding::text::encode(&mut text, &self.shared.registry).is_err() {
-            return;
-        }
-        // The encoder writes OpenMetrics; the unit serves the 0.0.4 text format, which has
-        // no end marker.
-        for line in text.lines().filter(|l| *l != "# EOF") {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
 }
 
 /// The router role's admin routes: `GET /v1/router`, `POST /v1/cache/invalidate`.
@@ -964,13 +948,15 @@ async fn bind(name: &str, addr: SocketAddr) -> Result<TcpListener, RouterRoleErr
 }
 
 /// Starts the router role of `unit`: binds its listeners, builds the router, and spawns
-/// one task per listener plus the backends feeder. Everything stops when `stopped` turns
-/// `true` (open connections get [`DRAIN_TIMEOUT`] to finish).
+/// one task per listener plus the backends feeder, its metrics registered on the unit's
+/// `registry`. Everything stops when `stopped` turns `true` (open connections get
+/// [`DRAIN_TIMEOUT`] to finish).
 pub async fn start(
     config: &Config,
     unit: &Unit,
     health: Option<HealthCacheHandle>,
     stopped: watch::Receiver<bool>,
+    registry: &mut Registry,
 ) -> Result<(RouterHandle, Vec<(&'static str, JoinHandle<()>)>), RouterRoleError> {
     let router_config = RouterConfig::from_config(config)?.with_drain_timeout(DRAIN_TIMEOUT);
     let served: BTreeSet<String> = router_config
@@ -1042,8 +1028,7 @@ pub async fn start(
         None => (BackendSource::Static, plan.fallback.clone()),
     };
     let backends = Arc::new(ArcSwap::from_pointee(initial));
-    let mut registry = Registry::default();
-    let router = Router::new(router_config, backends.clone(), &mut registry);
+    let router = Router::new(router_config, backends.clone(), registry);
     let ejected_gauge = Family::<EjectedLabels, Gauge>::default();
     let pool_gauge = Family::<PoolStateLabels, Gauge>::default();
     let source_gauge = Family::<SourceLabels, Gauge>::default();
@@ -1068,7 +1053,6 @@ pub async fn start(
     let handle = RouterHandle {
         shared: Arc::new(Shared {
             router,
-            registry,
             unit: unit.name.clone(),
             config_path: config.source.clone(),
             served: Mutex::new(BTreeMap::new()),

@@ -124,6 +124,7 @@ impl ClusterMembers {
             Message::Goodbye(m) => Some(m.host),
             Message::PostulateTableState(m) => Some(m.host),
             Message::ConsolidatedHeartbeat(c) => Some(c.leader),
+            Message::DirectiveReply(m) => Some(m.host),
             Message::AllotmentRequest(_) | Message::AffinityAllotmentRequest(_)
                 if !self.is_unit(UnitId(sender.0)) =>
             {

@@ -137,6 +137,16 @@ fn service_names(config: &Config) -> Vec<(SocketAddr, Protocol, String)> {
         .collect()
 }
 
+/// The packet-mode services (VIP, protocol, name).
+fn packet_service_names(config: &Config) -> Vec<(SocketAddr, Protocol, String)> {
+    config
+        .services
+        .iter()
+        .filter(|s| matches!(s.mode, switchyard_config::ServiceMode::Packet { .. }))
+        .map(|s| (s.vip, s.protocol, s.name.clone()))
+        .collect()
+}
+
 /// A started unit. Dropping it without [`Self::shutdown`] stops the tasks
 /// too (their stop signal's sender is dropped).
 #[derive(Debug)]
@@ -249,35 +259,54 @@ impl RunningUnit {
                 "unit does not run the health-cache role; running the admin API only"
             );
         }
+        let packet_state = admin::PacketState {
+            forwarder: packet.forwarder.clone(),
+            classifier: packet.classifier.clone(),
+        };
+        let mut info = UnitInfo {
+            name: unit.name.clone(),
+            id: unit.id.0,
+            roles: unit
+                .roles
+                .iter()
+                .map(|r| role_name(*r).to_owned())
+                .collect(),
+            running: Vec::new(),
+        };
+        // One registry for the whole process: collectors for the roles started so far, and
+        // the router registers its families on it as it starts.
+        let mut registry = admin::metrics::registry(
+            &info,
+            packet_service_names(config),
+            health.clone(),
+            packet_state.clone(),
+            sessions.clone(),
+        );
         let router = if unit.has_role(Role::Router) {
-            let (handle, router_tasks) =
-                crate::router_role::start(config, unit, health.clone(), stopped.clone()).await?;
+            let (handle, router_tasks) = crate::router_role::start(
+                config,
+                unit,
+                health.clone(),
+                stopped.clone(),
+                &mut registry,
+            )
+            .await?;
             tasks.extend(router_tasks);
             running.push(role_name(Role::Router).to_owned());
             Some(handle)
         } else {
             None
         };
+        info.running = running.clone();
         let state = AdminState {
-            unit: UnitInfo {
-                name: unit.name.clone(),
-                id: unit.id.0,
-                roles: unit
-                    .roles
-                    .iter()
-                    .map(|r| role_name(*r).to_owned())
-                    .collect(),
-                running: running.clone(),
-            },
+            unit: info,
             health: health.clone(),
             sessions: sessions.clone(),
             services: Arc::new(service_names(config)),
             router: router.clone(),
-            packet: admin::PacketState {
-                forwarder: packet.forwarder.clone(),
-                classifier: packet.classifier.clone(),
-            },
+            packet: packet_state,
             token,
+            metrics: Arc::new(registry),
         };
         tasks.extend(packet.tasks);
         tasks.push(("admin", admin::serve(listener, state, stopped)));

@@ -29,14 +29,15 @@ mod proxy;
 mod rules;
 mod tls;
 mod upstream;
+mod workers;
 
+use std::cell::Cell;
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use hyper::header::HeaderName;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -52,6 +53,7 @@ pub use metrics::RouterCounters;
 use metrics::Metrics;
 use rules::ListenerRules;
 use upstream::Upstreams;
+use workers::Workers;
 
 /// Why the router could not be built or could not serve.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +71,9 @@ pub enum RouterError {
     /// An invalidation named a route without a response cache.
     #[error("no route \"{0}\" with a response cache")]
     NoCache(String),
+    /// The router's worker threads or a listener's socket could not be set up.
+    #[error("listener: {0}")]
+    Listener(#[source] std::io::Error),
 }
 
 /// What to remove from the response caches.
@@ -111,6 +116,10 @@ pub struct RouterConfig {
     listeners: HashMap<String, Arc<ListenerConfig>>,
     cookie_key: CookieKey,
     drain_timeout: Duration,
+    /// `settings.request_id_header`, compiled once.
+    request_id_header: HeaderName,
+    /// Worker threads of a router built with this configuration (not reloadable).
+    worker_threads: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -180,12 +189,28 @@ impl RouterConfig {
                 }),
             );
         }
+        let request_id_header = HeaderName::from_bytes(config.router.request_id_header.as_bytes())
+            .map_err(|_| {
+                RouterError::Config(format!(
+                    "request id header \"{}\" is not a header name",
+                    config.router.request_id_header
+                ))
+            })?;
         Ok(Self {
             settings: config.router.clone(),
             listeners,
             cookie_key: CookieKey::derive(config.cluster.secret.as_bytes()),
             drain_timeout: Duration::from_secs(30),
+            request_id_header,
+            worker_threads: std::thread::available_parallelism().map_or(1, usize::from),
         })
+    }
+
+    /// How many worker threads a [`Router`] built with this configuration serves its
+    /// listeners on (default: one per CPU). A reload keeps the router's count.
+    pub fn with_worker_threads(mut self, threads: usize) -> Self {
+        self.worker_threads = threads.max(1);
+        self
     }
 
     /// Replaces the affinity cookie key (e.g. to share one across clusters).
@@ -207,7 +232,7 @@ impl RouterConfig {
             for service in &listener.rules.services {
                 for route in &service.routes {
                     if let Some(c) = &route.cache {
-                        out.push((format!("{}#{}", service.name, route.index), c.clone()));
+                        out.push((route.label.to_string(), c.clone()));
                     }
                 }
             }
@@ -242,10 +267,13 @@ struct Inner {
     backends: Arc<ArcSwap<Backends>>,
     upstreams: Upstreams,
     metrics: Metrics,
-    clients: Mutex<HashMap<IpAddr, u32>>,
+    /// Requests in flight per client address.
+    clients: proxy::Clients,
     shutdown: watch::Sender<bool>,
-    counter: AtomicU64,
     seed: u64,
+    /// Started by the first `serve`.
+    workers: OnceLock<Workers>,
+    worker_threads: usize,
 }
 
 impl Router {
@@ -257,20 +285,27 @@ impl Router {
         registry: &mut Registry,
     ) -> Self {
         let metrics = Metrics::register(registry);
+        metrics.cache_routes(config.caches().into_iter().map(|(route, _)| route));
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id());
+        let worker_threads = config.worker_threads;
         Self {
             inner: Arc::new(Inner {
-                upstreams: Upstreams::new(config.settings.upstream, metrics.clone()),
+                upstreams: Upstreams::new(
+                    config.settings.upstream,
+                    metrics.clone(),
+                    worker_threads,
+                ),
                 config: ArcSwap::from_pointee(config),
                 backends,
                 metrics,
-                clients: Mutex::new(HashMap::new()),
+                clients: proxy::Clients::default(),
                 shutdown: watch::channel(false).0,
-                counter: AtomicU64::new(0),
                 seed,
+                workers: OnceLock::new(),
+                worker_threads,
             }),
         }
     }
@@ -292,101 +327,46 @@ impl Router {
     /// listener's certificates and HTTP limits) and each request the one current when it
     /// starts (rules, limits, cookie key), so a [`Router::reload`] applies without closing
     /// anything.
+    ///
+    /// The listener is served by the router's worker threads (one accept loop on one of
+    /// them, connections spread over all); dropping the returned future stops accepting
+    /// and lets the open connections drain.
     pub fn serve_until(
         &self,
         name: &str,
         listener: TcpListener,
-        mut stop_one: watch::Receiver<bool>,
+        stop_one: watch::Receiver<bool>,
     ) -> impl Future<Output = Result<(), RouterError>> + Send + 'static {
         let inner = self.inner.clone();
-        let first = inner.config.load_full();
-        let at_start = first.listeners.get(name).cloned();
         let name: Arc<str> = Arc::from(name);
         async move {
-            let at_start =
-                at_start.ok_or_else(|| RouterError::UnknownListener(name.to_string()))?;
-            let graceful = GracefulShutdown::new();
-            let mut stop = inner.shutdown.subscribe();
-            let mut current = (
-                first.clone(),
-                at_start.clone(),
-                connection_builder(&first, &at_start),
+            let first = inner.config.load_full();
+            let Some(at_start) = first.listeners.get(&*name).cloned() else {
+                return Err(RouterError::UnknownListener(name.to_string()));
+            };
+            let workers = inner.workers()?;
+            let listener = listener.into_std().map_err(RouterError::Listener)?;
+            let home = workers.next_acceptor();
+            // Dropped with this future: the accept loop then stops and drains.
+            let (_alive, alive) = watch::channel(());
+            let accept = workers.spawn(
+                home,
+                accept_loop(
+                    AcceptLoop {
+                        inner: inner.clone(),
+                        name,
+                        first,
+                        at_start,
+                        home,
+                    },
+                    listener,
+                    stop_one,
+                    alive,
+                ),
             );
-            tracing::info!(listener = %name, protocol = ?at_start.protocol, "router listening");
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => {
-                        let (stream, peer) = match accepted {
-                            Ok(a) => a,
-                            Err(e) => {
-                                // Out of descriptors and the like: back off, keep serving.
-                                tracing::warn!(error = %e, "accept failed");
-                                tokio::time::sleep(Duration::from_millis(20)).await;
-                                continue;
-                            }
-                        };
-                        let _ = stream.set_nodelay(true);
-                        let config = inner.config.load_full();
-                        if !Arc::ptr_eq(&config, &current.0) {
-                            // Reloaded: this listener's new settings (or, if the reload
-                            // dropped it or changed its protocol, its old ones while it
-                            // drains; the caller serves the new one anew).
-                            let listener = config
-                                .listeners
-                                .get(&*name)
-                                .filter(|l| l.protocol.kind() == at_start.protocol.kind())
-                                .cloned()
-                                .unwrap_or_else(|| current.1.clone());
-                            let builder = connection_builder(&config, &listener);
-                            current = (config, listener, builder);
-                        }
-                        let (config, listener, builder) = current.clone();
-                        let ctx = proxy::ConnCtx {
-                            inner: inner.clone(),
-                            config: config.clone(),
-                            name: name.clone(),
-                            listener,
-                            peer,
-                            tls: at_start.protocol.kind() == "https",
-                        };
-                        let watcher = graceful.watcher();
-                        let handshake = config.settings.header_read_timeout;
-                        tokio::spawn(async move {
-                            let service = proxy::service(Arc::new(ctx.clone()));
-                            match &ctx.listener.protocol {
-                                Protocol::Https(tls) => {
-                                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
-                                    let stream = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                                        Ok(Ok(s)) => s,
-                                        Ok(Err(e)) => {
-                                            tracing::debug!(peer = %ctx.peer, error = %e, "TLS handshake failed");
-                                            return;
-                                        }
-                                        Err(_) => return,
-                                    };
-                                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                                    let _ = watcher.watch(conn.into_owned()).await;
-                                }
-                                Protocol::Http | Protocol::H2c => {
-                                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                                    let _ = watcher.watch(conn.into_owned()).await;
-                                }
-                            }
-                        });
-                    }
-                    () = until_stopped(&mut stop) => break,
-                    () = until_stopped(&mut stop_one) => break,
-                }
-            }
-            drop(listener);
-            let drain = inner.config.load().drain_timeout;
-            tokio::select! {
-                () = graceful.shutdown() => {}
-                () = tokio::time::sleep(drain) => {
-                    tracing::warn!(listener = %name, "drain timeout; closing remaining connections");
-                }
-            }
-            Ok(())
+            accept
+                .await
+                .unwrap_or_else(|e| Err(RouterError::Listener(std::io::Error::other(e))))
         }
     }
 
@@ -399,6 +379,8 @@ impl Router {
         if config.settings.upstream != self.inner.upstreams.settings {
             tracing::warn!("router.upstream changed: it applies after a restart, not on reload");
         }
+        let routes = config.caches().into_iter().map(|(route, _)| route);
+        self.inner.metrics.cache_routes(routes);
         self.inner.config.store(Arc::new(config));
     }
 
@@ -471,6 +453,144 @@ impl Router {
     }
 }
 
+/// What an accept loop serves: the listener `name` as configured in `first` when it
+/// started (`at_start`), on worker `home`.
+struct AcceptLoop {
+    inner: Arc<Inner>,
+    name: Arc<str>,
+    first: Arc<RouterConfig>,
+    at_start: Arc<ListenerConfig>,
+    home: usize,
+}
+
+/// Accepts on `listener` until shutdown, `stop_one` or `alive` closing; then waits (up to
+/// the drain timeout) for its connections to finish.
+async fn accept_loop(
+    serving: AcceptLoop,
+    listener: std::net::TcpListener,
+    mut stop_one: watch::Receiver<bool>,
+    mut alive: watch::Receiver<()>,
+) -> Result<(), RouterError> {
+    let AcceptLoop {
+        inner,
+        name,
+        first,
+        at_start,
+        home,
+    } = serving;
+    let listener = TcpListener::from_std(listener).map_err(RouterError::Listener)?;
+    let graceful = GracefulShutdown::new();
+    let mut stop = inner.shutdown.subscribe();
+    let mut current = (
+        first.clone(),
+        at_start.clone(),
+        connection_builder(&first, &at_start),
+    );
+    tracing::info!(listener = %name, protocol = ?at_start.protocol, "router listening");
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let config = inner.config.load_full();
+                if !Arc::ptr_eq(&config, &current.0) {
+                    // Reloaded: this listener's new settings (or, if the reload
+                    // dropped it or changed its protocol, its old ones while it
+                    // drains; the caller serves the new one anew).
+                    let listener = config
+                        .listeners
+                        .get(&*name)
+                        .filter(|l| l.protocol.kind() == at_start.protocol.kind())
+                        .cloned()
+                        .unwrap_or_else(|| current.1.clone());
+                    let builder = connection_builder(&config, &listener);
+                    current = (config, listener, builder);
+                }
+                let (config, listener, builder) = current.clone();
+                let ctx = proxy::ConnCtx::new(
+                    inner.clone(),
+                    config,
+                    name.clone(),
+                    listener,
+                    peer,
+                    at_start.protocol.kind() == "https",
+                );
+                let watcher = graceful.watcher();
+                let Some(workers) = inner.workers.get() else {
+                    break;
+                };
+                let (worker, open) = workers.place(home);
+                if worker == home {
+                    tokio::spawn(serve_connection(ctx, builder, watcher, stream, open));
+                } else {
+                    // Re-registered with the other worker's runtime.
+                    let Ok(stream) = stream.into_std() else {
+                        continue;
+                    };
+                    workers.spawn(worker, async move {
+                        if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                            serve_connection(ctx, builder, watcher, stream, open).await;
+                        }
+                    });
+                }
+            }
+            () = until_stopped(&mut stop) => break,
+            () = until_stopped(&mut stop_one) => break,
+            _ = alive.changed() => break,
+        }
+    }
+    drop(listener);
+    let drain = inner.config.load().drain_timeout;
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(drain) => {
+            tracing::warn!(listener = %name, "drain timeout; closing remaining connections");
+        }
+    }
+    Ok(())
+}
+
+/// Serves one client connection (TLS first on an https listener) to its end.
+async fn serve_connection(
+    ctx: proxy::ConnCtx,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    stream: tokio::net::TcpStream,
+    _open: workers::OpenConnection,
+) {
+    let handshake = ctx.config.settings.header_read_timeout;
+    let listener = ctx.listener.clone();
+    let peer = ctx.peer();
+    let service = proxy::service(Arc::new(ctx));
+    match &listener.protocol {
+        Protocol::Https(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+            let stream = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let _ = watcher.watch(conn.into_owned()).await;
+        }
+        Protocol::Http | Protocol::H2c => {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let _ = watcher.watch(conn.into_owned()).await;
+        }
+    }
+}
+
 /// Resolves once shutdown was requested (the guard `wait_for` yields stays inside). A
 /// dropped sender never stops anything.
 async fn until_stopped(stop: &mut watch::Receiver<bool>) {
@@ -510,9 +630,28 @@ fn connection_builder(
 }
 
 impl Inner {
-    /// A fresh pseudo-random number (not for secrets).
+    /// A fresh pseudo-random number (not for secrets). A per-thread counter: no cache
+    /// line shared between the workers.
     fn random(&self) -> u64 {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        xxhash_rust::xxh3::xxh3_64_with_seed(&n.to_le_bytes(), self.seed)
+        thread_local! {
+            static COUNTER: Cell<u64> = const { Cell::new(0) };
+        }
+        let n = COUNTER.with(|c| {
+            let n = c.get().wrapping_add(1);
+            c.set(n);
+            n
+        });
+        let thread = COUNTER.with(|c| std::ptr::from_ref(c).addr() as u64);
+        xxhash_rust::xxh3::xxh3_64_with_seed(&n.to_le_bytes(), self.seed ^ thread)
+    }
+
+    /// The worker threads, started on first use.
+    fn workers(&self) -> Result<&Workers, RouterError> {
+        if let Some(w) = self.workers.get() {
+            return Ok(w);
+        }
+        let started = Workers::start(self.worker_threads).map_err(RouterError::Listener)?;
+        // Two first serves racing: the loser's threads end when it is dropped.
+        Ok(self.workers.get_or_init(|| started))
     }
 }

@@ -3,18 +3,34 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+// Label sets are built for every request: their values are shared (`Arc<str>` labels
+// precomputed with the routing rules) or plain numbers, so a lookup allocates nothing.
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RequestLabels {
-    pub(crate) route: String,
-    pub(crate) host: String,
+    pub(crate) route: Arc<str>,
+    pub(crate) host: HostLabel,
     pub(crate) status: u16,
+}
+
+/// A host id as a label value, or `none` for requests no host answered.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub(crate) struct HostLabel(pub(crate) Option<u32>);
+
+impl EncodeLabelValue for HostLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        match self.0 {
+            Some(id) => EncodeLabelValue::encode(&id, encoder),
+            None => EncodeLabelValue::encode(&"none", encoder),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -24,7 +40,7 @@ pub(crate) struct HostLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RouteLabels {
-    pub(crate) route: String,
+    pub(crate) route: Arc<str>,
 }
 
 /// Every metric of one router.
@@ -44,6 +60,8 @@ pub(crate) struct Metrics {
     pub(crate) cache_invalidations: Family<RouteLabels, Counter>,
     pub(crate) cache_bytes: Family<RouteLabels, Gauge>,
     pub(crate) totals: Arc<Totals>,
+    /// The route label of requests no route took: `none`.
+    pub(crate) no_route: Arc<str>,
 }
 
 /// Plain totals next to the labelled families, for JSON documents.
@@ -139,6 +157,7 @@ impl Metrics {
             cache_invalidations: Family::default(),
             cache_bytes: Family::default(),
             totals: Arc::new(Totals::default()),
+            no_route: Arc::from("none"),
         };
         let r = registry.sub_registry_with_prefix("switchyard_router");
         r.register(
@@ -207,6 +226,28 @@ impl Metrics {
             m.cache_bytes.clone(),
         );
         m
+    }
+}
+
+impl Metrics {
+    /// Creates the cache series of `routes` (routes with a response cache) at zero, so hit
+    /// ratios and rates have them before the first request.
+    pub(crate) fn cache_routes(&self, routes: impl IntoIterator<Item = String>) {
+        for route in routes {
+            let labels = RouteLabels {
+                route: route.into(),
+            };
+            for family in [
+                &self.cache_hits,
+                &self.cache_misses,
+                &self.cache_stores,
+                &self.cache_evictions,
+                &self.cache_invalidations,
+            ] {
+                let _ = family.get_or_create(&labels);
+            }
+            let _ = self.cache_bytes.get_or_create(&labels);
+        }
     }
 }
 

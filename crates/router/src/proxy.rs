@@ -1,12 +1,19 @@
 //! One request's way through the router: limits, routing, forwarding headers, host
 //! choice with affinity, attempts and retries, upgrades, the response body that returns
 //! the host connection to its pool, and the access log line.
+//!
+//! Per request this path allocates only what hyper needs (the request's future, the
+//! header map sent to the host, a generated request id): labels, forwarding values and
+//! header names are computed once per route, per connection or per configuration, and
+//! the access-log record is only built when the access log is on.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -22,10 +29,13 @@ use tokio::time::Instant;
 use crate::backends::{Placement, choose};
 use crate::cache::ResponseCache;
 use crate::metrics::Totals;
-use crate::metrics::{RejectLabels, RequestLabels, RouteLabels};
+use crate::metrics::{HostLabel, RejectLabels, RequestLabels, RouteLabels};
 use crate::rules::Decision;
 use crate::upstream::{BoxError, Lease, UpstreamBody};
 use crate::{Inner, ListenerConfig, RouterConfig};
+
+/// The target of the access log lines.
+const ACCESS_LOG: &str = "switchyard_router::access";
 
 /// One accepted client connection, with the configuration its next request uses.
 #[derive(Debug, Clone)]
@@ -36,11 +46,64 @@ pub(crate) struct ConnCtx {
     /// The listener's name (its rules are looked up again after a reload).
     pub(crate) name: Arc<str>,
     pub(crate) listener: Arc<ListenerConfig>,
-    pub(crate) peer: SocketAddr,
-    pub(crate) tls: bool,
+    client: Arc<Client>,
+}
+
+/// What a connection knows about its client, worked out once when it is accepted.
+#[derive(Debug)]
+struct Client {
+    peer: SocketAddr,
+    tls: bool,
+    /// `X-Forwarded-For` for a request that has none: the client's address.
+    forwarded_for: HeaderValue,
+    /// `Forwarded` without its host part: `for=…;proto=…`.
+    forwarded: String,
+    /// The last `Forwarded` value built, with the `Host` it names (a connection's
+    /// requests usually name one host).
+    forwarded_with_host: Mutex<Option<(HeaderValue, HeaderValue)>>,
+    /// Requests in flight from the client's address, over all its connections.
+    in_flight: Arc<InFlight>,
 }
 
 impl ConnCtx {
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        config: Arc<RouterConfig>,
+        name: Arc<str>,
+        listener: Arc<ListenerConfig>,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> Self {
+        let ip = peer.ip();
+        let proto = if tls { "https" } else { "http" };
+        let node = match ip {
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("\"[{ip}]\""),
+        };
+        let in_flight = inner.clients.register(ip);
+        let client = Client {
+            peer,
+            tls,
+            forwarded_for: HeaderValue::from_str(&ip.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            forwarded: format!("for={node};proto={proto}"),
+            forwarded_with_host: Mutex::new(None),
+            in_flight,
+        };
+        Self {
+            inner,
+            config,
+            name,
+            listener,
+            client: Arc::new(client),
+        }
+    }
+
+    /// The client's address.
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.client.peer
+    }
+
     /// This context for the next request: the same one while the configuration is the
     /// one it was made with, else one with the reloaded configuration and the listener's
     /// new rules (a listener the new configuration dropped keeps its old rules while its
@@ -63,6 +126,36 @@ impl ConnCtx {
             ..(**self).clone()
         })
     }
+
+    /// The `Forwarded` value for a request whose `Host` is `host`.
+    fn forwarded(&self, host: Option<&HeaderValue>) -> Option<HeaderValue> {
+        // Only a host made of these characters is repeated in `Forwarded`.
+        let host = host.filter(|h| {
+            h.as_bytes()
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(b))
+        });
+        let Some(host) = host else {
+            return HeaderValue::from_str(&self.client.forwarded).ok();
+        };
+        let mut last = lock(&self.client.forwarded_with_host);
+        if let Some((h, value)) = last.as_ref()
+            && h == host
+        {
+            return Some(value.clone());
+        }
+        let mut text = String::with_capacity(self.client.forwarded.len() + 6 + host.len());
+        text.push_str(&self.client.forwarded);
+        text.push_str(";host=");
+        text.push_str(host.to_str().ok()?);
+        let value = HeaderValue::from_maybe_shared(Bytes::from(text)).ok()?;
+        *last = Some((host.clone(), value.clone()));
+        Some(value)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The hyper service of one connection.
@@ -99,15 +192,15 @@ struct AccessLog {
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) that are never forwarded.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 fn local(status: StatusCode, text: &'static str) -> Response<RouterBody> {
@@ -120,82 +213,108 @@ fn local(status: StatusCode, text: &'static str) -> Response<RouterBody> {
     resp
 }
 
-/// Holds one of a client's concurrent request slots.
-#[derive(Debug)]
-struct ClientSlot {
-    inner: Arc<Inner>,
-    ip: IpAddr,
+/// Requests in flight per client address: one counter per address that has an open
+/// connection or a request in flight, shared by its connections.
+#[derive(Debug, Default)]
+pub(crate) struct Clients(Arc<Mutex<HashMap<IpAddr, Weak<InFlight>>>>);
+
+impl Clients {
+    /// The counter of `ip` (once per connection).
+    fn register(&self, ip: IpAddr) -> Arc<InFlight> {
+        let mut map = lock(&self.0);
+        if let Some(existing) = map.get(&ip).and_then(Weak::upgrade) {
+            return existing;
+        }
+        let counter = Arc::new(InFlight {
+            ip,
+            n: AtomicU32::new(0),
+            map: Arc::downgrade(&self.0),
+        });
+        map.insert(ip, Arc::downgrade(&counter));
+        counter
+    }
 }
 
+/// One client address's requests in flight.
+#[derive(Debug)]
+struct InFlight {
+    ip: IpAddr,
+    n: AtomicU32,
+    map: Weak<Mutex<HashMap<IpAddr, Weak<InFlight>>>>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // The last connection and request of this address are gone. A new connection
+        // may have put a fresh counter in since: keep that one.
+        if let Some(map) = self.map.upgrade() {
+            let mut map = lock(&map);
+            if map.get(&self.ip).is_some_and(|w| w.strong_count() == 0) {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Holds one of a client's concurrent request slots.
+#[derive(Debug)]
+struct ClientSlot(Arc<InFlight>);
+
 impl ClientSlot {
-    fn take(inner: &Arc<Inner>, ip: IpAddr, limit: u32) -> Option<Self> {
-        let mut clients = inner
-            .clients
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = clients.entry(ip).or_insert(0);
-        if *n >= limit {
+    fn take(counter: &Arc<InFlight>, limit: u32) -> Option<Self> {
+        if counter.n.fetch_add(1, Ordering::AcqRel) >= limit {
+            counter.n.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        *n += 1;
-        Some(Self {
-            inner: inner.clone(),
-            ip,
-        })
+        Some(Self(counter.clone()))
     }
 }
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
-        let mut clients = self
-            .inner
-            .clients
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = clients.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                clients.remove(&self.ip);
-            }
-        }
+        self.0.n.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RouterBody> {
     let inner = &ctx.inner;
     let start = Instant::now();
-    let mut log = AccessLog {
-        method: req.method().clone(),
-        host: String::new(),
-        path: req.uri().path().to_owned(),
-        status: 0,
-        pool: String::new(),
-        host_id: None,
-        start,
-        peer: ctx.peer,
-        request_id: String::new(),
-    };
-    let (resp, route_label, slot) = route_request(&ctx, req, &mut log).await;
-    log.status = resp.status().as_u16();
-    inner.metrics.totals.response(log.status);
-    inner
-        .metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route: route_label.clone(),
-            host: log
-                .host_id
-                .map_or_else(|| "none".to_owned(), |h| h.0.to_string()),
-            status: log.status,
+    let mut log = tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO).then(|| {
+        Box::new(AccessLog {
+            method: req.method().clone(),
+            host: String::new(),
+            path: req.uri().path().to_owned(),
+            status: 0,
+            pool: String::new(),
+            host_id: None,
+            start,
+            peer: ctx.client.peer,
+            request_id: String::new(),
         })
-        .inc();
+    });
+    let mut host_id = None;
+    let (resp, route, slot) = route_request(&ctx, req, &mut host_id, log.as_deref_mut()).await;
+    let status = resp.status().as_u16();
+    inner.metrics.totals.response(status);
+    let labels = RequestLabels {
+        route,
+        host: HostLabel(host_id.map(|h| h.0)),
+        status,
+    };
+    inner.metrics.requests.get_or_create(&labels).inc();
     inner
         .metrics
         .latency
-        .get_or_create(&RouteLabels { route: route_label })
+        .get_or_create(&RouteLabels {
+            route: labels.route,
+        })
         .observe(start.elapsed().as_secs_f64());
+    if let Some(log) = log.as_deref_mut() {
+        log.status = status;
+        log.host_id = host_id;
+    }
     let (parts, mut body) = resp.into_parts();
-    body.log = Some(log);
+    body.log = log;
     body.slot = slot;
     Response::from_parts(parts, body)
 }
@@ -216,16 +335,49 @@ fn reject(
 }
 
 /// The request's authority without port, lower case.
-fn request_host(req: &Request<Incoming>) -> Option<String> {
-    let raw = match req.uri().authority() {
-        Some(a) => a.host().to_owned(),
+fn request_host(req: &Request<Incoming>) -> Option<Cow<'_, str>> {
+    let host = match req.uri().authority() {
+        Some(a) => a.host(),
         None => {
             let value = req.headers().get(header::HOST)?.to_str().ok()?;
-            let auth: hyper::http::uri::Authority = value.parse().ok()?;
-            auth.host().to_owned()
+            match plain_host(value) {
+                Some(host) => host,
+                None => {
+                    let auth: hyper::http::uri::Authority = value.parse().ok()?;
+                    return Some(Cow::Owned(auth.host().to_ascii_lowercase()));
+                }
+            }
         }
     };
-    Some(raw.to_ascii_lowercase())
+    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    })
+}
+
+/// The host of a `Host` value of the common form `name[:port]` (letters, digits, `.`,
+/// `-`), without parsing it as an authority; `None` for anything else.
+fn plain_host(value: &str) -> Option<&str> {
+    let (host, port) = match value.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (value, None),
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    let port_ok =
+        port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
+    (host_ok && port_ok).then_some(host)
+}
+
+/// The length of `uri` as text (what `uri.to_string().len()` gives), without building it.
+fn uri_len(uri: &Uri) -> usize {
+    uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path().len()
+        + uri.query().map_or(0, |q| q.len() + 1)
 }
 
 fn is_upgrade(req: &Request<Incoming>) -> bool {
@@ -245,13 +397,15 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -263,14 +417,18 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
+/// Routes and answers one request: the response, the route label for metrics and the
+/// client slot the request holds until its response body is done.
 async fn route_request(
     ctx: &ConnCtx,
     req: Request<Incoming>,
-    log: &mut AccessLog,
-) -> (Response<RouterBody>, String, Option<ClientSlot>) {
+    host_id: &mut Option<HostId>,
+    mut log: Option<&mut AccessLog>,
+) -> (Response<RouterBody>, Arc<str>, Option<ClientSlot>) {
     let inner = &ctx.inner;
     let settings = &ctx.config.settings;
-    let Some(slot) = ClientSlot::take(inner, ctx.peer.ip(), settings.max_requests_per_client)
+    let none = || inner.metrics.no_route.clone();
+    let Some(slot) = ClientSlot::take(&ctx.client.in_flight, settings.max_requests_per_client)
     else {
         return (
             reject(
@@ -279,7 +437,7 @@ async fn route_request(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many requests\n",
             ),
-            "none".to_owned(),
+            none(),
             None,
         );
     };
@@ -288,7 +446,7 @@ async fn route_request(
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum::<usize>()
-        + req.uri().to_string().len();
+        + uri_len(req.uri());
     if headers.len() > settings.max_headers as usize
         || head_bytes > settings.max_header_bytes as usize
     {
@@ -299,7 +457,7 @@ async fn route_request(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "request header fields too large\n",
             ),
-            "none".to_owned(),
+            none(),
             Some(slot),
         );
     }
@@ -311,30 +469,35 @@ async fn route_request(
                 StatusCode::BAD_REQUEST,
                 "bad request: no valid host\n",
             ),
-            "none".to_owned(),
+            none(),
             Some(slot),
         );
     };
-    log.host = host.clone();
-    let request_id = match req.headers().get(&settings.request_id_header) {
+    let request_id_header = &ctx.config.request_id_header;
+    let request_id = match req.headers().get(request_id_header) {
         Some(v) if !v.is_empty() && v.len() <= 200 => v.clone(),
         _ => new_request_id(inner),
     };
-    log.request_id = request_id.to_str().unwrap_or("").to_owned();
-    let path = req.uri().path().to_owned();
+    if let Some(log) = log.as_deref_mut() {
+        log.host = host.clone().into_owned();
+        log.request_id = request_id.to_str().unwrap_or("").to_owned();
+    }
+    let path = req.uri().path();
     let Some(decision) = ctx
         .listener
         .rules
-        .decide(req.method(), &host, &path, req.headers())
+        .decide(req.method(), &host, path, req.headers())
     else {
         return (
             local(StatusCode::NOT_FOUND, "no route\n"),
-            "none".to_owned(),
+            none(),
             Some(slot),
         );
     };
-    let label = decision.label();
-    log.pool = decision.pool().to_owned();
+    let label = decision.label().clone();
+    if let Some(log) = log {
+        log.pool = decision.pool().to_owned();
+    }
     let limit = decision
         .route
         .and_then(|r| r.max_body_bytes)
@@ -356,15 +519,12 @@ async fn route_request(
             Some(slot),
         );
     }
-    let cache = decision.route.and_then(|r| r.cache.clone());
+    let cache = decision.route.and_then(|r| r.cache.as_ref());
     let method = req.method().clone();
     let mut store_for: Option<(String, HeaderMap)> = None;
     let mut invalidate: Option<String> = None;
-    if let Some(c) = &cache {
-        let target = req
-            .uri()
-            .path_and_query()
-            .map_or(path.as_str(), |pq| pq.as_str());
+    if let Some(c) = cache {
+        let target = req.uri().path_and_query().map_or(path, |pq| pq.as_str());
         let key = crate::cache::key(&host, target);
         if ResponseCache::applies(&method, req.headers()) {
             if ResponseCache::may_serve(req.headers())
@@ -386,9 +546,8 @@ async fn route_request(
                 let mut resp = Response::new(RouterBody::local(body));
                 *resp.status_mut() = hit.status;
                 *resp.headers_mut() = hit.headers;
-                if let Ok(name) = HeaderName::from_bytes(settings.request_id_header.as_bytes()) {
-                    resp.headers_mut().insert(name, request_id);
-                }
+                resp.headers_mut()
+                    .insert(request_id_header.clone(), request_id);
                 return (resp, label, Some(slot));
             }
             Totals::add(&inner.metrics.totals.cache_misses);
@@ -407,19 +566,18 @@ async fn route_request(
         }
     }
     let affinity_cookie = match &decision.service.affinity {
-        Affinity::Cookie { name, .. } => Some(name.clone()),
+        Affinity::Cookie { name, .. } => Some(name.as_str()),
         _ => None,
     };
-    let resp = forward(ctx, req, decision, &path, &request_id, limit, log).await;
-    let mut resp = resp;
-    if let (Some(c), Some(key)) = (&cache, invalidate)
+    let mut resp = forward(ctx, req, decision, &request_id, limit, host_id).await;
+    if let (Some(c), Some(key)) = (cache, invalidate)
         && (resp.status().is_success() || resp.status().is_redirection())
     {
         let removed = c.invalidate_key(&key);
         cache_removed(inner, &label, c, removed);
     }
-    if let (Some(c), Some((key, request_headers))) = (&cache, store_for) {
-        let host_headers = without_cookie(resp.headers(), affinity_cookie.as_deref());
+    if let (Some(c), Some((key, request_headers))) = (cache, store_for) {
+        let host_headers = without_cookie(resp.headers(), affinity_cookie);
         if c.wants(resp.status(), &host_headers) {
             let (parts, body) = resp.into_parts();
             let bytes = match body.collect().await {
@@ -459,9 +617,8 @@ async fn route_request(
             resp = Response::from_parts(parts, RouterBody::local(bytes));
         }
     }
-    if let Ok(name) = HeaderName::from_bytes(settings.request_id_header.as_bytes()) {
-        resp.headers_mut().insert(name, request_id);
-    }
+    resp.headers_mut()
+        .insert(request_id_header.clone(), request_id);
     (resp, label, Some(slot))
 }
 
@@ -491,7 +648,7 @@ fn without_cookie(headers: &HeaderMap, cookie: Option<&str>) -> HeaderMap {
 /// Counts responses removed from a route's cache and updates its size gauge.
 pub(crate) fn cache_removed(inner: &Inner, route: &str, cache: &ResponseCache, removed: u64) {
     let labels = RouteLabels {
-        route: route.to_owned(),
+        route: Arc::from(route),
     };
     inner
         .metrics
@@ -505,25 +662,30 @@ pub(crate) fn cache_removed(inner: &Inner, route: &str, cache: &ResponseCache, r
         .set(i64::try_from(cache.bytes()).unwrap_or(i64::MAX));
 }
 
+/// A new request id: 32 hexadecimal digits.
 fn new_request_id(inner: &Inner) -> HeaderValue {
-    let a = inner.random();
-    let b = inner.random();
-    let text = format!("{a:016x}{b:016x}");
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 32];
+    let (a, b) = (inner.random(), inner.random());
+    for (i, digit) in text.iter_mut().enumerate() {
+        let word = if i < 16 { a } else { b };
+        let shift = 60 - 4 * (i % 16);
+        *digit = HEX[((word >> shift) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
-/// The headers to send to the host.
+/// Turns the client's request headers into the ones sent to the host, in place.
 fn upstream_headers(
     ctx: &ConnCtx,
-    req: &hyper::http::request::Parts,
+    req: &mut hyper::http::request::Parts,
     decision: Decision<'_>,
     request_id: &HeaderValue,
     upgrade: bool,
-) -> HeaderMap {
-    let settings = &ctx.config.settings;
-    let mut headers = req.headers.clone();
+) {
+    let headers = &mut req.headers;
     let upgrade_value = headers.get(header::UPGRADE).cloned();
-    strip_hop_by_hop(&mut headers);
+    strip_hop_by_hop(headers);
     if upgrade && let Some(u) = upgrade_value {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, u);
@@ -534,41 +696,30 @@ fn upstream_headers(
     {
         headers.insert(header::HOST, v);
     }
-    let client = ctx.peer.ip();
-    let proto = if ctx.tls { "https" } else { "http" };
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {client}"),
-        None => client.to_string(),
+    let proto = if ctx.client.tls { "https" } else { "http" };
+    let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", ctx.client.peer.ip())).ok(),
+        None => Some(ctx.client.forwarded_for.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+    if let Some(v) = xff {
+        headers.insert(X_FORWARDED_FOR, v);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
-    if let Some(h) = headers.get(header::HOST).cloned() {
-        headers.insert("x-forwarded-host", h);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    let host = headers.get(header::HOST).cloned();
+    if let Some(h) = &host {
+        headers.insert(X_FORWARDED_HOST, h.clone());
     }
-    let node = match client {
-        IpAddr::V4(ip) => ip.to_string(),
-        IpAddr::V6(ip) => format!("\"[{ip}]\""),
-    };
-    let mut forwarded = format!("for={node};proto={proto}");
-    if let Some(h) = headers.get(header::HOST).and_then(|v| v.to_str().ok())
-        && h.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-    {
-        forwarded.push_str(";host=");
-        forwarded.push_str(h);
-    }
+    let forwarded = ctx.forwarded(host.as_ref());
     let forwarded = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {forwarded}"),
+        Some(prior) => forwarded.and_then(|f| {
+            HeaderValue::from_str(&format!("{prior}, {}", f.to_str().unwrap_or_default())).ok()
+        }),
         None => forwarded,
     };
-    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+    if let Some(v) = forwarded {
         headers.insert(header::FORWARDED, v);
     }
-    if let Ok(name) = HeaderName::from_bytes(settings.request_id_header.as_bytes()) {
-        headers.insert(name, request_id.clone());
-    }
+    headers.insert(ctx.config.request_id_header.clone(), request_id.clone());
     if let Some(route) = decision.route {
         for name in &route.remove_headers {
             headers.remove(name);
@@ -577,16 +728,41 @@ fn upstream_headers(
             headers.insert(name.clone(), value.clone());
         }
     }
-    headers
 }
 
-/// Where the request should land, from the service's affinity.
-fn placement<'k>(
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// How the request asks to be placed, owning what it hashes.
+enum PlacementKey {
+    Any { random: u64 },
+    Cookie { host: HostId, random: u64 },
+    ClientIp,
+    Header(HeaderValue),
+}
+
+impl PlacementKey {
+    fn placement<'k>(&'k self, client_ip: &'k [u8]) -> Placement<'k> {
+        match self {
+            Self::Any { random } => Placement::Any { random: *random },
+            Self::Cookie { host, random } => Placement::Cookie {
+                host: *host,
+                random: *random,
+            },
+            Self::ClientIp => Placement::Hash(client_ip),
+            Self::Header(v) => Placement::Hash(v.as_bytes()),
+        }
+    }
+}
+
+/// Where the request should land, from the service's affinity, and the affinity cookie's
+/// name.
+fn placement<'a>(
     ctx: &ConnCtx,
-    headers: &'k HeaderMap,
-    affinity: &Affinity,
-    client_ip: &'k [u8],
-) -> (Placement<'k>, Option<String>) {
+    headers: &HeaderMap,
+    affinity: &'a Affinity,
+) -> (PlacementKey, Option<&'a str>) {
     let random = ctx.inner.random();
     match affinity {
         Affinity::Cookie { name, .. } => {
@@ -597,49 +773,64 @@ fn placement<'k>(
                 .and_then(|v| ctx.config.cookie_key.decode(v));
             match held {
                 Some(host) => (
-                    Placement::Cookie {
+                    PlacementKey::Cookie {
                         host: HostId(host),
                         random,
                     },
-                    Some(name.clone()),
+                    Some(name.as_str()),
                 ),
-                None => (Placement::Any { random }, Some(name.clone())),
+                None => (PlacementKey::Any { random }, Some(name.as_str())),
             }
         }
-        Affinity::ClientIp { .. } | Affinity::FourTuple { .. } => {
-            (Placement::Hash(client_ip), None)
-        }
+        Affinity::ClientIp { .. } | Affinity::FourTuple { .. } => (PlacementKey::ClientIp, None),
         Affinity::Header { name, .. } => match headers.get(name.as_str()) {
-            Some(v) => (Placement::Hash(v.as_bytes()), None),
-            None => (Placement::Any { random }, None),
+            Some(v) => (PlacementKey::Header(v.clone()), None),
+            None => (PlacementKey::Any { random }, None),
         },
-        Affinity::None | Affinity::TlsSession { .. } => (Placement::Any { random }, None),
+        Affinity::None | Affinity::TlsSession { .. } => (PlacementKey::Any { random }, None),
     }
+}
+
+/// The request target sent to the host: origin form (the route's rewrite applied), or
+/// absolute form to `address` over HTTP/2.
+fn upstream_uri(uri: &Uri, rewritten: Option<&str>, http2_to: Option<SocketAddr>) -> Option<Uri> {
+    if rewritten.is_none()
+        && http2_to.is_none()
+        && uri.scheme().is_none()
+        && uri.authority().is_none()
+    {
+        // Already origin form: share it.
+        return Some(uri.clone());
+    }
+    let path = rewritten.unwrap_or(uri.path());
+    let mut text = match http2_to {
+        Some(address) => format!("http://{address}{path}"),
+        None => path.to_owned(),
+    };
+    if let Some(q) = uri.query() {
+        text.push('?');
+        text.push_str(q);
+    }
+    text.parse().ok()
 }
 
 async fn forward(
     ctx: &ConnCtx,
     mut req: Request<Incoming>,
     decision: Decision<'_>,
-    path: &str,
     request_id: &HeaderValue,
     limit: u64,
-    log: &mut AccessLog,
+    host_id: &mut Option<HostId>,
 ) -> Response<RouterBody> {
     let inner = &ctx.inner;
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (parts, incoming) = req.into_parts();
-    let headers = upstream_headers(ctx, &parts, decision, request_id, upgrade);
-    let forwarded_path = decision
-        .route
-        .and_then(|r| r.rewrite(path))
-        .unwrap_or_else(|| path.to_owned());
-    let path_and_query = match parts.uri.query() {
-        Some(q) => format!("{forwarded_path}?{q}"),
-        None => forwarded_path,
-    };
-    let method = parts.method.clone();
+    let (mut parts, incoming) = req.into_parts();
+    let (key, cookie_name) = placement(ctx, &parts.headers, &decision.service.affinity);
+    upstream_headers(ctx, &mut parts, decision, request_id, upgrade);
+    let mut headers = std::mem::take(&mut parts.headers);
+    let rewritten = decision.route.and_then(|r| r.rewrite(parts.uri.path()));
+    let method = parts.method;
     let empty_body = incoming.is_end_stream();
     // The body can be sent once; a request without one can be rebuilt for any attempt.
     let over_limit = Arc::new(AtomicBool::new(false));
@@ -658,17 +849,39 @@ async fn forward(
                 .boxed(),
         )
     };
-    let ip_bytes = match ctx.peer.ip() {
-        IpAddr::V4(ip) => ip.octets().to_vec(),
-        IpAddr::V6(ip) => ip.octets().to_vec(),
+    let mut ip_bytes = [0u8; 16];
+    let ip_bytes: &[u8] = match ctx.client.peer.ip() {
+        IpAddr::V4(ip) => {
+            ip_bytes[..4].copy_from_slice(&ip.octets());
+            &ip_bytes[..4]
+        }
+        IpAddr::V6(ip) => {
+            ip_bytes = ip.octets();
+            &ip_bytes
+        }
     };
-    let (placement, cookie_name) =
-        placement(ctx, &parts.headers, &decision.service.affinity, &ip_bytes);
+    let placement = key.placement(ip_bytes);
     let http2 = inner.upstreams.settings.http2 && !upgrade;
+    // HTTP/1.1: the same target for every attempt.
+    let h1_uri = if http2 {
+        None
+    } else {
+        match upstream_uri(&parts.uri, rewritten.as_deref(), None) {
+            Some(uri) => Some(uri),
+            None => return local(StatusCode::BAD_REQUEST, "bad request: invalid path\n"),
+        }
+    };
     let attempts = 1 + inner.upstreams.settings.retries;
+    let retry_allowed = empty_body && is_idempotent(&method);
+    // Hosts that failed this request; allocated only when one does.
     let mut tried: Vec<HostId> = Vec::new();
     let mut last_error = (StatusCode::SERVICE_UNAVAILABLE, "no host available\n");
     for attempt in 0..attempts {
+        if let Some(previous) = *host_id
+            && attempt > 0
+        {
+            tried.push(previous);
+        }
         let backends = inner.backends.load();
         let hosts = backends.pool(decision.pool());
         let Some(host) = choose(hosts, placement, &|id| {
@@ -676,25 +889,24 @@ async fn forward(
         }) else {
             break;
         };
-        let (host_id, address) = (host.id, host.address);
+        let (chosen, address) = (host.id, host.address);
         drop(backends);
-        tried.push(host_id);
-        log.host_id = Some(host_id);
+        *host_id = Some(chosen);
         if attempt > 0 {
             crate::metrics::Totals::add(&inner.metrics.totals.retries);
             inner
                 .metrics
                 .retries
                 .get_or_create(&RouteLabels {
-                    route: decision.label(),
+                    route: decision.label().clone(),
                 })
                 .inc();
         }
-        let mut lease = match inner.upstreams.lease(host_id, address).await {
+        let mut lease = match inner.upstreams.lease(chosen, address).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::debug!(host = host_id.0, error = %e, "connect failed");
-                inner.upstreams.report(host_id, false);
+                tracing::debug!(host = chosen.0, error = %e, "connect failed");
+                inner.upstreams.report(chosen, false);
                 last_error = (StatusCode::BAD_GATEWAY, "bad gateway\n");
                 continue;
             }
@@ -707,13 +919,12 @@ async fn forward(
             // The body went to an earlier attempt; it cannot be sent again.
             None => break,
         };
-        let uri = if http2 {
-            format!("http://{address}{path_and_query}")
-        } else {
-            path_and_query.clone()
-        };
-        let Ok(uri) = uri.parse::<Uri>() else {
-            return local(StatusCode::BAD_REQUEST, "bad request: invalid path\n");
+        let uri = match &h1_uri {
+            Some(uri) => uri.clone(),
+            None => match upstream_uri(&parts.uri, rewritten.as_deref(), Some(address)) {
+                Some(uri) => uri,
+                None => return local(StatusCode::BAD_REQUEST, "bad request: invalid path\n"),
+            },
         };
         let mut upstream_req = Request::new(request_body);
         *upstream_req.method_mut() = method.clone();
@@ -723,7 +934,12 @@ async fn forward(
         } else {
             Version::HTTP_11
         };
-        *upstream_req.headers_mut() = headers.clone();
+        // A later attempt needs the headers again only if this one may be retried.
+        *upstream_req.headers_mut() = if retry_allowed && attempt + 1 < attempts {
+            headers.clone()
+        } else {
+            std::mem::take(&mut headers)
+        };
         if http2 {
             upstream_req.headers_mut().remove(header::HOST);
         }
@@ -732,15 +948,13 @@ async fn forward(
             lease.send(upstream_req),
         )
         .await;
-        let retry_allowed = empty_body && is_idempotent(&method);
         match outcome {
             Ok(Ok(mut resp)) => {
-                inner.upstreams.report(host_id, true);
+                inner.upstreams.report(chosen, true);
                 let set_cookie = cookie_name.and_then(|name| {
                     let keep =
-                        matches!(placement, Placement::Cookie { host, .. } if host == host_id);
-                    (!keep)
-                        .then(|| set_cookie_value(ctx, &name, host_id, &decision.service.affinity))
+                        matches!(placement, Placement::Cookie { host, .. } if host == chosen);
+                    (!keep).then(|| set_cookie_value(ctx, name, chosen, &decision.service.affinity))
                 });
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS
                     && let Some(client_upgrade) = client_upgrade
@@ -776,8 +990,8 @@ async fn forward(
                         "payload too large\n",
                     );
                 }
-                tracing::debug!(host = host_id.0, error = %e, "request to host failed");
-                inner.upstreams.report(host_id, false);
+                tracing::debug!(host = chosen.0, error = %e, "request to host failed");
+                inner.upstreams.report(chosen, false);
                 last_error = (StatusCode::BAD_GATEWAY, "bad gateway\n");
                 if !retry_allowed {
                     break;
@@ -785,7 +999,7 @@ async fn forward(
             }
             Err(_) => {
                 drop(lease);
-                inner.upstreams.report(host_id, false);
+                inner.upstreams.report(chosen, false);
                 last_error = (StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n");
                 if !retry_allowed {
                     break;
@@ -804,7 +1018,7 @@ fn set_cookie_value(
 ) -> Option<HeaderValue> {
     let value = ctx.config.cookie_key.encode(host.0);
     let max_age = affinity.timeout().map_or(0, |t| t.as_secs());
-    let secure = if ctx.tls { "; Secure" } else { "" };
+    let secure = if ctx.client.tls { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
         "{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
     ))
@@ -818,7 +1032,7 @@ fn set_cookie_value(
 pub(crate) struct RouterBody {
     kind: Kind,
     lease: Option<Lease>,
-    log: Option<AccessLog>,
+    log: Option<Box<AccessLog>>,
     slot: Option<ClientSlot>,
     bytes: u64,
 }

@@ -1,6 +1,8 @@
 //! Request routing rules, compiled: which service and pool a request belongs to, and the
 //! rewrites its route asks for. Built once from the validated configuration.
 
+use std::sync::Arc;
+
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method};
 use regex::Regex;
@@ -17,7 +19,8 @@ pub(crate) struct ListenerRules {
 /// One request-mode service: its routes, default pool and affinity.
 #[derive(Debug, Clone)]
 pub(crate) struct ServiceRules {
-    pub(crate) name: String,
+    /// The metrics label of requests no route matched: the service's name.
+    pub(crate) label: Arc<str>,
     pub(crate) pool: String,
     pub(crate) affinity: Affinity,
     pub(crate) routes: Vec<CompiledRoute>,
@@ -25,8 +28,8 @@ pub(crate) struct ServiceRules {
 
 #[derive(Debug, Clone)]
 pub(crate) struct CompiledRoute {
-    /// Position in the service's `routes`, for metrics and logs.
-    pub(crate) index: usize,
+    /// The metrics label: `service#N`, N its position in the service's `routes`.
+    pub(crate) label: Arc<str>,
     host: Option<HostMatch>,
     path: Option<CompiledPath>,
     methods: Vec<Method>,
@@ -68,11 +71,8 @@ impl Decision<'_> {
     }
 
     /// A label for metrics: `service` or `service#route`.
-    pub(crate) fn label(&self) -> String {
-        match self.route {
-            Some(r) => format!("{}#{}", self.service.name, r.index),
-            None => self.service.name.clone(),
-        }
+    pub(crate) fn label(&self) -> &Arc<str> {
+        self.route.map_or(&self.service.label, |r| &r.label)
     }
 }
 
@@ -85,10 +85,10 @@ impl ListenerRules {
                 .routes(service)
                 .iter()
                 .enumerate()
-                .map(|(i, r)| compile(i, r))
+                .map(|(i, r)| compile(&service.name, i, r))
                 .collect::<Result<Vec<_>, _>>()?;
             services.push(ServiceRules {
-                name: service.name.clone(),
+                label: Arc::from(service.name.as_str()),
                 pool: service.pool.clone(),
                 affinity: service.affinity.clone(),
                 routes,
@@ -130,7 +130,7 @@ impl ListenerRules {
     }
 }
 
-fn compile(index: usize, r: &Route) -> Result<CompiledRoute, RouterError> {
+fn compile(service: &str, index: usize, r: &Route) -> Result<CompiledRoute, RouterError> {
     let bad = |what: &str| RouterError::Config(format!("route {index}: {what}"));
     let host = r.host.as_ref().map(|h| match h.strip_prefix('*') {
         Some(suffix) => HostMatch::Suffix(suffix.to_owned()),
@@ -150,7 +150,7 @@ fn compile(index: usize, r: &Route) -> Result<CompiledRoute, RouterError> {
     let name = |n: &str| HeaderName::from_bytes(n.as_bytes()).map_err(|_| bad("header name"));
     let value = |v: &str| HeaderValue::from_str(v).map_err(|_| bad("header value"));
     Ok(CompiledRoute {
-        index,
+        label: Arc::from(format!("{service}#{index}")),
         host,
         path,
         methods: r
@@ -242,7 +242,7 @@ mod tests {
             max_body_bytes: None,
             cache: None,
         };
-        match compile(0, &r) {
+        match compile("s", 0, &r) {
             Ok(r) => r,
             Err(e) => panic!("{e}"),
         }

@@ -6,9 +6,16 @@
 //! takes an idle connection, else opens one if the host's cap allows, else waits until a
 //! connection is returned or closed. An HTTP/1.1 connection goes back to the idle stack
 //! when its response body has been read to the end; one whose body was abandoned is closed.
+//!
+//! Idle HTTP/1.1 connections are kept per worker thread (`workers`): a connection's task
+//! runs on the worker that opened it, and a request on that worker takes one of its own
+//! idle connections first, so request and host connection stay on one thread. The cap is
+//! per host across workers; when it is reached a request borrows another worker's idle
+//! connection rather than wait. The one HTTP/2 connection per host is shared by all.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -48,12 +55,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+type PoolKey = (HostId, SocketAddr);
+type Pools = HashMap<PoolKey, Arc<HostPool>>;
+
 /// All host pools and the outlier table of one router.
 #[derive(Debug)]
 pub(crate) struct Upstreams {
     pub(crate) settings: UpstreamSettings,
-    hosts: Mutex<HashMap<(HostId, SocketAddr), Arc<HostPool>>>,
+    hosts: Mutex<Pools>,
+    /// Per worker: the pools it has used (a lookup that touches no lock other workers take).
+    local: Box<[Mutex<Pools>]>,
     outliers: Mutex<HashMap<HostId, Outlier>>,
+    /// Whether `outliers` may hold a host with errors or an ejection (else the per-request
+    /// checks skip the lock). Only changed under the `outliers` lock.
+    outliers_active: AtomicBool,
     metrics: Metrics,
 }
 
@@ -64,19 +79,28 @@ struct Outlier {
 }
 
 impl Upstreams {
-    pub(crate) fn new(settings: UpstreamSettings, metrics: Metrics) -> Self {
+    /// Pools for `workers` worker threads.
+    pub(crate) fn new(settings: UpstreamSettings, metrics: Metrics, workers: usize) -> Self {
         Self {
             settings,
             hosts: Mutex::new(HashMap::new()),
+            local: (0..workers.max(1))
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
             outliers: Mutex::new(HashMap::new()),
+            outliers_active: AtomicBool::new(false),
             metrics,
         }
     }
 
-    fn pool(&self, id: HostId, address: SocketAddr) -> Arc<HostPool> {
-        let mut hosts = lock(&self.hosts);
-        hosts
-            .entry((id, address))
+    fn pool(&self, worker: usize, id: HostId, address: SocketAddr) -> Arc<HostPool> {
+        let key = (id, address);
+        let mut local = lock(&self.local[worker % self.local.len()]);
+        if let Some(pool) = local.get(&key) {
+            return pool.clone();
+        }
+        let pool = lock(&self.hosts)
+            .entry(key)
             .or_insert_with(|| {
                 Arc::new(HostPool {
                     id,
@@ -84,7 +108,9 @@ impl Upstreams {
                     permits: Arc::new(Semaphore::new(
                         usize::try_from(self.settings.max_connections_per_host).unwrap_or(1),
                     )),
-                    idle: Mutex::new(Vec::new()),
+                    idle: (0..self.local.len())
+                        .map(|_| Mutex::new(Vec::new()))
+                        .collect(),
                     returned: Notify::new(),
                     h2: tokio::sync::Mutex::new(None),
                     label: HostLabels {
@@ -92,7 +118,9 @@ impl Upstreams {
                     },
                 })
             })
-            .clone()
+            .clone();
+        local.insert(key, pool.clone());
+        pool
     }
 
     /// A connection to the host, within the request timeout.
@@ -101,18 +129,22 @@ impl Upstreams {
         id: HostId,
         address: SocketAddr,
     ) -> Result<Lease, UpstreamError> {
-        let pool = self.pool(id, address);
+        let worker = crate::workers::current() % self.local.len();
+        let pool = self.pool(worker, id, address);
         let acquire = async {
             if self.settings.http2 {
                 pool.h2_sender(&self.settings, &self.metrics).await
             } else {
-                pool.h1_sender(&self.settings, &self.metrics).await
+                pool.h1_sender(worker, &self.settings, &self.metrics).await
             }
         };
-        match tokio::time::timeout(self.settings.request_timeout, acquire).await {
-            Ok(Ok(sender)) => Ok(Lease {
+        // The timer is only registered if no idle connection is at hand at once.
+        let acquired = tokio::time::timeout(self.settings.request_timeout, acquire).await;
+        match acquired {
+            Ok(Ok((sender, home))) => Ok(Lease {
                 pool,
                 sender: Some(sender),
+                home,
             }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(UpstreamError::Connect(
@@ -124,7 +156,22 @@ impl Upstreams {
     /// Records the outcome of one attempt on `host`; returns true when this error took
     /// the host out of rotation.
     pub(crate) fn report(&self, host: HostId, ok: bool) -> bool {
+        if ok && !self.outliers_active.load(Ordering::Relaxed) {
+            return false;
+        }
         let mut outliers = lock(&self.outliers);
+        let ejected = self.record(&mut outliers, host, ok);
+        let now = Instant::now();
+        outliers.retain(|_, o| {
+            o.ejected_until = o.ejected_until.filter(|u| *u > now);
+            o.consecutive > 0 || o.ejected_until.is_some()
+        });
+        self.outliers_active
+            .store(!outliers.is_empty(), Ordering::Relaxed);
+        ejected
+    }
+
+    fn record(&self, outliers: &mut HashMap<HostId, Outlier>, host: HostId, ok: bool) -> bool {
         let entry = outliers.entry(host).or_default();
         if ok {
             entry.consecutive = 0;
@@ -149,6 +196,9 @@ impl Upstreams {
 
     /// Whether `host` is out of rotation locally right now.
     pub(crate) fn is_ejected(&self, host: HostId) -> bool {
+        if !self.outliers_active.load(Ordering::Relaxed) {
+            return false;
+        }
         let now = Instant::now();
         lock(&self.outliers)
             .get(&host)
@@ -175,8 +225,9 @@ struct HostPool {
     address: SocketAddr,
     /// One permit per open connection.
     permits: Arc<Semaphore>,
-    idle: Mutex<Vec<IdleConn>>,
-    /// Signalled when a connection goes back to the idle stack.
+    /// Idle connections by the worker their task runs on, most recently used last.
+    idle: Box<[Mutex<Vec<IdleConn>>]>,
+    /// Signalled when a connection goes back to an idle stack.
     returned: Notify,
     h2: tokio::sync::Mutex<Option<http2::SendRequest<UpstreamBody>>>,
     label: HostLabels,
@@ -195,55 +246,111 @@ enum Sender {
 }
 
 impl HostPool {
-    fn pop_idle(&self, idle_timeout: Duration) -> Option<http1::SendRequest<UpstreamBody>> {
+    fn pop_idle(
+        &self,
+        worker: usize,
+        idle_timeout: Duration,
+    ) -> Option<http1::SendRequest<UpstreamBody>> {
+        let mut idle = lock(&self.idle[worker]);
+        if idle.is_empty() {
+            return None;
+        }
         let now = Instant::now();
-        let mut idle = lock(&self.idle);
-        // Drop stale and closed connections anywhere in the stack (their permits return).
-        idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < idle_timeout);
+        // The oldest connection is at the bottom: when it has gone stale, drop every
+        // stale and closed one (their tasks end and give their permits back).
+        if idle
+            .first()
+            .is_some_and(|c| now.duration_since(c.since) >= idle_timeout)
+        {
+            idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < idle_timeout);
+        }
+        // A connection returned a moment ago may not be ready yet: its task (usually on
+        // this thread) has not run since. Only closed ones are dropped here.
         while let Some(c) = idle.pop() {
-            if c.sender.is_ready() {
+            if !c.sender.is_closed() {
                 return Some(c.sender);
             }
         }
         None
     }
 
+    /// `sender` once it takes a request; `None` if its connection closed meanwhile.
+    async fn when_ready(
+        mut sender: http1::SendRequest<UpstreamBody>,
+    ) -> Option<http1::SendRequest<UpstreamBody>> {
+        if sender.is_ready() || sender.ready().await.is_ok() {
+            Some(sender)
+        } else {
+            None
+        }
+    }
+
+    /// An HTTP/1.1 connection for a request on `worker`, and the worker its task runs on:
+    /// the worker's own idle one, else a new one within the cap, else another worker's
+    /// idle one, else the first one returned or a permit freed by a closing one.
     async fn h1_sender(
         &self,
+        worker: usize,
         settings: &UpstreamSettings,
         metrics: &Metrics,
-    ) -> Result<Sender, UpstreamError> {
+    ) -> Result<(Sender, usize), UpstreamError> {
+        let workers = self.idle.len();
+        let worker = worker % workers;
         loop {
-            if let Some(sender) = self.pop_idle(settings.idle_timeout) {
-                return Ok(Sender::H1(sender));
+            if let Some(sender) = self.pop_idle(worker, settings.idle_timeout) {
+                if let Some(sender) = Self::when_ready(sender).await {
+                    return Ok((Sender::H1(sender), worker));
+                }
+                continue;
+            }
+            if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+                return self.open_h1(permit, worker, settings, metrics).await;
+            }
+            for other in (1..workers).map(|i| (worker + i) % workers) {
+                if let Some(sender) = self.pop_idle(other, settings.idle_timeout)
+                    && let Some(sender) = Self::when_ready(sender).await
+                {
+                    return Ok((Sender::H1(sender), other));
+                }
             }
             tokio::select! {
                 permit = self.permits.clone().acquire_owned() => {
                     let permit = permit.map_err(|e| UpstreamError::Connect(e.to_string()))?;
-                    let io = self.connect(settings.connect_timeout).await?;
-                    let (sender, conn) = http1::handshake(io)
-                        .await
-                        .map_err(|e| UpstreamError::Connect(e.to_string()))?;
-                    self.spawn_conn(permit, metrics, async move {
-                        let _ = conn.with_upgrades().await;
-                    });
-                    return Ok(Sender::H1(sender));
+                    return self.open_h1(permit, worker, settings, metrics).await;
                 }
                 () = self.returned.notified() => {}
             }
         }
     }
 
+    async fn open_h1(
+        &self,
+        permit: OwnedSemaphorePermit,
+        worker: usize,
+        settings: &UpstreamSettings,
+        metrics: &Metrics,
+    ) -> Result<(Sender, usize), UpstreamError> {
+        let io = self.connect(settings.connect_timeout).await?;
+        let (sender, conn) = http1::handshake(io)
+            .await
+            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+        // On this worker's runtime: the connection's task stays on this thread.
+        self.spawn_conn(permit, metrics, async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Ok((Sender::H1(sender), worker))
+    }
+
     async fn h2_sender(
         &self,
         settings: &UpstreamSettings,
         metrics: &Metrics,
-    ) -> Result<Sender, UpstreamError> {
+    ) -> Result<(Sender, usize), UpstreamError> {
         let mut slot = self.h2.lock().await;
         if let Some(sender) = slot.as_ref()
             && !sender.is_closed()
         {
-            return Ok(Sender::H2(sender.clone()));
+            return Ok((Sender::H2(sender.clone()), 0));
         }
         *slot = None;
         let permit = self
@@ -260,7 +367,7 @@ impl HostPool {
             let _ = conn.await;
         });
         *slot = Some(sender.clone());
-        Ok(Sender::H2(sender))
+        Ok((Sender::H2(sender), 0))
     }
 
     async fn connect(&self, timeout: Duration) -> Result<TokioIo<TcpStream>, UpstreamError> {
@@ -305,6 +412,8 @@ impl HostPool {
 pub(crate) struct Lease {
     pool: Arc<HostPool>,
     sender: Option<Sender>,
+    /// The worker whose idle stack an HTTP/1.1 connection goes back to.
+    home: usize,
 }
 
 impl Lease {
@@ -337,7 +446,7 @@ impl Lease {
         if let Some(Sender::H1(sender)) = self.sender.take()
             && !sender.is_closed()
         {
-            lock(&self.pool.idle).push(IdleConn {
+            lock(&self.pool.idle[self.home]).push(IdleConn {
                 sender,
                 since: Instant::now(),
             });

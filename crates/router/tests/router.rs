@@ -135,6 +135,70 @@ pool = "api"
     );
 }
 
+/// The per-request metric lookups use labels shared with the routing rules and run on
+/// every worker thread: the counts per route, host and status, the latency histogram per
+/// route and the totals still add up when the clients are spread over the workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_per_route_host_and_status_over_every_worker() {
+    let www = Backend::start("www-1").await;
+    let api = Backend::start("api-1").await;
+    let toml = format!(
+        "{}\n{}\n{}",
+        http_service(
+            "public",
+            "www",
+            r#"
+[[services.routes]]
+host = "api.test"
+pool = "api"
+"#
+        ),
+        pool("www", 1, &[&www]),
+        pool("api", 10, &[&api]),
+    );
+    let cfg = load(&toml, &[]);
+    let router = RunningRouter::start_with_workers(&cfg.config, 3).await;
+    let addr = router.addr("public");
+    // Open at once: each new connection goes to the least loaded worker.
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(H1Client::connect(addr).await);
+    }
+    for client in &mut clients {
+        for path in ["/a", "/b"] {
+            let (status, _, body) = client.get("www.test", path).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(Echo::parse(&body).host, "www-1");
+        }
+        let (status, _, body) = client.get("API.test", "/x").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(Echo::parse(&body).host, "api-1");
+    }
+    let answer = raw_exchange(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: bad host\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
+    let metrics = router.metrics();
+    for line in [
+        r#"switchyard_router_requests_total{route="web",host="1",status="200"} 6"#,
+        r#"switchyard_router_requests_total{route="web#0",host="10",status="200"} 3"#,
+        r#"switchyard_router_requests_total{route="none",host="none",status="400"} 1"#,
+        r#"switchyard_router_request_duration_seconds_count{route="web"} 6"#,
+        r#"switchyard_router_request_duration_seconds_count{route="web#0"} 3"#,
+        r#"switchyard_router_rejected_total{reason="malformed"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+    let totals = router.router.counters();
+    assert_eq!(totals.requests, 10);
+    assert_eq!(totals.responses_2xx, 9);
+    assert_eq!(totals.responses_4xx, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_prior_knowledge_reaches_the_host() {
     let www = Backend::start("www-1").await;
@@ -490,6 +554,34 @@ async fn five_hundred_client_connections_share_a_few_host_connections() {
         (1..=4).contains(&accepted),
         "the host accepted {accepted} connections"
     );
+}
+
+/// Idle host connections are kept per worker thread, the cap per host over all workers:
+/// at the cap, a request on one worker borrows the idle connection another worker opened
+/// instead of waiting for one of its own (which would never come: a 504 after the
+/// request timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_cap_a_worker_borrows_another_workers_idle_host_connection() {
+    let www = Backend::start("www-1").await;
+    let toml = format!(
+        "{}\n[router.upstream]\nmax_connections_per_host = 1\nrequest_timeout = \"3s\"\n\n{}",
+        http_service("public", "www", ""),
+        pool("www", 1, &[&www])
+    );
+    let cfg = load(&toml, &[]);
+    let router = RunningRouter::start_with_workers(&cfg.config, 2).await;
+    let addr = router.addr("public");
+    // Both open at once: the second goes to the other (less loaded) worker.
+    let mut first = H1Client::connect(addr).await;
+    let mut second = H1Client::connect(addr).await;
+    for round in 0..3 {
+        for client in [&mut first, &mut second] {
+            let (status, _, body) = client.get("www.test", &format!("/r{round}")).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(Echo::parse(&body).host, "www-1");
+        }
+    }
+    assert_eq!(www.accepted.load(Ordering::SeqCst), 1);
 }
 
 fn limits_config(www: &Backend) -> String {

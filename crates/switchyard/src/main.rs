@@ -29,8 +29,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Try it: a load balancer in front of three built-in demo hosts, in network namespaces
-    /// it creates (as root); with traffic, draining and a status line. Ctrl-C removes
-    /// everything.
+    /// it creates (as root) or the request router alone on loopback (without root); with
+    /// traffic, draining and a status line. Ctrl-C removes everything.
     Demo(commands::demo::DemoArgs),
     /// The demo's built-in host application (started by `switchyard demo`).
     #[command(hide = true)]

@@ -59,29 +59,52 @@ struct Browser {
 }
 
 impl Browser {
+    /// Headless flags, the profile first.
+    fn flags(&self) -> Vec<String> {
+        [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-extensions",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--metrics-recording-only",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain([format!("--user-data-dir={}", self.profile.path().display())])
+        .collect()
+    }
+
     fn command(&self, extra: &[String]) -> switchyard_testbed::NsCommand {
         let mut cmd = self
             .ns
             .command([self.exe.as_os_str()])
-            .arg("--headless")
-            .arg("--no-sandbox")
-            .arg("--disable-gpu")
-            .arg("--disable-dev-shm-usage")
-            .arg("--no-first-run")
-            .arg("--disable-extensions")
-            .arg("--disable-background-networking")
-            .arg("--disable-component-update")
-            .arg("--disable-sync")
-            .arg("--metrics-recording-only")
-            .arg(format!("--user-data-dir={}", self.profile.path().display()))
             // Several polls (one a second) before the page is taken.
             .arg("--virtual-time-budget=5000")
             .env("HOME", self.profile.path())
             .timeout(BROWSER_TIMEOUT);
-        for arg in extra {
+        for arg in self.flags().iter().chain(extra) {
             cmd = cmd.arg(arg);
         }
         cmd
+    }
+
+    /// Opens `url`, runs `script` (an expression giving a promise) in the page as the
+    /// DevTools protocol's `Runtime.evaluate` and returns the value it resolves to: a
+    /// real page with its script, clicked on like an operator would.
+    fn evaluate(&self, url: &str, script: &str) -> Result<String, String> {
+        let mut devtools =
+            devtools::Session::open(&self.exe, self.ns.name(), &self.flags(), url, &self.profile)?;
+        // The page target starts blank and then loads `url`: wait until it has, since a
+        // script in the blank page would be destroyed with it.
+        let loaded = wait_loaded(&mut devtools, url);
+        let result = loaded.and_then(|()| devtools.evaluate(script, BROWSER_TIMEOUT));
+        devtools.close();
+        result
     }
 
     /// The page's DOM after the time budget.
@@ -143,6 +166,43 @@ fn ctl(args: &[&str], socket: &Path) -> String {
     );
     stdout
 }
+
+/// Polls the page until it shows `url`, fully loaded.
+fn wait_loaded(devtools: &mut devtools::Session, url: &str) -> Result<(), String> {
+    let want = format!("complete {url}");
+    let deadline = std::time::Instant::now() + BROWSER_TIMEOUT;
+    loop {
+        let state = devtools.evaluate(
+            "Promise.resolve(document.readyState + ' ' + location.href)",
+            Duration::from_secs(5),
+        );
+        match state {
+            Ok(state) if state == want => return Ok(()),
+            _ if std::time::Instant::now() > deadline => {
+                return Err(format!("the page never loaded {url}: {state:?}"));
+            }
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Waits for web-2's drain button, clicks it and resolves to the page's note about the
+/// act once the unit answered.
+const CLICK_DRAIN_OF_WEB_2: &str = r#"new Promise((resolve, reject) => {
+  const start = Date.now();
+  const late = (what) => Date.now() - start > 30000 && (reject(what), true);
+  const answered = () => {
+    const note = document.getElementById("act");
+    if (note.dataset.state === "done" || note.dataset.state === "error") resolve(note.textContent);
+    else if (!late("no answer to the act: " + note.textContent)) setTimeout(answered, 100);
+  };
+  const click = () => {
+    const button = document.querySelector('article[data-host="web-2"] button[data-act="drain"]');
+    if (button) { button.click(); answered(); }
+    else if (!late("no drain button on web-2's card")) setTimeout(click, 100);
+  };
+  click();
+})"#;
 
 /// The `<article>` card of host `name` in a dumped DOM.
 fn card<'a>(dom: &'a str, name: &str) -> Option<&'a str> {
@@ -247,9 +307,16 @@ fn dashboard_in_chromium_and_ctl_watch_show_live_hosts_and_a_drain() {
         "web-1's card shows load against capacity: {web1}"
     );
 
-    // A drain: the card follows the directive until the handshake completes.
-    let out = ctl(&["drain", "web-2", "--agent-socket"], &c.agent(1).socket);
-    assert!(out.contains("web-2/web: target draining"), "{out}");
+    // A drain from the dashboard: the operator clicks web-2's drain button, the unit
+    // relays the act to web-2's agent, and the card follows the directive until the
+    // handshake completes.
+    let note = browser
+        .evaluate(&url, CLICK_DRAIN_OF_WEB_2)
+        .unwrap_or_else(|e| panic!("clicking web-2's drain button: {e}"));
+    assert!(
+        note.contains("web-2: drain taken by the host") && note.contains("target draining"),
+        "the page reports the act: {note}"
+    );
     c.wait_rows("web-2 drained at the unit", 1, SETTLE, |r| {
         r.target == "draining" && r.current == "draining"
     });
@@ -344,4 +411,193 @@ fn card_helpers_read_one_host_card() {
     assert!(card_shows(dom, "web-1", &[("data-health", "failing")]).is_err());
     assert!(card_shows(dom, "web-10", &[("data-load", "37")]).is_err());
     assert!(card_shows(dom, "web-2", &[]).is_err());
+}
+
+/// Chromium driven through the DevTools protocol on a pipe (`--remote-debugging-pipe`: it
+/// reads NUL-terminated JSON commands on fd 3 and writes answers and events on fd 4), in a
+/// namespace through `ip netns exec`.
+mod devtools {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use serde_json::{Value, json};
+
+    pub struct Session {
+        child: Child,
+        commands: std::fs::File,
+        answers: mpsc::Receiver<Value>,
+        next: u64,
+        session: Option<String>,
+    }
+
+    impl Session {
+        pub fn open(
+            exe: &Path,
+            ns: &str,
+            flags: &[String],
+            url: &str,
+            profile: &tempfile::TempDir,
+        ) -> Result<Self, String> {
+            let (their_commands, commands) =
+                nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+            let (answers_in, their_answers) =
+                nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+            let (read_fd, write_fd) = (their_commands.as_raw_fd(), their_answers.as_raw_fd());
+            let mut command = Command::new("ip");
+            command
+                .args(["netns", "exec", ns])
+                .arg(exe)
+                .args(flags)
+                .arg("--remote-debugging-pipe")
+                .arg(url)
+                .env("HOME", profile.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            // SAFETY: runs in the forked child before exec and only calls fcntl(2) and
+            // dup2(2), which are async-signal-safe, on descriptors open in the child. Both
+            // ends are first copied above 9, so placing one at 3 or 4 cannot close the other.
+            unsafe {
+                command.pre_exec(move || {
+                    let read = libc::fcntl(read_fd, libc::F_DUPFD, 10);
+                    let write = libc::fcntl(write_fd, libc::F_DUPFD, 10);
+                    if read < 0 || write < 0 || libc::dup2(read, 3) < 0 || libc::dup2(write, 4) < 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            let child = command.spawn().map_err(|e| format!("run chromium: {e}"))?;
+            drop((their_commands, their_answers));
+            let (tx, answers) = mpsc::channel();
+            let reader: OwnedFd = answers_in;
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(std::fs::File::from(reader));
+                let mut message = Vec::new();
+                while reader.read_until(0, &mut message).is_ok_and(|n| n > 0) {
+                    message.pop_if(|b| *b == 0);
+                    if let Ok(value) = serde_json::from_slice::<Value>(&message)
+                        && tx.send(value).is_err()
+                    {
+                        break;
+                    }
+                    message.clear();
+                }
+            });
+            let mut session = Self {
+                child,
+                commands: std::fs::File::from(commands),
+                answers,
+                next: 0,
+                session: None,
+            };
+            let deadline = Instant::now() + super::BROWSER_TIMEOUT;
+            let page = loop {
+                let targets =
+                    session.call("Target.getTargets", json!({}), super::BROWSER_TIMEOUT)?;
+                let page = targets["targetInfos"].as_array().and_then(|list| {
+                    list.iter()
+                        .find(|t| t["type"] == "page")
+                        .and_then(|t| t["targetId"].as_str())
+                        .map(str::to_owned)
+                });
+                match page {
+                    Some(page) => break page,
+                    None if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(100))
+                    }
+                    None => return Err(format!("no page target: {targets}")),
+                }
+            };
+            let attached = session.call(
+                "Target.attachToTarget",
+                json!({"targetId": page, "flatten": true}),
+                super::BROWSER_TIMEOUT,
+            )?;
+            session.session = attached["sessionId"].as_str().map(str::to_owned);
+            if session.session.is_none() {
+                return Err(format!("no session: {attached}"));
+            }
+            Ok(session)
+        }
+
+        /// Sends one command and waits for its answer's `result`.
+        fn call(
+            &mut self,
+            method: &str,
+            params: Value,
+            timeout: Duration,
+        ) -> Result<Value, String> {
+            self.next += 1;
+            let id = self.next;
+            let mut command = json!({"id": id, "method": method, "params": params});
+            if let Some(session) = &self.session {
+                command["sessionId"] = json!(session);
+            }
+            let mut bytes = command.to_string().into_bytes();
+            bytes.push(0);
+            self.commands
+                .write_all(&bytes)
+                .map_err(|e| format!("send {method}: {e}"))?;
+            let deadline = Instant::now() + timeout;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let answer = self
+                    .answers
+                    .recv_timeout(left)
+                    .map_err(|_| format!("no answer to {method} in {timeout:?}"))?;
+                if answer["id"] != id {
+                    continue;
+                }
+                if let Some(error) = answer.get("error") {
+                    return Err(format!("{method}: {error}"));
+                }
+                return Ok(answer["result"].clone());
+            }
+        }
+
+        /// `Runtime.evaluate` of a promise; the string it resolves to.
+        pub fn evaluate(&mut self, script: &str, timeout: Duration) -> Result<String, String> {
+            let result = self.call(
+                "Runtime.evaluate",
+                json!({"expression": script, "awaitPromise": true, "returnByValue": true}),
+                timeout,
+            )?;
+            if let Some(exception) = result.get("exceptionDetails") {
+                return Err(format!("the script failed: {exception}"));
+            }
+            Ok(result["result"]["value"]
+                .as_str()
+                .map_or_else(|| result.to_string(), str::to_owned))
+        }
+
+        pub fn close(mut self) {
+            self.session = None;
+            let _ = self.call("Browser.close", json!({}), Duration::from_secs(5));
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if matches!(self.child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    impl Drop for Session {
+        fn drop(&mut self) {
+            if matches!(self.child.try_wait(), Ok(None)) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
 }

@@ -8,14 +8,18 @@
 //! - `draining_a_host_on_stdin_stops_its_new_requests`: `d 1` typed while traffic runs makes
 //!   host 1's request counter stop (once the load balancer shows the drain as current)
 //!   while the others keep counting; `u 1` brings it back; `q` stops the demo with exit 0;
-//! - `help_lists_the_options_with_examples`: `demo --help`;
-//! - `without_root_it_explains_and_exits_0`: the documented fallback, as an unprivileged
-//!   user.
+//! - `help_lists_the_options_with_examples`: `demo --help` describes both shapes;
+//! - `without_root_it_runs_the_router_only_shape_on_loopback`: as an unprivileged user
+//!   (uid 65534 when the tests run as root), `demo --traffic --duration` says which shape it
+//!   runs and why, its router answers on the printed URL, every host answers, `d 1` stops
+//!   host 1's new requests, it exits 0 with its summary, and none of its processes or files
+//!   remain.
 //!
 //! The root tests skip without root (`SKIPPED` line), except under `CI=true`, where they
 //! fail. Waits poll with generous deadlines; nothing is asserted about timing.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -51,9 +55,13 @@ fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>
 
 impl Demo {
     fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(EXE)
-            .arg("demo")
-            .args(args)
+        let mut command = Command::new(EXE);
+        command.arg("demo").args(args);
+        Self::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -388,8 +396,12 @@ fn help_lists_the_options_with_examples() {
         "--duration",
         "--admin",
         "--keep-going",
+        "--router",
+        "As root:",
+        "Without root: the request-router-only shape",
         "Examples:",
         "sudo switchyard demo --traffic",
+        "\n  switchyard demo --traffic",
         "switchyard ctl hosts",
         "d N",
     ] {
@@ -407,8 +419,30 @@ fn help_lists_the_options_with_examples() {
     );
 }
 
+/// One `GET path` to `addr` over a new connection; the whole answer.
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    conn.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).expect("read the answer");
+    answer
+}
+
+/// The address in a banner line's `http://ADDR/` URL.
+fn url_addr(line: &str) -> Option<SocketAddr> {
+    let rest = line.split("http://").nth(1)?;
+    rest.split('/').next()?.parse().ok()
+}
+
 #[test]
-fn without_root_it_explains_and_exits_0() {
+fn without_root_it_runs_the_router_only_shape_on_loopback() {
     let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
     // As root, run it as the unprivileged user `nobody` (no capabilities, so no namespaces),
     // from a copy of the binary that user can reach (the build directory may sit below a
@@ -430,22 +464,140 @@ fn without_root_it_explains_and_exits_0() {
         std::path::PathBuf::from(EXE)
     };
     let mut command = Command::new(&exe);
+    // Free ports for the router and the admin API: tests run in parallel. --duration ends
+    // it: long enough for the drain to show in a few status lines.
     command
-        .args(["demo", "--traffic"])
-        .stdin(Stdio::null())
-        .current_dir(copy.path())
-        .env_remove("CI");
+        .args(["demo", "--traffic", "--duration", "20s"])
+        .args(["--router", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .current_dir(copy.path());
     if root {
         command.uid(65534).gid(65534);
     }
-    let out = command.output().expect("run switchyard demo without root");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{}\n{stdout}\n{stderr}", out.status);
-    assert!(stdout.contains("needs root"), "{stdout}\n{stderr}");
+    let mut demo = Demo::spawn(command);
+
+    // It says which shape it runs, why, and what root adds.
+    let (_, ()) = demo.wait_line("the shape's announcement", 0, SETUP, |l| {
+        l.contains("not root, so it runs the request-router-only shape on loopback")
+            .then_some(())
+    });
+    let (_, router) = demo.wait_line("the request router's URL", 0, SETUP, |l| {
+        l.strip_prefix("Request router: curl -i ")
+            .and_then(url_addr)
+    });
+    let (_, admin) = demo.wait_line("the dashboard's URL", 0, SETUP, |l| {
+        l.strip_prefix("Dashboard:").and_then(url_addr)
+    });
+    let (_, config) = demo.wait_line("the configuration's path", 0, SETUP, |l| {
+        let path = l
+            .strip_prefix("Configuration: ")?
+            .split_whitespace()
+            .next()?;
+        Some(std::path::PathBuf::from(path))
+    });
+    let text = demo.lines().join("\n");
+    for needle in [
+        "XDP",
+        "classifier",
+        "network namespaces",
+        "sudo switchyard demo --traffic",
+    ] {
+        assert!(
+            text.contains(needle),
+            "{needle:?} missing\n{}",
+            demo.transcript()
+        );
+    }
     assert!(
-        stdout.contains("sudo cargo run --release -p switchyard -- demo --traffic"),
-        "{stdout}"
+        router.ip().is_loopback() && admin.ip().is_loopback(),
+        "{text}"
     );
-    assert!(stdout.contains("request router"), "{stdout}");
+
+    // The printed URLs work: the router routes (and sets its affinity cookie), the admin API
+    // serves the dashboard.
+    let answer = http_get(router, "/");
+    assert!(
+        answer.contains("hello from demo-") && answer.contains("set-cookie: DEMO=v1."),
+        "the request router's answer: {answer}\n{}",
+        demo.transcript()
+    );
+    let dashboard = http_get(admin, "/");
+    assert!(
+        dashboard.starts_with("HTTP/1.1 200"),
+        "the dashboard: {dashboard}\n{}",
+        demo.transcript()
+    );
+
+    // Every host answers; then `d 1` stops host 1's new requests once the unit shows the
+    // drain as current, while the others keep answering.
+    demo.wait_line("every host answering", 0, SETUP, |l| {
+        status_counts(l).filter(|c| c.iter().all(|&n| n > 0))
+    });
+    demo.type_line("d 1");
+    let (drained_at, ()) = demo.wait_line(
+        "host 1 drained at the load balancer",
+        0,
+        Duration::from_secs(30),
+        |l| {
+            let part = host_part(l, "demo-1")?;
+            (l.starts_with("status ") && part.contains("draining") && !part.contains("(now"))
+                .then_some(())
+        },
+    );
+    let (first, base) = demo.wait_line(
+        "a status line after the drain",
+        drained_at + 1,
+        Duration::from_secs(30),
+        status_counts,
+    );
+    let status = demo.wait_exit(Duration::from_secs(60));
+    let transcript = demo.transcript();
+    assert!(status.success(), "exit {status}\n{transcript}");
+    let lines = demo.lines();
+    let after: Vec<[u64; 3]> = lines[first + 1..]
+        .iter()
+        .filter_map(|l| status_counts(l))
+        .collect();
+    assert!(
+        after.len() >= 2,
+        "two status lines after the drain before --duration ended it\n{transcript}"
+    );
+    for counts in &after {
+        assert_eq!(
+            counts[0], base[0],
+            "demo-1 got new requests while drained: {base:?} -> {counts:?}\n{transcript}"
+        );
+    }
+    let later = after[after.len() - 1];
+    assert!(
+        later[1] > base[1] && later[2] > base[2],
+        "the other hosts kept answering: {base:?} -> {later:?}\n{transcript}"
+    );
+
+    // The summary, and nothing left behind: no process it started, no temporary directory.
+    let summary = lines
+        .iter()
+        .find(|l| l.starts_with("summary: "))
+        .unwrap_or_else(|| panic!("no summary line\n{transcript}"));
+    for host in ["demo-1", "demo-2", "demo-3"] {
+        assert!(
+            summary_value(summary, host) > 0,
+            "{host} answered nothing: {summary}\n{transcript}"
+        );
+    }
+    assert_eq!(summary_value(summary, "demo-1"), base[0], "{transcript}");
+    assert_eq!(summary_value(summary, "failed"), 0, "{transcript}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "removed the demo's processes and its temporary directory"),
+        "{transcript}"
+    );
+    let left = leftovers(demo.pid());
+    assert!(left.is_empty(), "left behind: {left:?}\n{transcript}");
+    let dir = config.parent().expect("the configuration's directory");
+    assert!(
+        dir.starts_with(std::env::temp_dir()) && !dir.exists(),
+        "{} remains\n{transcript}",
+        dir.display()
+    );
 }

@@ -250,6 +250,45 @@ fn drain_handshake_completes_and_waits_for_a_cut_off_unit() {
         |r| r.target == "draining" && r.current == "draining",
     );
     c.wait_converged(SETTLE);
+
+    // An operator at lb-2 drains web-3 and sets its capacity through the unit: lb-2
+    // relays the acts to web-3's agent, and the handshake brings both units along.
+    let out = c
+        .ctl(1, &["drain", &c.host_name(2), "--via-unit"])
+        .expect("ctl drain --via-unit on lb-2");
+    assert!(
+        out.contains("drain relayed by the unit") && out.contains("target draining"),
+        "{out}"
+    );
+    c.wait_rows(
+        "web-3 draining/draining at both units (an act through lb-2)",
+        2,
+        SETTLE,
+        |r| r.target == "draining" && r.current == "draining",
+    );
+    let out = c
+        .ctl(1, &["capacity", &c.host_name(2), "17", "--via-unit"])
+        .expect("ctl capacity --via-unit on lb-2");
+    assert!(out.contains("capacity 17"), "{out}");
+    c.wait_rows("web-3's capacity 17 at both units", 2, SETTLE, |r| {
+        r.capacity == 17
+    });
+    let row = c.agent_row(2).expect("web-3's row at its agent");
+    assert_eq!(RowView::of_agent(&row).capacity, 17, "{row:?}");
+    // And lb-1 undrains web-1.
+    c.ctl(0, &["undrain", &c.host_name(0), "--via-unit"])
+        .expect("ctl undrain --via-unit on lb-1");
+    c.wait_rows("web-1 active again at both units", 0, SETTLE, |r| {
+        r.target == "active" && r.current == "active"
+    });
+    // An unknown host is refused with the unit's message.
+    let error = c
+        .ctl(0, &["drain", "no-such-host", "--via-unit"])
+        .expect_err("an unknown host");
+    assert!(
+        error.contains("404") && error.contains("no configured host"),
+        "{error}"
+    );
 }
 
 /// 30 % of the control datagrams dropped at random (in the switch, both directions) while health,

@@ -16,7 +16,8 @@
 //!   the namespaces. `scripts/check-leftovers.sh` verifies nothing is left.
 //!
 //! Needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and iproute2; faults need nftables. Tested on
-//! Linux 6.18.
+//! Linux 6.18. Only [`Process::spawn_here`] (a supervised process in the caller's own
+//! namespace, for loopback-only setups) needs neither.
 //!
 //! # Example
 //!

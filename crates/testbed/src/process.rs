@@ -4,10 +4,11 @@
 //! after a grace period) and reaps it; the testbed does the same for any still running at
 //! teardown.
 
-use std::fs;
+use std::ffi::OsStr;
+use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
+use crate::exec::{Prepared, Spec};
 
 /// How long a process gets between SIGTERM and SIGKILL.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(2);
@@ -159,6 +161,36 @@ impl ProcShared {
 impl Process {
     pub(crate) fn new(shared: Arc<ProcShared>) -> Self {
         Process { shared }
+    }
+
+    /// Starts `args` as a long-running process in the caller's own network namespace, outside
+    /// any testbed: no root needed, for programs that only use loopback (`switchyard demo`
+    /// without root). Its stdout and stderr go to `<log_dir>/<label>.stdout` and `.stderr`; its
+    /// environment carries `MARKER_ENV=<marker>`, so `scripts/check-leftovers.sh` finds it if it
+    /// outlives its owner. Dropping it terminates and reaps it, as for every `Process`; no
+    /// testbed teardown stands behind it, so the caller must keep it until it is done.
+    pub fn spawn_here<I, S>(args: I, log_dir: &Path, label: &str, marker: &str) -> Result<Process>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let spec = Spec::new(args, None, marker);
+        let stdout_path = log_dir.join(format!("{label}.stdout"));
+        let stderr_path = log_dir.join(format!("{label}.stderr"));
+        let create =
+            |p: &Path| File::create(p).map_err(|e| Error::io(format!("create {}", p.display()), e));
+        let (out, err) = (create(&stdout_path)?, create(&stderr_path)?);
+        let mut prepared = Prepared::new(&spec)?;
+        prepared.cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        tracing::debug!(command = %spec.command_line(), "spawn here");
+        let child = prepared.spawn(&spec)?;
+        Ok(Process::new(ProcShared::new(
+            child,
+            spec.command_line(),
+            "this namespace".to_owned(),
+            stdout_path,
+            stderr_path,
+        )))
     }
 
     /// The process id (in the root pid namespace; namespaces here only separate networks).

@@ -7,8 +7,9 @@
 //! what the messages mean: the health, plumbing and session crates do.
 //!
 //! Also shared by the daemons: [`cluster_codec`] (the cluster key from the configuration)
-//! [`Throttle`] (at most one log line per period about repeated network complaints), and
-//! [`local_http`], the request rules of the daemons' loopback HTTP APIs.
+//! [`Throttle`] (at most one log line per period about repeated network complaints),
+//! [`local_http`], the request rules of the daemons' loopback HTTP APIs, and [`metrics`],
+//! the exposition of their `GET /metrics`.
 //!
 //! [`Message`]: switchyard_wire::Message
 //! [`Receiver`]: switchyard_wire::Receiver
@@ -16,6 +17,7 @@
 mod codec;
 mod counters;
 pub mod local_http;
+pub mod metrics;
 mod throttle;
 mod udp;
 

@@ -5,7 +5,9 @@
 //! the attacker re-points at 127.0.0.1). [`check`] refuses both:
 //!
 //! - a request carrying an `Origin` header (browsers send it on cross-site and
-//!   state-changing requests; command-line clients never do): 403;
+//!   state-changing requests; command-line clients never do) other than the API's own
+//!   origin, `http://` and the request's loopback `Host` (the unit's dashboard acting on
+//!   the API that served it): 403;
 //! - a `Host` that is not `localhost` or a loopback address, with any port (a
 //!   rebinding page's requests carry its own name); absent or empty is allowed, for
 //!   clients of the Unix socket: 403;
@@ -58,7 +60,9 @@ pub fn is_mutating(method: &str) -> bool {
 /// assert_eq!(check("GET", rebound).map_err(|r| r.status), Err(403));
 /// ```
 pub fn check(method: &str, headers: RequestHeaders<'_>) -> Result<(), Refusal> {
-    if let Some(origin) = headers.origin {
+    if let Some(origin) = headers.origin
+        && !same_origin(origin, headers.host)
+    {
         return Err(Refusal {
             status: 403,
             message: format!(
@@ -91,6 +95,21 @@ pub fn check(method: &str, headers: RequestHeaders<'_>) -> Result<(), Refusal> {
         });
     }
     Ok(())
+}
+
+/// Whether `origin` is this API's own: `http://` followed by a present, loopback `Host`.
+/// (A page of another site, or one on a rebinding name, has another origin.)
+fn same_origin(origin: &[u8], host: Option<&[u8]>) -> bool {
+    host.is_some_and(|h| !h.is_empty() && host_allowed(h) && is_own_origin(origin, h))
+}
+
+/// Whether `origin` is `http://` followed by `host` (the request's `Host`): a page the API
+/// served itself, whatever the host's name.
+pub fn is_own_origin(origin: &[u8], host: &[u8]) -> bool {
+    !host.is_empty()
+        && origin
+            .strip_prefix(b"http://")
+            .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
 }
 
 /// Whether a `Host` value names this machine's loopback: empty, `localhost` or a
@@ -191,6 +210,32 @@ mod tests {
             ..good
         };
         assert_eq!(status("GET", origin), Err(403));
+        // The API's own origin (its dashboard) passes; a look-alike does not.
+        let own = RequestHeaders {
+            host: Some(b"127.0.0.1:9280"),
+            origin: Some(b"http://127.0.0.1:9280"),
+            ..good
+        };
+        assert_eq!(status("POST", own), Ok(()));
+        for other in [
+            &b"http://127.0.0.1:9281"[..],
+            b"https://127.0.0.1:9280",
+            b"http://127.0.0.1:9280.evil.example",
+            b"null",
+        ] {
+            let h = RequestHeaders {
+                origin: Some(other),
+                ..own
+            };
+            assert_eq!(
+                status("POST", h),
+                Err(403),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+        let no_host = RequestHeaders { host: None, ..own };
+        assert_eq!(status("POST", no_host), Err(403));
         let host = RequestHeaders {
             host: Some(b"evil.example"),
             ..good

@@ -342,6 +342,79 @@ pub struct GroupGossip {
     pub data: Vec<u8>,
 }
 
+/// An operator's act on a host, relayed by a unit (a switchyard extension of the protocol:
+/// the host's agent carries it out as its local API would, and the postulate handshake then
+/// moves every unit to the new directive). Hosts answer with [`DirectiveReply`]; the act is
+/// idempotent, so a unit may repeat a request it got no answer to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectiveRequest {
+    /// The host addressed.
+    pub host: HostId,
+    /// The unit relaying the act.
+    pub unit: UnitId,
+    /// Echoed in the reply.
+    pub request: u32,
+    /// One application, or every application of the host (`None`).
+    pub app: Option<AppId>,
+    /// What to do.
+    pub act: Act,
+}
+
+/// What a [`DirectiveRequest`] asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    /// Set the directive's target state.
+    Target(DirectiveState),
+    /// Set the relative capacity, `0..=`[`MAX_CAPACITY`].
+    Capacity(u8),
+}
+
+impl Act {
+    /// Stable lowercase name for logs: the target state's name, or `"capacity"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Target(state) => state.as_str(),
+            Self::Capacity(_) => "capacity",
+        }
+    }
+}
+
+wire_enum! {
+    /// How a host answered a [`DirectiveRequest`].
+    pub enum ActOutcome {
+        /// Applied to `rows` applications.
+        Applied = 0,
+        /// The host has no such application.
+        NoSuchApp = 1,
+        /// The host does not take acts from units (its agent's configuration).
+        Refused = 2,
+    }
+}
+
+impl ActOutcome {
+    /// Stable lowercase name for logs and APIs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::NoSuchApp => "no-such-app",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+/// A host's answer to a [`DirectiveRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectiveReply {
+    /// The answering host.
+    pub host: HostId,
+    /// The request answered.
+    pub request: u32,
+    /// What happened.
+    pub outcome: ActOutcome,
+    /// Applications the act applied to (0 unless [`ActOutcome::Applied`]).
+    pub rows: u16,
+}
+
 impl Wire for ChunkCheck {
     fn encode(&self, w: &mut Writer) {
         w.u16(self.chunk);
@@ -624,6 +697,82 @@ impl Wire for GroupGossip {
         Ok(Self {
             group: r.string("GroupGossip.group", MAX_GROUP_NAME_LEN)?,
             data: r.blob("GroupGossip.data", UNBOUNDED)?,
+        })
+    }
+}
+
+impl Wire for Act {
+    fn encode(&self, w: &mut Writer) {
+        match self {
+            Self::Target(state) => {
+                w.u8(0);
+                state.encode(w);
+            }
+            Self::Capacity(capacity) => {
+                w.check(ValueError::check_range(
+                    "Act.capacity",
+                    (*capacity).into(),
+                    0,
+                    MAX_CAPACITY.into(),
+                ));
+                w.u8(1);
+                w.u8(*capacity);
+            }
+        }
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.u8("Act")? {
+            0 => DirectiveState::decode(r).map(Self::Target),
+            1 => {
+                let capacity = r.u8("Act.capacity")?;
+                r.check(ValueError::check_range(
+                    "Act.capacity",
+                    capacity.into(),
+                    0,
+                    MAX_CAPACITY.into(),
+                ))?;
+                Ok(Self::Capacity(capacity))
+            }
+            tag => Err(r.error("Act", Problem::InvalidTag(tag))),
+        }
+    }
+}
+
+impl Wire for DirectiveRequest {
+    fn encode(&self, w: &mut Writer) {
+        self.host.encode(w);
+        self.unit.encode(w);
+        w.u32(self.request);
+        w.option(self.app.as_ref(), |w, app| app.encode(w));
+        self.act.encode(w);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            host: HostId::decode(r)?,
+            unit: UnitId::decode(r)?,
+            request: r.u32("DirectiveRequest.request")?,
+            app: r.option("DirectiveRequest.app", AppId::decode)?,
+            act: Act::decode(r)?,
+        })
+    }
+}
+
+impl Wire for DirectiveReply {
+    fn encode(&self, w: &mut Writer) {
+        self.host.encode(w);
+        w.u32(self.request);
+        self.outcome.encode(w);
+        w.u16(self.rows);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            host: HostId::decode(r)?,
+            request: r.u32("DirectiveReply.request")?,
+            outcome: ActOutcome::decode(r)?,
+            rows: r.u16("DirectiveReply.rows")?,
         })
     }
 }

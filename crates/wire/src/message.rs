@@ -150,6 +150,10 @@ messages! {
         ConsolidatedHeartbeat = 0x17 => health::ConsolidatedHeartbeat,
         /// [`health::GroupGossip`].
         GroupGossip = 0x18 => health::GroupGossip,
+        /// [`health::DirectiveRequest`].
+        DirectiveRequest = 0x19 => health::DirectiveRequest,
+        /// [`health::DirectiveReply`].
+        DirectiveReply = 0x1a => health::DirectiveReply,
     },
     /// Endpoint allotments for classifiers and request routers (FIG. 18).
     Allotment = 0x2, "allotment" {
@@ -266,6 +270,6 @@ mod tests {
         let total: usize = Family::ALL.iter().map(|f| f.kinds().len()).sum();
         assert_eq!(total, MessageKind::ALL.len());
         assert_eq!(MessageKind::from_code(0x00), None);
-        assert_eq!(MessageKind::from_code(0x19), None);
+        assert_eq!(MessageKind::from_code(0x1b), None);
     }
 }

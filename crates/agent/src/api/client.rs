@@ -27,6 +27,8 @@ pub enum ApiTarget {
 pub struct ApiResponse {
     /// HTTP status code.
     pub status: u16,
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<String>,
     /// The body (JSON for `/v1`, text for `/metrics`).
     pub body: String,
 }
@@ -88,6 +90,11 @@ where
         .context("building the request")?;
     let response = sender.send_request(request).await.context("sending")?;
     let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let bytes = response
         .into_body()
         .collect()
@@ -97,6 +104,7 @@ where
     driver.abort();
     Ok(ApiResponse {
         status,
+        content_type,
         body: String::from_utf8_lossy(&bytes).into_owned(),
     })
 }

@@ -1,13 +1,24 @@
-//! Counters as JSON (`GET /v1/counters`) and in the Prometheus text exposition format
-//! (`GET /metrics`), hand-written: a few counter families with a `host` label (and `reason`
-//! or `type` where they split). Hosts in a host group add a `group` object and the
-//! `switchyard_agent_group_*` families (labels `host` and `group`); without groups neither
-//! appears.
+//! Counters as JSON (`GET /v1/counters`) and as metrics (`GET /metrics`): the agent's one
+//! [`Registry`], encoded by prometheus-client in the OpenMetrics text format
+//! ([`switchyard_transport::metrics`]). The hosts' drivers own their counters; a scrape
+//! gathers them ([`AgentMetrics::scrape`]) and the registry's collector encodes that
+//! snapshot with the transports' counters, read at the same moment.
+//!
+//! Every series carries `host` (the host's id) and `host_name`; message families split by
+//! `kind` (`heartbeat`, `row_change`, …, every kind from the start), rejections by
+//! `reason`. Hosts in a host group add a `group` object and the `switchyard_agent_group_*`
+//! families (labels `host`, `host_name` and `group`); without groups neither appears.
 
-use std::fmt::Write as _;
+use std::fmt;
+use std::sync::{Arc, Mutex};
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::registry::Registry;
 use serde_json::{Map, Value, json};
 use switchyard_transport::TransportSnapshot;
+use switchyard_transport::metrics::{by_kind, counters, gauges, transport};
+use switchyard_wire::Family;
 
 use crate::daemon::HostHandle;
 use crate::daemon::group::GroupCountersView;
@@ -43,6 +54,8 @@ pub(super) fn counters_json(hosts: &[(HostHandle, HostCounters)]) -> Value {
                     "unknown_sender": c.driver.unknown_sender,
                     "ignored": c.driver.ignored,
                     "send_errors": c.driver.send_errors,
+                    "unit_acts": c.driver.unit_acts,
+                    "unit_acts_refused": c.driver.unit_acts_refused,
                 },
             });
             if let (Some(g), Some(map)) = (&c.group, host.as_object_mut()) {
@@ -102,294 +115,276 @@ fn kinds_json(counts: &switchyard_health::MessageCounts) -> Value {
     Value::Object(map)
 }
 
-/// One metric family: its header and samples.
-struct Family<'a> {
-    out: &'a mut String,
+/// The agent's registry and the latest counters its collector encodes.
+#[derive(Debug)]
+pub(crate) struct AgentMetrics {
+    registry: Registry,
+    latest: Arc<Mutex<Vec<(HostHandle, HostCounters)>>>,
+    /// One scrape at a time: gather, then encode what was gathered.
+    scrape: tokio::sync::Mutex<()>,
 }
 
-impl<'a> Family<'a> {
-    fn new(out: &'a mut String, name: &str, kind: &str, help: &str) -> Self {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        Self { out }
+impl AgentMetrics {
+    pub(crate) fn new() -> Self {
+        let latest = Arc::new(Mutex::new(Vec::new()));
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(HostsCollector(Arc::clone(&latest))));
+        Self {
+            registry,
+            latest,
+            scrape: tokio::sync::Mutex::new(()),
+        }
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
-        let labels: Vec<String> = labels
+    /// The exposition of `gathered`, the hosts' counters just read from their drivers.
+    pub(crate) async fn scrape(
+        &self,
+        gathered: Vec<(HostHandle, HostCounters)>,
+    ) -> Result<String, fmt::Error> {
+        let _one = self.scrape.lock().await;
+        *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = gathered;
+        switchyard_transport::metrics::encode(&self.registry)
+    }
+}
+
+/// Encodes the counters [`AgentMetrics::scrape`] gathered.
+#[derive(Debug)]
+struct HostsCollector(Arc<Mutex<Vec<(HostHandle, HostCounters)>>>);
+
+fn host_labels(handle: &HostHandle) -> [(&'static str, String); 2] {
+    [
+        ("host", handle.id.0.to_string()),
+        ("host_name", handle.name.clone()),
+    ]
+}
+
+type Getter = fn(&HostCounters) -> u64;
+
+impl Collector for HostsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let e = &mut encoder;
+        let hosts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let endpoints: Vec<_> = hosts
             .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+            .map(|(h, _)| (host_labels(h), h.transport.snapshot()))
             .collect();
-        let _ = writeln!(self.out, "{name}{{{}}} {value}", labels.join(","));
-    }
-}
-
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-type Getter = fn(&TransportSnapshot, &HostCounters) -> u64;
-
-/// The Prometheus text exposition of every host's counters.
-pub(super) fn exposition(hosts: &[(HostHandle, HostCounters)]) -> String {
-    let snapshots: Vec<TransportSnapshot> =
-        hosts.iter().map(|(h, _)| h.transport.snapshot()).collect();
-    let mut out = String::new();
-    let simple: [(&str, &str, &str, Getter); 16] = [
-        (
-            "switchyard_agent_datagrams_sent_total",
-            "counter",
-            "Datagrams sent to LB units.",
-            |t, _| t.sent,
-        ),
-        (
-            "switchyard_agent_datagram_bytes_sent_total",
-            "counter",
-            "Bytes of datagrams sent to LB units.",
-            |t, _| t.sent_bytes,
-        ),
-        (
-            "switchyard_agent_send_errors_total",
-            "counter",
-            "Messages that could not be sent.",
-            |t, _| t.send_errors,
-        ),
-        (
-            "switchyard_agent_datagrams_received_total",
-            "counter",
-            "Authentic datagrams received.",
-            |t, _| t.received,
-        ),
-        (
-            "switchyard_agent_datagram_bytes_received_total",
-            "counter",
-            "Bytes of authentic datagrams received.",
-            |t, _| t.received_bytes,
-        ),
-        (
-            "switchyard_agent_heartbeats_sent_total",
-            "counter",
-            "Heartbeats sent (one per unit).",
-            |_, c| heartbeats(&c.protocol),
-        ),
-        (
-            "switchyard_agent_row_changes_published_total",
-            "counter",
-            "Row changes published (each to every unit).",
-            |_, c| c.protocol.row_changes_published,
-        ),
-        (
-            "switchyard_agent_snapshots_served_total",
-            "counter",
-            "Table snapshot requests answered (resyncs).",
-            |_, c| c.protocol.snapshots_served,
-        ),
-        (
-            "switchyard_agent_rows_resent_total",
-            "counter",
-            "Rows a unit objected to in a postulate round (each answered with a table snapshot).",
-            |_, c| c.protocol.rows_resent,
-        ),
-        (
-            "switchyard_agent_postulate_rounds_total",
-            "counter",
-            "Postulate rounds sent.",
-            |_, c| c.protocol.postulate_rounds,
-        ),
-        (
-            "switchyard_agent_handshakes_completed_total",
-            "counter",
-            "Directive handshakes completed.",
-            |_, c| c.protocol.handshakes_completed,
-        ),
-        (
-            "switchyard_agent_handshakes_blocked_total",
-            "counter",
-            "Times a handshake found no agreeing unit and every unit silent (blocked).",
-            |_, c| c.protocol.handshakes_blocked,
-        ),
-        (
-            "switchyard_agent_units_given_up_total",
-            "counter",
-            "Units given up on during a handshake.",
-            |_, c| c.protocol.units_given_up,
-        ),
-        (
-            "switchyard_agent_messages_ignored_total",
-            "counter",
-            "Authentic messages the protocol ignored.",
-            |_, c| c.protocol.ignored,
-        ),
-        (
-            "switchyard_agent_unknown_sender_total",
-            "counter",
-            "Authentic messages from a sender that is not a health-cache unit.",
-            |_, c| c.driver.unknown_sender,
-        ),
-        (
+        transport(e, "switchyard_agent", &endpoints)?;
+        let plain: [(&str, &str, Getter); 12] = [
+            (
+                "switchyard_agent_heartbeats_sent",
+                "Heartbeats sent (one per unit).",
+                |c| heartbeats(&c.protocol),
+            ),
+            (
+                "switchyard_agent_row_changes_published",
+                "Row changes published (each to every unit).",
+                |c| c.protocol.row_changes_published,
+            ),
+            (
+                "switchyard_agent_snapshots_served",
+                "Table snapshot requests answered (resyncs).",
+                |c| c.protocol.snapshots_served,
+            ),
+            (
+                "switchyard_agent_rows_resent",
+                "Rows a unit objected to in a postulate round (each answered with a table snapshot).",
+                |c| c.protocol.rows_resent,
+            ),
+            (
+                "switchyard_agent_postulate_rounds",
+                "Postulate rounds sent.",
+                |c| c.protocol.postulate_rounds,
+            ),
+            (
+                "switchyard_agent_handshakes_completed",
+                "Directive handshakes completed.",
+                |c| c.protocol.handshakes_completed,
+            ),
+            (
+                "switchyard_agent_handshakes_blocked",
+                "Times a handshake found no agreeing unit and every unit silent (blocked).",
+                |c| c.protocol.handshakes_blocked,
+            ),
+            (
+                "switchyard_agent_units_given_up",
+                "Units given up on during a handshake.",
+                |c| c.protocol.units_given_up,
+            ),
+            (
+                "switchyard_agent_messages_ignored",
+                "Authentic messages the protocol ignored.",
+                |c| c.protocol.ignored,
+            ),
+            (
+                "switchyard_agent_unknown_sender",
+                "Authentic messages from a sender that is not a health-cache unit.",
+                |c| c.driver.unknown_sender,
+            ),
+            (
+                "switchyard_agent_unit_acts",
+                "Operators' acts relayed by units and carried out (drain, undrain, disable, capacity).",
+                |c| c.driver.unit_acts,
+            ),
+            (
+                "switchyard_agent_unit_acts_refused",
+                "Acts relayed by units and refused ([agent] unit_acts = false, or no such application).",
+                |c| c.driver.unit_acts_refused,
+            ),
+        ];
+        for (name, help, get) in plain {
+            counters(
+                e,
+                name,
+                help,
+                hosts.iter().map(|(h, c)| (host_labels(h), get(c))),
+            )?;
+        }
+        gauges(
+            e,
             "switchyard_agent_rows",
-            "gauge",
             "Rows in the host's table.",
-            |_, c| c.rows as u64,
-        ),
-    ];
-    for (name, kind, help, get) in simple {
-        let mut f = Family::new(&mut out, name, kind, help);
-        for ((handle, c), t) in hosts.iter().zip(&snapshots) {
-            f.sample(name, &[("host", &handle.name)], get(t, c));
-        }
-    }
-    {
-        let name = "switchyard_agent_handshakes_pending";
-        let mut f = Family::new(
-            &mut out,
-            name,
-            "gauge",
+            hosts.iter().map(|(h, c)| (host_labels(h), c.rows as u64)),
+        )?;
+        gauges(
+            e,
+            "switchyard_agent_handshakes_pending",
             "Rows whose directive handshake is pending.",
-        );
-        for (handle, c) in hosts {
-            f.sample(name, &[("host", &handle.name)], c.handshakes_pending as u64);
+            hosts
+                .iter()
+                .map(|(h, c)| (host_labels(h), c.handshakes_pending as u64)),
+        )?;
+        for (name, help, pick) in [
+            (
+                "switchyard_agent_messages_sent",
+                "Protocol messages sent, by kind.",
+                (|c: &HostCounters| &c.protocol.sent)
+                    as fn(&HostCounters) -> &switchyard_health::MessageCounts,
+            ),
+            (
+                "switchyard_agent_messages_received",
+                "Protocol messages received, by kind.",
+                |c: &HostCounters| &c.protocol.received,
+            ),
+        ] {
+            counters(
+                e,
+                name,
+                help,
+                hosts.iter().flat_map(|(h, c)| {
+                    let labels = host_labels(h);
+                    by_kind(Family::Health, pick(c).iter())
+                        .into_iter()
+                        .map(move |(kind, n)| ((labels.clone(), kind), n))
+                }),
+            )?;
         }
+        encode_groups(e, &hosts)
     }
-    {
-        let name = "switchyard_agent_datagrams_rejected_total";
-        let mut f = Family::new(
-            &mut out,
-            name,
-            "counter",
-            "Datagrams rejected by the transport, by reason.",
-        );
-        for ((handle, _), t) in hosts.iter().zip(&snapshots) {
-            for (reason, n) in &t.rejected {
-                f.sample(
-                    name,
-                    &[("host", &handle.name), ("reason", reason.label())],
-                    *n,
-                );
-            }
-        }
-    }
-    for (name, help, pick) in [
-        (
-            "switchyard_agent_messages_sent_total",
-            "Protocol messages sent, by type.",
-            (|c: &HostCounters| &c.protocol.sent)
-                as fn(&HostCounters) -> &switchyard_health::MessageCounts,
-        ),
-        (
-            "switchyard_agent_messages_received_total",
-            "Protocol messages received, by type.",
-            |c: &HostCounters| &c.protocol.received,
-        ),
-    ] {
-        let mut f = Family::new(&mut out, name, "counter", help);
-        for (handle, c) in hosts {
-            for (kind, n) in kind_counts(pick(c)) {
-                f.sample(name, &[("host", &handle.name), ("type", kind)], n);
-            }
-        }
-    }
-    group_exposition(&mut out, hosts);
-    out
 }
 
 type GroupGetter = fn(&GroupCountersView) -> u64;
 
 /// The `switchyard_agent_group_*` families, for hosts in a host group (none without).
-fn group_exposition(out: &mut String, hosts: &[(HostHandle, HostCounters)]) {
-    let grouped: Vec<(&str, &GroupCountersView)> = hosts
+fn encode_groups(
+    e: &mut DescriptorEncoder<'_>,
+    hosts: &[(HostHandle, HostCounters)],
+) -> fmt::Result {
+    let grouped: Vec<_> = hosts
         .iter()
-        .filter_map(|(h, c)| c.group.as_ref().map(|g| (h.name.as_str(), g)))
+        .filter_map(|(h, c)| {
+            c.group.as_ref().map(|g| {
+                let [host, host_name] = host_labels(h);
+                ([host, host_name, ("group", g.name.clone())], g)
+            })
+        })
         .collect();
-    if grouped.is_empty() {
-        return;
-    }
-    let families: [(&str, &str, &str, GroupGetter); 13] = [
+    let families: [(&str, bool, &str, GroupGetter); 13] = [
         (
             "switchyard_agent_group_members",
-            "gauge",
+            false,
             "Live members of the host's group as it sees them, itself included.",
             |g| g.members as u64,
         ),
         (
             "switchyard_agent_group_leading",
-            "gauge",
+            false,
             "1 while the host leads its group (or is alone in it), else 0.",
             |g| u64::from(g.leading),
         ),
         (
-            "switchyard_agent_group_leader_changes_total",
-            "counter",
+            "switchyard_agent_group_leader_changes",
+            true,
             "Leader changes the host saw.",
             |g| g.group.leader_changes,
         ),
         (
-            "switchyard_agent_group_gossip_received_total",
-            "counter",
+            "switchyard_agent_group_gossip_received",
+            true,
             "Group gossip datagrams accepted.",
             |g| g.group.gossip_received,
         ),
         (
-            "switchyard_agent_group_gossip_rejected_total",
-            "counter",
+            "switchyard_agent_group_gossip_rejected",
+            true,
             "Group gossip refused (other group, forged or unknown sender, malformed) or other messages on the gossip port.",
             |g| g.group.gossip_rejected + g.driver.gossip_not_gossip,
         ),
         (
-            "switchyard_agent_group_gossip_sent_total",
-            "counter",
+            "switchyard_agent_group_gossip_sent",
+            true,
             "Group gossip datagrams sent.",
             |g| g.group.gossip_sent,
         ),
         (
-            "switchyard_agent_group_gossip_datagrams_rejected_total",
-            "counter",
+            "switchyard_agent_group_gossip_datagrams_rejected",
+            true,
             "Datagrams on the gossip port rejected by the transport (bad tag, replay, malformed).",
             |g| g.transport.snapshot().rejected_total(),
         ),
         (
-            "switchyard_agent_group_heartbeats_direct_total",
-            "counter",
+            "switchyard_agent_group_heartbeats_direct",
+            true,
             "Own heartbeats sent to units directly (no other member live).",
             |g| g.relay.direct,
         ),
         (
-            "switchyard_agent_group_heartbeats_to_leader_total",
-            "counter",
+            "switchyard_agent_group_heartbeats_to_leader",
+            true,
             "Own heartbeats sent to the group leader.",
             |g| g.relay.to_leader,
         ),
         (
-            "switchyard_agent_group_consolidated_heartbeats_sent_total",
-            "counter",
+            "switchyard_agent_group_consolidated_heartbeats_sent",
+            true,
             "Consolidated heartbeats sent as leader (one per unit per interval).",
             |g| g.relay.consolidated,
         ),
         (
-            "switchyard_agent_group_member_heartbeats_received_total",
-            "counter",
+            "switchyard_agent_group_member_heartbeats_received",
+            true,
             "Members' heartbeats accepted for relaying.",
             |g| g.relay.member_heartbeats,
         ),
         (
-            "switchyard_agent_group_member_heartbeats_rejected_total",
-            "counter",
+            "switchyard_agent_group_member_heartbeats_rejected",
+            true,
             "Members' heartbeats refused (forged, not a live member, not marked forward).",
             |g| g.relay.rejected,
         ),
         (
-            "switchyard_agent_group_send_errors_total",
-            "counter",
+            "switchyard_agent_group_send_errors",
+            true,
             "Gossip that could not be sent and heartbeats without a leader address.",
             |g| g.driver.gossip_send_errors + g.driver.unroutable,
         ),
     ];
-    for (name, kind, help, get) in families {
-        let mut f = Family::new(out, name, kind, help);
-        for (host, g) in &grouped {
-            f.sample(name, &[("host", host), ("group", &g.name)], get(g));
+    for (name, counter, help, get) in families {
+        let samples = grouped.iter().map(|(labels, g)| (labels.clone(), get(g)));
+        if counter {
+            counters(e, name, help, samples)?;
+        } else {
+            gauges(e, name, help, samples)?;
         }
     }
+    Ok(())
 }

@@ -21,7 +21,7 @@
 //! | `POST /v1/hosts/{host}/{drain,undrain,disable}` | set every row's target |
 //! | `GET /v1/counters` | transport, protocol and agent counters |
 //! | `POST /v1/sessions`, `POST /v1/sessions/down` (or `DELETE /v1/sessions`), `GET /v1/sessions` | session up, down, the hosts' session tables (module `sessions`) |
-//! | `GET /metrics` | the same counters in the Prometheus text format |
+//! | `GET /metrics` | the same counters in the OpenMetrics text format (module `metrics`) |
 //!
 //! The handlers hold no state of their own: each request becomes a command to the host's
 //! driver task (`crate::daemon`), which owns the table, so API changes and protocol events
@@ -132,6 +132,8 @@ impl<T: Serialize> IntoResponse for Json<T> {
 pub(crate) struct ApiState {
     hosts: Arc<[HostHandle]>,
     sessions: Arc<[crate::sessions::SessionHost]>,
+    /// The process's metrics registry (one for every listener).
+    metrics: Arc<metrics::AgentMetrics>,
 }
 
 impl ApiState {
@@ -139,7 +141,11 @@ impl ApiState {
         hosts: Arc<[HostHandle]>,
         sessions: Arc<[crate::sessions::SessionHost]>,
     ) -> Self {
-        Self { hosts, sessions }
+        Self {
+            hosts,
+            sessions,
+            metrics: Arc::new(metrics::AgentMetrics::new()),
+        }
     }
 
     fn host(&self, name: &str) -> Result<&HostHandle, ApiError> {
@@ -334,10 +340,18 @@ async fn counters(State(state): State<ApiState>) -> Result<Json<serde_json::Valu
 
 async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let gathered = gather(&state).await?;
+    let body = state
+        .metrics
+        .scrape(gathered)
+        .await
+        .map_err(|_| ApiError::Internal("cannot encode the metrics".to_owned()))?;
     Ok((
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics::exposition(&gathered),
+        [(
+            header::CONTENT_TYPE,
+            switchyard_transport::metrics::CONTENT_TYPE,
+        )],
+        body,
     )
         .into_response())
 }

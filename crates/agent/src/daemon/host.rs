@@ -14,8 +14,12 @@
 //! table (its service is down), so the last known health, capacity and the operator's
 //! target come back with it.
 //!
-//! Submodules: `commands` carries out the local API's commands, `view` builds the JSON
-//! views of the rows and the host.
+//! Units may relay an operator's act (`DirectiveRequest`: drain, undrain, disable, set a
+//! capacity) unless the configuration says `[agent] unit_acts = false`; the driver carries
+//! it out as the local API would and answers with a `DirectiveReply`.
+//!
+//! Submodules: `commands` carries out the local API's commands, `acts` the units' acts,
+//! `view` builds the JSON views of the rows and the host.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -35,6 +39,7 @@ use crate::status::{StatusEvent, StatusTasks};
 
 use super::group::GroupDriver;
 
+mod acts;
 mod commands;
 mod view;
 
@@ -135,6 +140,8 @@ pub(crate) struct HostDriver {
     group: Option<GroupDriver>,
     /// Most rows the API may add ([`MAX_API_ROWS_PER_HOST`] unless a test says otherwise).
     max_api_rows: usize,
+    /// Whether units' acts are carried out (else refused).
+    unit_acts: bool,
 }
 
 impl HostDriver {
@@ -164,6 +171,7 @@ impl HostDriver {
             given_up_logged: 0,
             group: None,
             max_api_rows: MAX_API_ROWS_PER_HOST,
+            unit_acts: true,
         };
         let now = Instant::now();
         for row in rows {
@@ -206,6 +214,12 @@ impl HostDriver {
     /// Limits the rows the API may add to `limit` instead of [`MAX_API_ROWS_PER_HOST`].
     pub fn with_api_row_limit(mut self, limit: usize) -> Self {
         self.max_api_rows = limit;
+        self
+    }
+
+    /// Whether units' acts are carried out (`[agent] unit_acts`; default true).
+    pub fn with_unit_acts(mut self, allowed: bool) -> Self {
+        self.unit_acts = allowed;
         self
     }
 
@@ -385,6 +399,10 @@ impl HostDriver {
             return;
         };
         let unit_name = info.name.clone();
+        if let Message::DirectiveRequest(request) = &envelope.message {
+            self.on_unit_act(unit, &unit_name, request).await;
+            return;
+        }
         let kind = envelope.message.kind();
         match self.protocol.handle(now, unit, &envelope.message) {
             Ok(()) if kind == MessageKind::GetTableSnapshot => {

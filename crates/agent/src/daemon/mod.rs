@@ -292,7 +292,9 @@ impl Agent {
             if let Some(group) = group {
                 driver = driver.with_group(group);
             }
-            let driver = driver.with_api_row_limit(limits.api_rows_per_host);
+            let driver = driver
+                .with_api_row_limit(limits.api_rows_per_host)
+                .with_unit_acts(config.agent.unit_acts);
             let (command_tx, command_rx) = mpsc::channel(QUEUE);
             let (status_tx, status_rx) = mpsc::channel(QUEUE);
             let tasks = spawn_status_tasks(&apps, &status_tx, &options.status);

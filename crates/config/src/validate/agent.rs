@@ -94,6 +94,10 @@ impl Validator<'_> {
             listen: listen?,
             api: api?,
             socket: socket?,
+            unit_acts: match &raw.unit_acts {
+                Field::Absent => true,
+                other => *other.get()?,
+            },
         })
     }
 

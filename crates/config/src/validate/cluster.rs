@@ -124,8 +124,7 @@ impl Validator<'_> {
                         }
                         Field::Present(admin) => *admin.get_ref(),
                     };
-                    let Some(forwarder) = self.forwarder_settings(unit, &roles, control_port)
-                    else {
+                    let Some(forwarder) = self.forwarder_settings(unit, &roles) else {
                         ok = false;
                         continue;
                     };

@@ -10,6 +10,7 @@ mod cluster;
 mod health;
 mod packet;
 mod pools;
+mod ports;
 mod router;
 mod services;
 mod sessions;
@@ -118,10 +119,19 @@ pub(crate) fn validate(raw: &RawConfig, source: &Path, sink: &mut Sink) -> Optio
     let health = v.health(raw.health.as_ref());
     let agent = v.agent(raw.agent.as_ref());
     let host_groups = v.host_groups(&raw.host_groups, &host_names, agent.as_ref());
-    let sessions = v.sessions(
-        raw.sessions.as_ref(),
-        cluster.as_ref().map(|c| c.units.as_slice()),
-    );
+    let sessions = v.sessions(raw.sessions.as_ref());
+    if let (Some(cluster), Some(listeners), Some(pools), Some(agent)) =
+        (&cluster, &listeners.items, &pools.items, &agent)
+    {
+        let parts = ports::Parts {
+            units: &cluster.units,
+            listeners,
+            pools,
+            agent,
+            sessions: &sessions,
+        };
+        v.shared_ports(raw, &parts);
+    }
 
     if v.sink.has_errors() {
         return None;

@@ -29,7 +29,6 @@ impl Validator<'_> {
         &mut self,
         unit: &RawUnit,
         roles: &[Role],
-        control_port: u16,
     ) -> Option<ForwarderSettings> {
         let defaults = ForwarderSettings::default();
         let Some(raw) = &unit.forwarder else {
@@ -200,19 +199,6 @@ impl Validator<'_> {
             Field::Invalid => None,
             Field::Present(p) => Some(*p.get_ref()),
         };
-        if let Some(port) = plumbing_port
-            && port == control_port
-        {
-            ok = false;
-            let span = raw.plumbing_port.span().unwrap_or_else(|| at.span.clone());
-            self.sink.error(
-                codes::CONFLICTING_SETTINGS,
-                &span,
-                at.field("plumbing_port"),
-                format!("plumbing_port {port} is the unit's control_port"),
-                Some("route plumbing and the health protocol need their own UDP ports".to_owned()),
-            );
-        }
         let attach = match &raw.attach {
             Field::Absent => Some(defaults.attach),
             other => other.get().map(|k| k.0),

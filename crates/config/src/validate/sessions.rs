@@ -1,23 +1,18 @@
-//! Rules of `[sessions]`: positive durations, a rebind timeout longer than the resend and
-//! keepalive intervals (else a host would leave a unit that answers), and a session port
-//! that does not collide with another port of a session-store unit.
+//! Rules of `[sessions]`: positive durations and a rebind timeout longer than the resend and
+//! keepalive intervals (else a host would leave a unit that answers). That the session port
+//! collides with no other port of a session-store unit is a rule of [`super::ports`].
 
 use std::time::Duration;
 
 use super::Validator;
 use crate::decode::Field;
 use crate::diagnostics::codes;
-use crate::model::{Role, Unit};
 use crate::sessions::{RawSessions, SessionSettings, ZombieTimes};
 
 impl Validator<'_> {
     /// `[sessions]`, all defaults when absent. Problems are reported and the defaults kept
     /// for the fields concerned (the caller fails on any reported error).
-    pub(super) fn sessions(
-        &mut self,
-        raw: Option<&RawSessions>,
-        units: Option<&[Unit]>,
-    ) -> SessionSettings {
+    pub(super) fn sessions(&mut self, raw: Option<&RawSessions>) -> SessionSettings {
         let d = SessionSettings::default();
         let Some(raw) = raw else {
             return d;
@@ -94,31 +89,6 @@ impl Validator<'_> {
                 ),
                 Some("a host would leave a unit that answers; make rebind_after a few intervals long, e.g. \"3s\"".to_owned()),
             );
-        }
-        if let (Some(units), Some(port)) = (units, raw.port.spanned()) {
-            for unit in units
-                .iter()
-                .filter(|u| u.roles.contains(&Role::SessionStore))
-            {
-                let mut taken = vec![("control_port", unit.control_port)];
-                if unit.roles.contains(&Role::Forwarder) || unit.roles.contains(&Role::Classifier) {
-                    taken.push(("forwarder.plumbing_port", unit.forwarder.plumbing_port));
-                }
-                if let Some((what, _)) = taken.iter().find(|(_, p)| p == port.get_ref()) {
-                    self.sink.error(
-                        codes::CONFLICTING_SETTINGS,
-                        &port.span(),
-                        at.field("port"),
-                        format!(
-                            "sessions.port {} is also unit {}'s {what}",
-                            port.get_ref(),
-                            unit.name
-                        ),
-                        Some("give session tracking a port of its own (default 9174)".to_owned()),
-                    );
-                    break;
-                }
-            }
         }
         settings
     }

@@ -6,7 +6,8 @@
 //! dashboard's static assets must carry `Authorization: Bearer <token>`: a missing or
 //! wrong token is 401. A web page on another site cannot send that header without a
 //! CORS preflight, which the API never grants, so the `Host` check (DNS rebinding) is not
-//! needed in that mode; requests with an `Origin` header are still refused.
+//! needed in that mode; requests with an `Origin` header other than the API's own
+//! (`http://` and the `Host`: the dashboard it served) are still refused.
 
 use std::fmt;
 use std::path::Path;
@@ -124,9 +125,9 @@ pub(super) fn is_public_asset(path: &str) -> bool {
     )
 }
 
-/// The token mode's request rules: an `Origin` header is refused (403), a state-changing
-/// request needs the JSON content type (415), and every path but the dashboard's assets
-/// needs the token (401).
+/// The token mode's request rules: an `Origin` header other than the API's own (its
+/// dashboard) is refused (403), a state-changing request needs the JSON content type
+/// (415), and every path but the dashboard's assets needs the token (401).
 pub(super) fn check(
     token: &AdminToken,
     request: &axum::extract::Request,
@@ -137,7 +138,15 @@ pub(super) fn check(
         // The Host check guards the tokenless loopback mode against DNS rebinding; a
         // rebinding page cannot present the token.
         host: None,
-        origin: headers.get(header::ORIGIN).map(|v| v.as_bytes()),
+        // The dashboard's own requests (acts are POSTs, which browsers send with an
+        // `Origin`) still need the token.
+        origin: headers
+            .get(header::ORIGIN)
+            .map(|v| v.as_bytes())
+            .filter(|origin| {
+                let host = headers.get(header::HOST).map_or(&b""[..], |v| v.as_bytes());
+                !local_http::is_own_origin(origin, host)
+            }),
         content_type: headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
     };
     local_http::check(method, rules).map_err(|refusal| {

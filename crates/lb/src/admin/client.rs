@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -77,6 +77,8 @@ pub enum ClientError {
 pub struct AdminResponse {
     /// HTTP status code.
     pub status: u16,
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<String>,
     /// Body bytes.
     pub body: Vec<u8>,
 }
@@ -105,7 +107,21 @@ pub async fn get_authorized(
     timeout: Duration,
     token: Option<&str>,
 ) -> Result<AdminResponse, ClientError> {
-    match tokio::time::timeout(timeout, exchange(addr, path, token)).await {
+    send_authorized(addr, "GET", path, None, timeout, token).await
+}
+
+/// `method path` with an optional JSON `body` (state changes carry
+/// `Content-Type: application/json`, as the API requires) and an optional bearer token,
+/// whatever the status.
+pub async fn send_authorized(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+    token: Option<&str>,
+) -> Result<AdminResponse, ClientError> {
+    match tokio::time::timeout(timeout, exchange(addr, method, path, body, token)).await {
         Ok(result) => result,
         Err(_) => Err(ClientError::Timeout { addr, timeout }),
     }
@@ -129,6 +145,27 @@ pub async fn get_json_authorized<T: DeserializeOwned>(
     token: Option<&str>,
 ) -> Result<T, ClientError> {
     let response = get_authorized(addr, path, timeout, token).await?;
+    decode(addr, &response)
+}
+
+/// [`send_authorized`], decoding the JSON answer; an error status becomes
+/// [`ClientError::Status`] with the answer's `error` message.
+pub async fn send_json_authorized<T: DeserializeOwned>(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+    token: Option<&str>,
+) -> Result<T, ClientError> {
+    let response = send_authorized(addr, method, path, body, timeout, token).await?;
+    decode(addr, &response)
+}
+
+fn decode<T: DeserializeOwned>(
+    addr: SocketAddr,
+    response: &AdminResponse,
+) -> Result<T, ClientError> {
     if !(200..300).contains(&response.status) {
         let message = serde_json::from_slice::<ErrorBody>(&response.body)
             .map(|e| e.error)
@@ -144,7 +181,9 @@ pub async fn get_json_authorized<T: DeserializeOwned>(
 
 async fn exchange(
     addr: SocketAddr,
+    method: &str,
     path: &str,
+    body: Option<&str>,
     token: Option<&str>,
 ) -> Result<AdminResponse, ClientError> {
     let stream = TcpStream::connect(addr).await.map_err(|source| {
@@ -161,13 +200,18 @@ async fn exchange(
         // Errors surface through the request future as well.
         let _ = connection.await;
     });
-    let mut request = Request::get(path)
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
         .header(hyper::header::HOST, addr.to_string())
         .header(hyper::header::ACCEPT, "application/json");
     if let Some(token) = token {
         request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
     }
-    let request = request.body(Empty::<Bytes>::new());
+    if body.is_some() || switchyard_transport::local_http::is_mutating(method) {
+        request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    let request = request.body(Full::new(Bytes::from(body.unwrap_or_default().to_owned())));
     let request = match request {
         Ok(r) => r,
         Err(e) => {
@@ -175,15 +219,24 @@ async fn exchange(
             return Err(ClientError::Status {
                 addr,
                 status: StatusCode::BAD_REQUEST.as_u16(),
-                message: format!("invalid request path {path:?}: {e}"),
+                message: format!("invalid request {method} {path:?}: {e}"),
             });
         }
     };
     let result = async {
         let response = sender.send_request(request).await?;
         let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body = response.into_body().collect().await?.to_bytes().to_vec();
-        Ok::<_, hyper::Error>(AdminResponse { status, body })
+        Ok::<_, hyper::Error>(AdminResponse {
+            status,
+            content_type,
+            body,
+        })
     }
     .await
     .map_err(|source| ClientError::Http { addr, source });

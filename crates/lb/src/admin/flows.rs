@@ -7,31 +7,46 @@
 //! |---|---|---|
 //! | `switchyard_forwarder_flows` | gauge | |
 //! | `switchyard_forwarder_vip_flows` | gauge | `service`, `vip` |
-//! | `switchyard_forwarder_vip_packets_total`, `…_bytes_total`, `…_misses_total`, `…_reply_packets_total`, `…_reply_bytes_total`, `…_finals_total` | counter | `service`, `vip` |
-//! | `switchyard_forwarder_host_flows` | gauge | `endpoint` |
-//! | `switchyard_forwarder_dataplane_total` | counter | `hook` (`xdp`, `tc`), `counter` (`hit_packets`, `misses`, `fib_fail`, …) |
+//! | `switchyard_forwarder_vip_packets_total`, `…_bytes_total`, `…_misses_total`, `…_reply_packets_total`, `…_reply_bytes_total`, `…_finals_total`, `…_fw_denied_total`, `…_fw_not_allowed_total`, `…_fw_rate_limited_total` | counter | `service`, `vip` |
+//! | `switchyard_forwarder_host_flows` | gauge | `host`, `endpoint` |
+//! | `switchyard_forwarder_host_packets_total`, `…_bytes_total`, `…_reply_packets_total`, `…_reply_bytes_total` | counter | `host`, `endpoint` |
+//! | `switchyard_forwarder_routes_plumbed_total`, `switchyard_forwarder_routes_deleted_total` | counter | |
+//! | `switchyard_forwarder_dataplane_total` | counter | `hook` (`xdp`, `tc`), `event` (`hit_packets`, `misses`, `fib_fail`, …) |
 //! | `switchyard_forwarder_agent_total` | counter | `event` (`misses`, `reinjected`, `table_full`, …) |
 //! | `switchyard_classifier_connections` | gauge | |
 //! | `switchyard_classifier_nat_ports_in_use` | gauge | |
-//! | `switchyard_classifier_events_total` | counter | `event` (`misses`, `new_connections`, `rejected_no_healthy_host`, …) |
-//! | `switchyard_classifier_endpoint_connections_total` | counter | `vip`, `endpoint` |
+//! | `switchyard_classifier_misses_total` | counter | |
+//! | `switchyard_classifier_new_connections_total` | counter | `service`, `vip` |
+//! | `switchyard_classifier_rejected_total` | counter | `reason` (`no_healthy_host`, `nat_ports_exhausted`, …) |
+//! | `switchyard_classifier_routes_deleted_total` | counter | `reason` (`final`, `idle`) |
+//! | `switchyard_classifier_events_total` | counter | `event` (affinity, mid-connection, slow path, … outcomes) |
+//! | `switchyard_classifier_endpoint_connections_total` | counter | `service`, `vip`, `endpoint` |
+//!
+//! `vip` is `IP:PORT/PROTOCOL`; `host` is the host's id.
 //!
 //! Walking the routing table for `top` is O(flows); the request runs on a blocking thread.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt;
 use std::net::SocketAddr;
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
 use serde::{Deserialize, Serialize};
 use switchyard_forwarder::Counters;
+use switchyard_transport::metrics::{self as m, counter, gauge, gauges};
+use switchyard_wire::Protocol;
 use switchyard_wire::plumbing::Delivery;
 
 use super::AdminState;
 use super::api::UnitInfo;
+use super::routes::ApiError;
 use crate::classifier_role::{ClassifierSnapshot, ClassifierStats};
-use crate::forwarder_role::{ForwarderHandle, ForwarderSnapshot};
+use crate::forwarder_role::{ForwarderHandle, ForwarderSnapshot, VipSnapshot};
 
 /// The packet roles the admin API reads.
 #[derive(Debug, Clone, Default)]
@@ -356,11 +371,20 @@ pub struct FlowsQuery {
     top: Option<usize>,
 }
 
-/// `GET /v1/flows`.
-pub async fn flows(
+/// `GET /v1/flows`; a bad `top` is 400 with the API's JSON error, as elsewhere.
+pub(super) async fn flows(
     State(state): State<AdminState>,
-    Query(query): Query<FlowsQuery>,
-) -> Json<FlowsResponse> {
+    query: Result<Query<FlowsQuery>, QueryRejection>,
+) -> Result<Json<FlowsResponse>, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "bad query: {}; top is a whole number of routes (default 20, at most 1000)",
+                rejection.body_text()
+            ),
+        )
+    })?;
     let top = query.top.unwrap_or(20).min(1000);
     let packet = state.packet.clone();
     let (forwarder, classifier) = tokio::task::spawn_blocking(move || {
@@ -392,195 +416,344 @@ pub async fn flows(
     })
     .await
     .unwrap_or((None, None));
-    Json(FlowsResponse {
+    Ok(Json(FlowsResponse {
         unit: state.unit.clone(),
         forwarder,
         classifier,
-    })
+    }))
 }
 
-fn proto_name(p: switchyard_wire::Protocol) -> &'static str {
+fn proto_name(p: Protocol) -> &'static str {
     match p {
-        switchyard_wire::Protocol::Tcp => "tcp",
-        switchyard_wire::Protocol::Udp => "udp",
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
     }
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// The classifier's events that have families of their own, not `events_total{event}`.
+const OWN_FAMILY: [&str; 9] = [
+    "misses",
+    "new_connections",
+    "rejected_no_healthy_host",
+    "rejected_nat_ports_exhausted",
+    "rejected_no_nat_source",
+    "rejected_endpoint_family_mismatch",
+    "rejected_reply_conflict",
+    "routes_deleted_final",
+    "routes_deleted_idle",
+];
+
+/// The forwarder agent's events that have families of their own.
+const OWN_AGENT_FAMILY: [&str; 2] = ["routes_added", "routes_deleted"];
+
+/// The `switchyard_forwarder_*` and `switchyard_classifier_*` families, read from the roles'
+/// snapshots at scrape time.
+#[derive(Debug)]
+pub struct PacketCollector {
+    /// The roles.
+    pub packet: PacketState,
+    /// The configured packet-mode services (VIP, protocol, name), so their series exist
+    /// before their first connection.
+    pub services: Vec<(SocketAddr, Protocol, String)>,
 }
 
-fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    for (labels, value) in samples {
-        if labels.is_empty() {
-            let _ = writeln!(out, "{name} {value}");
-        } else {
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
-        }
+fn vip_label(vip: SocketAddr, protocol: Protocol) -> String {
+    format!("{vip}/{}", proto_name(protocol))
+}
+
+impl PacketCollector {
+    fn service_name(&self, vip: SocketAddr, protocol: Protocol) -> &str {
+        self.services
+            .iter()
+            .find(|(v, p, _)| *v == vip && *p == protocol)
+            .map_or("", |(_, _, name)| name.as_str())
     }
-}
 
-/// Appends the packet roles' metrics to `out`.
-pub fn render_metrics(state: &PacketState, out: &mut String) {
-    let (forwarder, classifier) = counters(state);
-    if let Some(f) = forwarder {
-        metric(
-            out,
+    fn encode_forwarder(
+        &self,
+        e: &mut DescriptorEncoder<'_>,
+        s: &ForwarderSnapshot,
+    ) -> fmt::Result {
+        gauge(
+            e,
             "switchyard_forwarder_flows",
-            "gauge",
             "Routes installed in the forwarder.",
-            &[(String::new(), f.flows)],
-        );
-        let vip_labels = |v: &VipView| {
-            format!(
-                "service=\"{}\",vip=\"{}/{}\"",
-                escape(&v.service),
-                v.vip,
-                v.protocol
-            )
+            s.flows,
+        )?;
+        let vip = |v: &VipSnapshot| {
+            [
+                ("service", v.info.service.clone()),
+                ("vip", vip_label(v.info.vip, v.info.protocol)),
+            ]
         };
-        metric(
-            out,
+        gauges(
+            e,
             "switchyard_forwarder_vip_flows",
-            "gauge",
             "Routes installed per VIP.",
-            &f.vips
-                .iter()
-                .map(|v| (vip_labels(v), v.flows))
-                .collect::<Vec<_>>(),
-        );
-        type Pick = fn(&VipView) -> u64;
+            s.vips.iter().map(|v| (vip(v), v.flows)),
+        )?;
+        type Pick = fn(&VipSnapshot) -> u64;
         let per_vip: [(&str, &str, Pick); 9] = [
-            ("packets", "Client to host packets forwarded.", |v| {
-                v.packets
+            (
+                "packets",
+                "Client to host packets forwarded, per VIP.",
+                |v| v.stats.packets,
+            ),
+            ("bytes", "Client to host bytes forwarded, per VIP.", |v| {
+                v.stats.bytes
             }),
-            ("bytes", "Client to host bytes forwarded.", |v| v.bytes),
             (
                 "misses",
-                "Packets without a route, handed to the classifier.",
-                |v| v.misses,
+                "Packets without a route, handed to the classifier, per VIP.",
+                |v| v.stats.misses,
             ),
             (
                 "reply_packets",
-                "Host to client packets translated back.",
-                |v| v.reply_packets,
+                "Host to client packets translated back, per VIP.",
+                |v| v.stats.reply_packets,
             ),
             (
                 "reply_bytes",
-                "Host to client bytes translated back.",
-                |v| v.reply_bytes,
+                "Host to client bytes translated back, per VIP.",
+                |v| v.stats.reply_bytes,
             ),
-            ("finals", "FIN or RST packets of routed flows.", |v| {
-                v.finals
-            }),
+            (
+                "finals",
+                "FIN or RST packets of routed flows, per VIP.",
+                |v| v.stats.finals,
+            ),
             (
                 "fw_denied",
-                "New connections dropped: denied source.",
-                |v| v.fw_denied,
+                "New connections dropped by the firewall: denied source.",
+                |v| v.stats.fw_denied,
             ),
             (
                 "fw_not_allowed",
-                "New connections dropped: source not allowed.",
-                |v| v.fw_not_allowed,
+                "New connections dropped by the firewall: source not allowed.",
+                |v| v.stats.fw_not_allowed,
             ),
             (
                 "fw_rate_limited",
-                "New connections dropped: source over its rate.",
-                |v| v.fw_rate_limited,
+                "New connections dropped by the firewall: source over its rate.",
+                |v| v.stats.fw_rate_limited,
             ),
         ];
-        for (name, help, pick) in per_vip {
-            metric(
-                out,
-                &format!("switchyard_forwarder_vip_{name}_total"),
-                "counter",
+        for (what, help, pick) in per_vip {
+            m::counters(
+                e,
+                &format!("switchyard_forwarder_vip_{what}"),
                 help,
-                &f.vips
-                    .iter()
-                    .map(|v| (vip_labels(v), pick(v)))
-                    .collect::<Vec<_>>(),
-            );
+                s.vips.iter().map(|v| (vip(v), pick(v))),
+            )?;
         }
-        metric(
-            out,
+        let host = |endpoint: &SocketAddr| {
+            [
+                (
+                    "host",
+                    s.host_of
+                        .get(endpoint)
+                        .map_or_else(String::new, |h| h.0.to_string()),
+                ),
+                ("endpoint", endpoint.to_string()),
+            ]
+        };
+        gauges(
+            e,
             "switchyard_forwarder_host_flows",
-            "gauge",
             "Routes installed per host endpoint.",
-            &f.hosts
+            s.hosts.iter().map(|(endpoint, n)| (host(endpoint), *n)),
+        )?;
+        type PickHost = fn(&switchyard_forwarder::HostStats) -> u64;
+        let per_host: [(&str, &str, PickHost); 4] = [
+            (
+                "packets",
+                "Client to host packets forwarded, per host endpoint.",
+                |h| h.packets,
+            ),
+            (
+                "bytes",
+                "Client to host bytes forwarded, per host endpoint.",
+                |h| h.bytes,
+            ),
+            (
+                "reply_packets",
+                "Host to client packets translated back, per host endpoint.",
+                |h| h.reply_packets,
+            ),
+            (
+                "reply_bytes",
+                "Host to client bytes translated back, per host endpoint.",
+                |h| h.reply_bytes,
+            ),
+        ];
+        for (what, help, pick) in per_host {
+            m::counters(
+                e,
+                &format!("switchyard_forwarder_host_{what}"),
+                help,
+                s.host_stats
+                    .iter()
+                    .map(|(endpoint, stats)| (host(endpoint), pick(stats))),
+            )?;
+        }
+        let agent = |name: &str| {
+            s.agent
                 .iter()
-                .map(|h| (format!("endpoint=\"{}\"", h.endpoint), h.flows))
-                .collect::<Vec<_>>(),
-        );
-        let mut dp = Vec::new();
-        for (hook, counters) in [("xdp", &f.xdp), ("tc", &f.tc)] {
-            for (k, v) in counters {
-                dp.push((format!("hook=\"{hook}\",counter=\"{k}\""), *v));
+                .find(|(k, _)| *k == name)
+                .map_or(0, |(_, v)| *v)
+        };
+        counter(
+            e,
+            "switchyard_forwarder_routes_plumbed",
+            "Routes installed in the forwarder's table (route plumbing).",
+            agent("routes_added"),
+        )?;
+        counter(
+            e,
+            "switchyard_forwarder_routes_deleted",
+            "Routes deleted from the forwarder's table.",
+            agent("routes_deleted"),
+        )?;
+        m::counters(
+            e,
+            "switchyard_forwarder_dataplane",
+            "Data-plane counters per program (drops: fib_fail, fib_frag_needed, unsupported, drop_other, ringbuf_full).",
+            [("xdp", &s.xdp), ("tc", &s.tc)]
+                .into_iter()
+                .flat_map(|(hook, c)| {
+                    dataplane_counters(c)
+                        .into_iter()
+                        .map(move |(event, n)| ([("hook", hook.to_owned()), ("event", event)], n))
+                }),
+        )?;
+        m::counters(
+            e,
+            "switchyard_forwarder_agent",
+            "Forwarder agent events.",
+            s.agent
+                .iter()
+                .filter(|(k, _)| !OWN_AGENT_FAMILY.contains(k))
+                .map(|(k, v)| ([("event", *k)], *v)),
+        )
+    }
+
+    fn encode_classifier(
+        &self,
+        e: &mut DescriptorEncoder<'_>,
+        s: &ClassifierSnapshot,
+    ) -> fmt::Result {
+        let c = &s.counters;
+        gauge(
+            e,
+            "switchyard_classifier_connections",
+            "Connections in the classifier's inventory.",
+            s.connections,
+        )?;
+        gauge(
+            e,
+            "switchyard_classifier_nat_ports_in_use",
+            "Full-NAT source ports in use.",
+            s.nat_ports_in_use,
+        )?;
+        counter(
+            e,
+            "switchyard_classifier_misses",
+            "Packets the forwarder had no route for, handed to the classifier.",
+            c.misses,
+        )?;
+        let mut per_service: Vec<(SocketAddr, Protocol, u64)> = self
+            .services
+            .iter()
+            .map(|(vip, protocol, _)| (*vip, *protocol, 0))
+            .collect();
+        for (id, sc) in &c.services {
+            match per_service
+                .iter_mut()
+                .find(|(vip, protocol, _)| *vip == id.vip && *protocol == id.protocol)
+            {
+                Some(entry) => entry.2 = sc.new_connections,
+                None => per_service.push((id.vip, id.protocol, sc.new_connections)),
             }
         }
-        metric(
-            out,
-            "switchyard_forwarder_dataplane_total",
-            "counter",
-            "Data-plane counters per program (drops: fib_fail, fib_frag_needed, unsupported, drop_other, ringbuf_full).",
-            &dp,
-        );
-        metric(
-            out,
-            "switchyard_forwarder_agent_total",
-            "counter",
-            "Forwarder agent events.",
-            &f.agent
-                .iter()
-                .map(|(k, v)| (format!("event=\"{k}\""), *v))
-                .collect::<Vec<_>>(),
-        );
-    }
-    if let Some(c) = classifier {
-        metric(
-            out,
-            "switchyard_classifier_connections",
-            "gauge",
-            "Connections in the classifier's inventory.",
-            &[(String::new(), c.connections)],
-        );
-        metric(
-            out,
-            "switchyard_classifier_nat_ports_in_use",
-            "gauge",
-            "Full-NAT source ports in use.",
-            &[(String::new(), c.nat_ports_in_use)],
-        );
-        metric(
-            out,
-            "switchyard_classifier_events_total",
-            "counter",
-            "Classifier inputs and outcomes.",
-            &c.events
-                .iter()
-                .map(|(k, v)| (format!("event=\"{k}\""), *v))
-                .collect::<Vec<_>>(),
-        );
-        metric(
-            out,
-            "switchyard_classifier_endpoint_connections_total",
-            "counter",
+        m::counters(
+            e,
+            "switchyard_classifier_new_connections",
+            "New connections admitted (routes plumbed to a host), per VIP.",
+            per_service.iter().map(|(vip, protocol, n)| {
+                (
+                    [
+                        ("service", self.service_name(*vip, *protocol).to_owned()),
+                        ("vip", vip_label(*vip, *protocol)),
+                    ],
+                    *n,
+                )
+            }),
+        )?;
+        let r = &c.rejected;
+        m::counters(
+            e,
+            "switchyard_classifier_rejected",
+            "New connections rejected, by reason.",
+            [
+                ("no_healthy_host", r.no_healthy_host),
+                ("nat_ports_exhausted", r.nat_ports_exhausted),
+                ("no_nat_source", r.no_nat_source),
+                ("endpoint_family_mismatch", r.endpoint_family_mismatch),
+                ("reply_conflict", r.reply_conflict),
+            ]
+            .map(|(reason, n)| ([("reason", reason)], n)),
+        )?;
+        m::counters(
+            e,
+            "switchyard_classifier_routes_deleted",
+            "Routes the classifier retired: after a FIN or RST (final) or for idleness (idle, expired).",
+            [
+                ("final", c.routes_deleted_final),
+                ("idle", c.routes_deleted_idle),
+            ]
+            .map(|(reason, n)| ([("reason", reason)], n)),
+        )?;
+        m::counters(
+            e,
+            "switchyard_classifier_events",
+            "Other classifier inputs and outcomes.",
+            classifier_events(s)
+                .into_iter()
+                .filter(|(k, _)| !OWN_FAMILY.contains(&k.as_str()))
+                .map(|(k, v)| ([("event", k)], v)),
+        )?;
+        let mut endpoints: Vec<_> = c
+            .services
+            .iter()
+            .flat_map(|(id, sc)| sc.per_endpoint.iter().map(move |(ep, n)| (id, *ep, *n)))
+            .collect();
+        endpoints.sort_by_key(|(id, ep, _)| (id.vip, *ep));
+        m::counters(
+            e,
+            "switchyard_classifier_endpoint_connections",
             "New connections sent to each host endpoint.",
-            &c.endpoints
-                .iter()
-                .map(|e| {
-                    (
-                        format!(
-                            "vip=\"{}/{}\",endpoint=\"{}\"",
-                            e.vip, e.protocol, e.endpoint
-                        ),
-                        e.new_connections,
-                    )
-                })
-                .collect::<Vec<_>>(),
-        );
+            endpoints.into_iter().map(|(id, ep, n)| {
+                (
+                    [
+                        ("service", self.service_name(id.vip, id.protocol).to_owned()),
+                        ("vip", vip_label(id.vip, id.protocol)),
+                        ("endpoint", ep.to_string()),
+                    ],
+                    n,
+                )
+            }),
+        )
+    }
+}
+
+impl Collector for PacketCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        if let Some(f) = &self.packet.forwarder {
+            self.encode_forwarder(&mut encoder, &f.snapshot())?;
+        }
+        if let Some(c) = &self.packet.classifier {
+            self.encode_classifier(&mut encoder, &c.snapshot())?;
+        }
+        Ok(())
     }
 }

@@ -1,18 +1,21 @@
-//! `GET /metrics`: the health-cache counters in the Prometheus text
-//! exposition format (version 0.0.4). Names start with
-//! `switchyard_health_`; message kinds and reasons are labels:
+//! `GET /metrics`: the unit's one [`Registry`], encoded by prometheus-client in the
+//! OpenMetrics text format ([`switchyard_transport::metrics`]). The roles' counters live in
+//! atomics and snapshots on their hot paths; collectors read them at scrape time: the
+//! unit's info and the health cache ([`UnitCollector`], here), the packet roles
+//! ([`super::flows::PacketCollector`]), the session store
+//! ([`super::sessions::SessionCollector`]). The router registers its own families on the same
+//! registry when it starts (`switchyard_router_*`, [`crate::router_role`]).
+//!
+//! Every series carries `unit` (the unit's name), a constant label of the registry; the
+//! tables list the other labels. Counter families are listed with the `_total` their samples
+//! carry. The health cache's:
 //!
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `switchyard_lb_info` | gauge (1) | `unit`, `id`, `roles` |
-//! | `switchyard_health_transport_sent_total` | counter | |
-//! | `switchyard_health_transport_sent_bytes_total` | counter | |
-//! | `switchyard_health_transport_send_errors_total` | counter | |
-//! | `switchyard_health_transport_received_total` | counter | |
-//! | `switchyard_health_transport_received_bytes_total` | counter | |
+//! | `switchyard_lb_info` | gauge (1) | `id`, `roles` |
+//! | `switchyard_health_transport_sent_total`, `…_sent_bytes_total`, `…_send_errors_total`, `…_received_total`, `…_received_bytes_total` | counter | |
 //! | `switchyard_health_transport_rejected_total` | counter | `reason` |
-//! | `switchyard_health_messages_received_total` | counter | `kind` |
-//! | `switchyard_health_messages_sent_total` | counter | `kind` |
+//! | `switchyard_health_messages_received_total`, `switchyard_health_messages_sent_total` | counter | `kind` |
 //! | `switchyard_health_messages_ignored_total` | counter | `reason` |
 //! | `switchyard_health_messages_unroutable_total` | counter | |
 //! | `switchyard_health_stale_row_changes_total` | counter | |
@@ -29,12 +32,23 @@
 //! | `switchyard_health_endpoints` | gauge | |
 //! | `switchyard_health_services` | gauge | |
 
-use std::fmt::Write;
+use std::borrow::Cow;
+use std::fmt;
+use std::net::SocketAddr;
 
-use switchyard_transport::RejectReason;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::registry::Registry;
+use switchyard_transport::metrics::{
+    NO_LABELS, by_kind, counter, counters, gauge, gauges, transport,
+};
+use switchyard_wire::{Family, Protocol};
 
 use super::api::UnitInfo;
+use super::flows::{PacketCollector, PacketState};
+use super::sessions::SessionCollector;
 use crate::health_service::HealthCounters;
+use crate::{HealthCacheHandle, SessionStoreHandle};
 
 /// Every ignore reason the service labels, so each series exists from the
 /// start (a counter that appears only when it first counts confuses
@@ -51,252 +65,166 @@ const IGNORED_REASONS: [&str; 9] = [
     "not-for-this-machine",
 ];
 
-struct Out(String);
-
-impl Out {
-    fn header(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.0, "# HELP {name} {help}");
-        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+/// The unit's registry with a collector for each role it runs (the router registers its
+/// families itself when it starts).
+pub fn registry(
+    unit: &UnitInfo,
+    packet_services: Vec<(SocketAddr, Protocol, String)>,
+    health: Option<HealthCacheHandle>,
+    packet: PacketState,
+    sessions: Option<SessionStoreHandle>,
+) -> Registry {
+    // Every series of the unit carries its name (collectors' and the router's families alike).
+    let mut registry = Registry::with_labels(std::iter::once((
+        Cow::Borrowed("unit"),
+        Cow::Owned(unit.name.clone()),
+    )));
+    registry.register_collector(Box::new(UnitCollector {
+        unit: unit.clone(),
+        health,
+    }));
+    if packet.forwarder.is_some() || packet.classifier.is_some() {
+        registry.register_collector(Box::new(PacketCollector {
+            packet,
+            services: packet_services,
+        }));
     }
+    if let Some(store) = sessions {
+        registry.register_collector(Box::new(SessionCollector(store)));
+    }
+    registry
+}
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
-        self.0.push_str(name);
-        if !labels.is_empty() {
-            self.0.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.0.push(',');
-                }
-                let _ = write!(self.0, "{k}=\"{}\"", escape(v));
-            }
-            self.0.push('}');
+/// `switchyard_lb_info` and, with the health-cache role, the `switchyard_health_*` families.
+#[derive(Debug)]
+pub struct UnitCollector {
+    /// The unit (its name is the registry's `unit` label).
+    unit: UnitInfo,
+    health: Option<HealthCacheHandle>,
+}
+
+impl Collector for UnitCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let id = self.unit.id.to_string();
+        let roles = self.unit.roles.join(",");
+        gauges(
+            &mut encoder,
+            "switchyard_lb_info",
+            "The unit, its id and its configured roles.",
+            [([("id", id.as_str()), ("roles", roles.as_str())], 1u64)],
+        )?;
+        match &self.health {
+            Some(health) => encode_health(&mut encoder, &health.counters()),
+            None => Ok(()),
         }
-        let _ = writeln!(self.0, " {value}");
-    }
-
-    fn single(&mut self, name: &str, kind: &str, help: &str, value: u64) {
-        self.header(name, kind, help);
-        self.sample(name, &[], value);
     }
 }
 
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// `RowChange` → `row_change`.
-fn snake(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 4);
-    for (i, c) in name.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Renders the metrics of a unit (health counters if it runs the role).
-pub(super) fn render(unit: &UnitInfo, counters: Option<&HealthCounters>) -> String {
-    let mut out = Out(String::new());
-    out.header(
-        "switchyard_lb_info",
-        "gauge",
-        "The unit, its id and its configured roles.",
-    );
-    let id = unit.id.to_string();
-    let roles = unit.roles.join(",");
-    out.sample(
-        "switchyard_lb_info",
-        &[("unit", &unit.name), ("id", &id), ("roles", &roles)],
-        1,
-    );
-    let Some(c) = counters else {
-        return out.0;
-    };
-    let t = &c.transport;
-    out.single(
-        "switchyard_health_transport_sent_total",
-        "counter",
-        "Datagrams sent on the health control port.",
-        t.sent,
-    );
-    out.single(
-        "switchyard_health_transport_sent_bytes_total",
-        "counter",
-        "Bytes sent on the health control port.",
-        t.sent_bytes,
-    );
-    out.single(
-        "switchyard_health_transport_send_errors_total",
-        "counter",
-        "Datagrams that could not be sent.",
-        t.send_errors,
-    );
-    out.single(
-        "switchyard_health_transport_received_total",
-        "counter",
-        "Authenticated datagrams received.",
-        t.received,
-    );
-    out.single(
-        "switchyard_health_transport_received_bytes_total",
-        "counter",
-        "Bytes of authenticated datagrams received.",
-        t.received_bytes,
-    );
-    out.header(
-        "switchyard_health_transport_rejected_total",
-        "counter",
-        "Datagrams rejected before reaching the cache, by reason.",
-    );
-    for reason in RejectReason::ALL {
-        out.sample(
-            "switchyard_health_transport_rejected_total",
-            &[("reason", reason.label())],
-            t.rejected_for(reason),
-        );
-    }
-
+fn encode_health(e: &mut DescriptorEncoder<'_>, c: &HealthCounters) -> fmt::Result {
+    transport(e, "switchyard_health", &[(NO_LABELS, c.transport.clone())])?;
     let k = &c.cache;
-    out.header(
-        "switchyard_health_messages_received_total",
-        "counter",
+    counters(
+        e,
+        "switchyard_health_messages_received",
         "Messages handled by the cache, by kind.",
-    );
-    for (kind, n) in k.received.iter() {
-        out.sample(
-            "switchyard_health_messages_received_total",
-            &[("kind", &snake(kind.name()))],
-            n,
-        );
-    }
-    out.header(
-        "switchyard_health_messages_sent_total",
-        "counter",
+        by_kind(Family::Health, k.received.iter()),
+    )?;
+    counters(
+        e,
+        "switchyard_health_messages_sent",
         "Messages sent by the cache, by kind.",
-    );
-    for (kind, n) in k.sent.iter() {
-        out.sample(
-            "switchyard_health_messages_sent_total",
-            &[("kind", &snake(kind.name()))],
-            n,
-        );
-    }
-    out.header(
-        "switchyard_health_messages_ignored_total",
-        "counter",
+        by_kind(Family::Health, k.sent.iter()),
+    )?;
+    let ignored = &c.service.ignored;
+    counters(
+        e,
+        "switchyard_health_messages_ignored",
         "Authenticated messages the cache ignored, by reason.",
-    );
-    for reason in IGNORED_REASONS {
-        let n = c.service.ignored.get(reason).copied().unwrap_or(0);
-        out.sample(
-            "switchyard_health_messages_ignored_total",
-            &[("reason", reason)],
-            n,
-        );
+        IGNORED_REASONS
+            .iter()
+            .map(|r| (*r, ignored.get(r).copied().unwrap_or(0)))
+            .chain(
+                ignored
+                    .iter()
+                    .filter(|(r, _)| !IGNORED_REASONS.contains(r))
+                    .map(|(r, n)| (*r, *n)),
+            )
+            .map(|(reason, n)| ([("reason", reason)], n)),
+    )?;
+    let plain: [(&str, &str, u64); 10] = [
+        (
+            "switchyard_health_messages_unroutable",
+            "Messages dropped because the destination's address is unknown.",
+            c.service.unroutable,
+        ),
+        (
+            "switchyard_health_stale_row_changes",
+            "Row changes not newer than the cache.",
+            k.stale_row_changes,
+        ),
+        (
+            "switchyard_health_snapshots_requested",
+            "Table snapshots requested (resyncs started).",
+            k.snapshots_requested,
+        ),
+        (
+            "switchyard_health_snapshots_completed",
+            "Table snapshots applied (resyncs completed).",
+            k.snapshots_completed,
+        ),
+        (
+            "switchyard_health_partial_snapshots_dropped",
+            "Incomplete snapshots dropped after the timeout.",
+            k.partial_snapshots_dropped,
+        ),
+        (
+            "switchyard_health_age_outs",
+            "Hosts aged out for lack of heartbeats.",
+            k.age_outs,
+        ),
+        (
+            "switchyard_health_goodbyes",
+            "Hosts cleared by a goodbye.",
+            k.goodbyes,
+        ),
+        (
+            "switchyard_health_generation_resets",
+            "Hosts resynchronised after their table generation went backwards.",
+            k.generation_resets,
+        ),
+        (
+            "switchyard_health_postulate_replies",
+            "Answers to postulate rounds (the directive handshake).",
+            k.postulate_replies,
+        ),
+        (
+            "switchyard_health_allotments",
+            "Allotments issued.",
+            k.allotments,
+        ),
+    ];
+    for (name, help, value) in plain {
+        counter(e, name, help, value)?;
     }
-    for (reason, n) in &c.service.ignored {
-        if !IGNORED_REASONS.contains(reason) {
-            out.sample(
-                "switchyard_health_messages_ignored_total",
-                &[("reason", reason)],
-                *n,
-            );
-        }
-    }
-    out.single(
-        "switchyard_health_messages_unroutable_total",
-        "counter",
-        "Messages dropped because the destination's address is unknown.",
-        c.service.unroutable,
-    );
-    out.single(
-        "switchyard_health_stale_row_changes_total",
-        "counter",
-        "Row changes not newer than the cache.",
-        k.stale_row_changes,
-    );
-    out.single(
-        "switchyard_health_snapshots_requested_total",
-        "counter",
-        "Table snapshots requested (resyncs started).",
-        k.snapshots_requested,
-    );
-    out.single(
-        "switchyard_health_snapshots_completed_total",
-        "counter",
-        "Table snapshots applied (resyncs completed).",
-        k.snapshots_completed,
-    );
-    out.single(
-        "switchyard_health_partial_snapshots_dropped_total",
-        "counter",
-        "Incomplete snapshots dropped after the timeout.",
-        k.partial_snapshots_dropped,
-    );
-    out.single(
-        "switchyard_health_age_outs_total",
-        "counter",
-        "Hosts aged out for lack of heartbeats.",
-        k.age_outs,
-    );
-    out.single(
-        "switchyard_health_goodbyes_total",
-        "counter",
-        "Hosts cleared by a goodbye.",
-        k.goodbyes,
-    );
-    out.single(
-        "switchyard_health_generation_resets_total",
-        "counter",
-        "Hosts resynchronised after their table generation went backwards.",
-        k.generation_resets,
-    );
-    out.single(
-        "switchyard_health_postulate_replies_total",
-        "counter",
-        "Answers to postulate (drain handshake) rounds.",
-        k.postulate_replies,
-    );
-    out.single(
-        "switchyard_health_allotments_total",
-        "counter",
-        "Allotments issued.",
-        k.allotments,
-    );
-    out.single(
-        "switchyard_health_hosts",
-        "gauge",
-        "Hosts in the cache.",
-        c.hosts,
-    );
-    out.single(
+    gauge(e, "switchyard_health_hosts", "Hosts in the cache.", c.hosts)?;
+    gauge(
+        e,
         "switchyard_health_hosts_in_sync",
-        "gauge",
         "Hosts whose cached table matched their last heartbeat.",
         c.hosts_in_sync,
-    );
-    out.single(
+    )?;
+    gauge(
+        e,
         "switchyard_health_endpoints",
-        "gauge",
         "Application endpoints in the cache.",
         c.endpoints,
-    );
-    out.single(
+    )?;
+    gauge(
+        e,
         "switchyard_health_services",
-        "gauge",
         "Services with at least one endpoint in the cache.",
         c.services,
-    );
-    out.0
+    )
 }
 
 #[cfg(test)]
@@ -304,23 +232,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kinds_become_snake_case_and_labels_are_escaped() {
-        assert_eq!(snake("RowChange"), "row_change");
-        assert_eq!(snake("Heartbeat"), "heartbeat");
-        assert_eq!(snake("GetTableSnapshot"), "get_table_snapshot");
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-    }
-
-    #[test]
     fn a_unit_without_the_health_role_exports_its_info_only() {
         let unit = UnitInfo {
-            name: "lb-2".to_owned(),
+            name: "lb-\"2\"".to_owned(),
             id: 2,
             roles: vec!["forwarder".to_owned()],
             running: vec![],
         };
-        let text = render(&unit, None);
-        assert!(text.contains("switchyard_lb_info{unit=\"lb-2\",id=\"2\",roles=\"forwarder\"} 1"));
-        assert!(!text.contains("switchyard_health_"));
+        let registry = registry(&unit, Vec::new(), None, PacketState::default(), None);
+        let text = switchyard_transport::metrics::encode(&registry).expect("encodes");
+        assert!(
+            text.contains(
+                "switchyard_lb_info{unit=\"lb-\\\"2\\\"\",id=\"2\",roles=\"forwarder\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("switchyard_health_"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -14,18 +14,22 @@
 //!   shows the allotment the cache would issue now for that request (a preview: not
 //!   counted as an allotment; the classifier's in-process handle issues counted ones);
 //! - `GET /v1/counters`: transport, cache and service counters;
-//! - `GET /metrics`: the same counters in the Prometheus text format.
+//! - `GET /metrics`: every role's metrics in the OpenMetrics text format ([`metrics`]).
 //! - `GET /v1/sessions?key=HEX|client_ip=IP|cookie=NAME=VALUE|…`: where a session is
 //!   held (looked up through this unit's DAM portion) and `GET /v1/sessions/summary`:
 //!   membership, counters and atoms per host ([`sessions`]);
 //! - `POST /v1/hosts/{host}/drain|undrain|disable`, `PUT /v1/hosts/{host}/capacity`:
-//!   501 with where to do it: directives belong to the hosts' agents ([`acts`]);
+//!   the act, relayed to the host's agent, which owns its directives ([`acts`]);
+//! - `GET /v1/router`, `POST /v1/cache/invalidate`, `POST /v1/reload`: the router role
+//!   ([`crate::router_role`]);
 //! - `GET /` and `GET /dashboard`: the live dashboard ([`dashboard`]), a page with
 //!   its script and style compiled in that polls the JSON routes every second;
 //! - `GET /v1/flows?top=N`: the forwarder's flows per VIP and host, its
 //!   counters, the classifier's counters and the N most recently active
-//!   routes ([`flows`]); `/v1/counters` and `/metrics` carry the packet
-//!   roles' counters too.
+//!   routes ([`flows`]); `/v1/counters` carries the packet roles' counters too.
+//!
+//! docs/openapi.json describes every route; `tests/all/openapi.rs` checks it against
+//! the server (a route added here needs its entry there).
 //!
 //! Errors are JSON `{"error": "..."}` ([`api::ErrorBody`]): 400 for bad
 //! query parameters, 403 for a request from a web page (an `Origin` header,
@@ -39,7 +43,7 @@ pub mod auth;
 pub mod client;
 mod dashboard;
 pub mod flows;
-mod metrics;
+pub mod metrics;
 mod routes;
 pub mod sessions;
 
@@ -71,6 +75,8 @@ pub struct AdminState {
     pub sessions: Option<crate::SessionStoreHandle>,
     /// The bearer token every request must carry, if the unit has one ([`auth`]).
     pub token: Option<auth::AdminToken>,
+    /// The unit's metrics: every role's families ([`metrics::registry`]).
+    pub metrics: Arc<prometheus_client::registry::Registry>,
 }
 
 pub use flows::PacketState;

@@ -115,7 +115,7 @@ async fn not_found() -> ApiError {
     )
 }
 
-fn health_role(state: &AdminState) -> Result<&HealthCacheHandle, ApiError> {
+pub(super) fn health_role(state: &AdminState) -> Result<&HealthCacheHandle, ApiError> {
     state.health.as_ref().ok_or_else(|| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -516,24 +516,27 @@ async fn counters(State(state): State<AdminState>) -> Result<Json<CountersRespon
     }))
 }
 
+/// `GET /metrics`: the unit's registry in the OpenMetrics text format. Collectors read the
+/// data plane's maps and take the roles' locks, so the encoding runs on a blocking thread.
 async fn metrics(State(state): State<AdminState>) -> Response {
-    let counters = state.health.as_ref().map(HealthCacheHandle::counters);
-    let mut body = super::metrics::render(&state.unit, counters.as_ref());
-    super::flows::render_metrics(&state.packet, &mut body);
-    if let Some(router) = &state.router {
-        router.render_metrics(&mut body);
+    let registry = state.metrics.clone();
+    let encoded =
+        tokio::task::spawn_blocking(move || switchyard_transport::metrics::encode(&registry)).await;
+    match encoded {
+        Ok(Ok(body)) => (
+            [(
+                header::CONTENT_TYPE,
+                switchyard_transport::metrics::CONTENT_TYPE,
+            )],
+            body,
+        )
+            .into_response(),
+        _ => ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot encode the metrics".to_owned(),
+        )
+        .into_response(),
     }
-    if let Some(sessions) = &state.sessions {
-        super::sessions::render_metrics(sessions, &mut body);
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
 }
 
 #[cfg(test)]

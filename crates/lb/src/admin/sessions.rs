@@ -1,15 +1,17 @@
 //! `GET /v1/sessions?…` (where one session is held, looked up through this unit's DAM
 //! portion: a local copy at once, else the owners, then every unit) and
 //! `GET /v1/sessions/summary` (membership, counters, atoms per host, host channels); the
-//! `switchyard_dam_*` and `switchyard_sessions_*` metrics. 503 when the unit does not run the
-//! session-store role.
+//! `switchyard_dam_*` and `switchyard_sessions_*` metrics ([`SessionCollector`], listed in
+//! docs/LB.md: DAM gauges and operation counts, `pushes_pending` = replication lag,
+//! `replication_copies`, messages by `kind`, sessions per `host`). 503 when the unit does not
+//! run the session-store role.
 //!
 //! The session is named by exactly one parameter: `key` (a `SessionId::key()` in hex),
 //! `client_ip=IP`, `cookie=NAME=VALUE`, `user=NAME`, `tls_session_id=HEX`,
 //! `custom=KIND:ID` or `four_tuple=PROTO,CLIENT,VIP` (e.g. `tcp,198.51.100.7:40000,203.0.113.10:80`).
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::fmt;
 use std::time::Instant;
 
 use axum::Json;
@@ -19,10 +21,15 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
 use serde::{Deserialize, Serialize};
 use switchyard_dam::{Holding, Replication};
 use switchyard_session_client::Session;
-use switchyard_wire::SessionId;
+use switchyard_transport::metrics::{
+    NO_LABELS, by_kind, counter, counters, gauge, gauges, transport,
+};
+use switchyard_wire::{Family, SessionId};
 
 use super::AdminState;
 use super::api::{ErrorBody, UnitInfo};
@@ -390,78 +397,158 @@ async fn summary(State(state): State<AdminState>) -> Response {
     Json(doc).into_response()
 }
 
-/// Appends the `switchyard_dam_*` and `switchyard_sessions_*` families.
-pub(super) fn render_metrics(store: &SessionStoreHandle, out: &mut String) {
-    let s = store.summary();
-    let gauges = [
-        "atoms_owned",
-        "atoms_handoff",
-        "atoms_cached",
-        "zombies",
-        "memory_bytes",
-        "pushes_pending",
-        "rebalance_pending",
-        "queries_pending",
-    ];
-    for (name, value) in dam_map(&s.dam) {
-        let (kind, metric) = if gauges.contains(&name.as_str()) {
-            ("gauge", format!("switchyard_dam_{name}"))
-        } else {
-            ("counter", format!("switchyard_dam_{name}_total"))
-        };
-        let _ = writeln!(out, "# TYPE {metric} {kind}");
-        let _ = writeln!(out, "{metric} {value}");
+/// The DAM's gauges (everything else in [`dam_map`] is a counter).
+const DAM_GAUGES: [&str; 8] = [
+    "atoms_owned",
+    "atoms_handoff",
+    "atoms_cached",
+    "zombies",
+    "memory_bytes",
+    "pushes_pending",
+    "rebalance_pending",
+    "queries_pending",
+];
+
+/// The DAM counts that have families by message kind instead.
+const DAM_BY_KIND: [&str; 2] = ["messages_sent", "messages_received"];
+
+/// The `switchyard_dam_*` and `switchyard_sessions_*` families, read from the role's
+/// summary at scrape time.
+#[derive(Debug)]
+pub struct SessionCollector(pub SessionStoreHandle);
+
+impl Collector for SessionCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let e = &mut encoder;
+        let store = &self.0;
+        let s = store.summary();
+        for (name, value) in dam_map(&s.dam) {
+            if DAM_BY_KIND.contains(&name.as_str()) {
+                continue;
+            }
+            let metric = format!("switchyard_dam_{name}");
+            let help = dam_help(&name);
+            if DAM_GAUGES.contains(&name.as_str()) {
+                gauge(e, &metric, help, value)?;
+            } else {
+                counter(e, &metric, help, value)?;
+            }
+        }
+        for (name, help, counts) in [
+            (
+                "switchyard_dam_messages_sent",
+                "DAM messages queued for other units, by kind (add, delete, query, return atom).",
+                &s.dam.sent,
+            ),
+            (
+                "switchyard_dam_messages_received",
+                "DAM messages handled, by kind (ignored ones included).",
+                &s.dam.received,
+            ),
+        ] {
+            counters(e, name, help, by_kind(Family::Dam, counts.iter()))?;
+        }
+        gauge(
+            e,
+            "switchyard_dam_members",
+            "Live session-store units as this unit sees them, itself included.",
+            s.members.len() as u64,
+        )?;
+        gauge(
+            e,
+            "switchyard_dam_replication_copies",
+            "Copies each atom is kept in by its owners: the replication level plus one, at most the live units.",
+            s.replication.copies(s.members.len()) as u64,
+        )?;
+        gauges(
+            e,
+            "switchyard_sessions_atoms",
+            "Live sessions held here (owned or handed off), per host.",
+            s.atoms_per_host.iter().map(|(host, n)| {
+                (
+                    [
+                        ("host", host.0.to_string()),
+                        ("host_name", store.host_name(*host).unwrap_or("").to_owned()),
+                    ],
+                    *n,
+                )
+            }),
+        )?;
+        let c = &s.role;
+        for (name, help, value) in [
+            ("ups", "Session up messages applied.", c.ups),
+            ("downs", "Session down messages applied.", c.downs),
+            ("resyncs", "Host resyncs completed.", c.resyncs),
+            (
+                "resync_deletes",
+                "Sessions deleted by a resync (the host no longer had them).",
+                c.resync_deletes,
+            ),
+            (
+                "resync_requests",
+                "Resyncs asked of hosts (a gap or an unknown channel).",
+                c.resync_requests,
+            ),
+            ("duplicates", "Host messages seen again.", c.duplicates),
+            ("gaps", "Gaps in a host channel's message ids.", c.gaps),
+            ("keepalives", "Host channel keepalives.", c.keepalives),
+            ("dam_errors", "DAM calls that failed.", c.dam_errors),
+            (
+                "send_errors",
+                "Messages that could not be sent.",
+                c.send_errors,
+            ),
+        ] {
+            counter(e, &format!("switchyard_sessions_{name}"), help, value)?;
+        }
+        counters(
+            e,
+            "switchyard_sessions_ignored",
+            "Host session messages ignored, by reason.",
+            c.ignored
+                .iter()
+                .map(|(reason, n)| ([("reason", *reason)], *n)),
+        )?;
+        transport(
+            e,
+            "switchyard_sessions",
+            &[(NO_LABELS, s.transport.clone())],
+        )
     }
-    let _ = writeln!(out, "# TYPE switchyard_dam_members gauge");
-    let _ = writeln!(out, "switchyard_dam_members {}", s.members.len());
-    let _ = writeln!(out, "# TYPE switchyard_sessions_atoms gauge");
-    for (host, n) in &s.atoms_per_host {
-        let name = store.host_name(*host).unwrap_or("");
-        let _ = writeln!(
-            out,
-            "switchyard_sessions_atoms{{host=\"{}\",name=\"{}\"}} {n}",
-            host.0,
-            name.replace(['"', '\\', '\n'], "_")
-        );
+}
+
+fn dam_help(name: &str) -> &'static str {
+    match name {
+        "atoms_owned" => "Atoms this unit owns (zombies included).",
+        "atoms_handoff" => "Atoms held until their new owners acknowledge them.",
+        "atoms_cached" => "Atoms cached from remote queries.",
+        "zombies" => "Deleted atoms lingering as zombies.",
+        "memory_bytes" => "Estimated memory of the atoms held.",
+        "pushes_pending" => {
+            "Replication lag: pushes (atom, owner) queued or awaiting an acknowledgement."
+        }
+        "rebalance_pending" => "Atoms whose owners are to be recomputed after a membership change.",
+        "queries_pending" => "Remote queries waiting for answers.",
+        "adds" => "Add atom calls.",
+        "deletes" => "Delete atom calls that turned an atom into a zombie.",
+        "deletes_forwarded" => "Delete atom calls for keys held elsewhere (forwarded).",
+        "local_hits" => "Queries answered from an owned copy.",
+        "cache_hits" => "Queries answered from the cache.",
+        "remote_queries" => "Queries that asked other units.",
+        "remote_found" => "Remote queries that found the atom.",
+        "misses" => "Remote queries nobody could answer.",
+        "queries_served" => "Query atom calls answered for other units.",
+        "pushes_sent" => "Replica copies pushed to owners (first attempts and retries).",
+        "push_retries" => "Pushes retried after a missing acknowledgement.",
+        "pushes_acked" => "Replica copies acknowledged by their owners.",
+        "pushes_dropped" => "Pushes given up (the target left or no longer owns the key).",
+        "stale_updates" => "Incoming atoms older than the copy held (never applied).",
+        "expired" => "Atoms removed because they expired.",
+        "evicted" => "Cache entries evicted for space.",
+        "membership_changes" => "Membership changes applied.",
+        "ignored" => "DAM messages ignored.",
+        _ => "DAM count.",
     }
-    let c = &s.role;
-    for (name, value) in [
-        ("ups", c.ups),
-        ("downs", c.downs),
-        ("resyncs", c.resyncs),
-        ("resync_requests", c.resync_requests),
-        ("duplicates", c.duplicates),
-        ("gaps", c.gaps),
-    ] {
-        let _ = writeln!(out, "# TYPE switchyard_sessions_{name}_total counter");
-        let _ = writeln!(out, "switchyard_sessions_{name}_total {value}");
-    }
-    let _ = writeln!(out, "# TYPE switchyard_sessions_ignored_total counter");
-    for (reason, n) in &c.ignored {
-        let _ = writeln!(
-            out,
-            "switchyard_sessions_ignored_total{{reason=\"{reason}\"}} {n}"
-        );
-    }
-    let t = &s.transport;
-    let _ = writeln!(
-        out,
-        "# TYPE switchyard_sessions_transport_received_total counter"
-    );
-    let _ = writeln!(
-        out,
-        "switchyard_sessions_transport_received_total {}",
-        t.received
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE switchyard_sessions_transport_rejected_total counter"
-    );
-    let _ = writeln!(
-        out,
-        "switchyard_sessions_transport_rejected_total {}",
-        t.rejected_total()
-    );
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 use switchyard_lb::admin::api::{ErrorBody, HostsResponse, ServicesResponse};
 use switchyard_lb::{RunningUnit, UnitError, UnitOptions};
 
+use openmetrics_parser::OpenMetricsType::Counter;
+
 use crate::harness::*;
 
 async fn error_of(unit: &RunningUnit, path: &str) -> (u16, String) {
@@ -13,7 +15,7 @@ async fn error_of(unit: &RunningUnit, path: &str) -> (u16, String) {
 }
 
 #[tokio::test]
-async fn bad_allotment_queries_get_400_with_a_clear_json_error() {
+async fn bad_queries_get_400_with_a_clear_json_error() {
     let fixture = Fixture::health();
     let unit = fixture.start().await;
     let cases = [
@@ -43,6 +45,9 @@ async fn bad_allotment_queries_get_400_with_a_clear_json_error() {
             &format!("/v1/allotments?vip={VIP}&colour=blue"),
             "unknown field",
         ),
+        // Was axum's plain-text rejection; the API's errors are all JSON.
+        ("/v1/flows?top=many", "top is a whole number"),
+        ("/v1/flows?top=-1", "top is a whole number"),
     ];
     for (path, expected) in cases {
         let (status, error) = error_of(&unit, path).await;
@@ -78,26 +83,43 @@ async fn services_and_metrics_describe_the_cache() {
     assert_eq!(web.endpoints[0].host, 101);
     assert_eq!(web.endpoints[0].spare_capacity, 20 * 60);
 
-    let response = get(&unit, "/metrics").await;
-    assert_eq!(response.status, 200);
-    let text = response.text();
-    for name in [
-        "switchyard_lb_info{unit=\"lb-1\",id=\"1\",roles=\"forwarder,classifier,health-cache\"} 1",
-        "switchyard_health_hosts 1",
-        "switchyard_health_endpoints 1",
-        "switchyard_health_services 1",
-        "switchyard_health_snapshots_completed_total 1",
-        "# TYPE switchyard_health_transport_received_total counter",
-        "switchyard_health_age_outs_total 0",
-        "switchyard_health_goodbyes_total 0",
+    let metrics = scrape(&unit).await;
+    for (family, value) in [
+        ("switchyard_health_hosts", 1.0),
+        ("switchyard_health_endpoints", 1.0),
+        ("switchyard_health_services", 1.0),
+        ("switchyard_health_snapshots_completed", 1.0),
+        ("switchyard_health_age_outs", 0.0),
+        ("switchyard_health_goodbyes", 0.0),
     ] {
-        assert!(text.lines().any(|l| l == name), "{name} missing:\n{text}");
+        assert_eq!(
+            metrics.value(family, &[("unit", "lb-1")]),
+            Some(value),
+            "{family}:\n{}",
+            metrics.text
+        );
     }
-    assert!(
-        text.lines().any(
-            |l| l.starts_with("switchyard_health_messages_received_total{kind=\"heartbeat\"} ")
+    metrics.family("switchyard_health_transport_received", Counter, &[]);
+    assert_eq!(
+        metrics.value(
+            "switchyard_lb_info",
+            &[
+                ("unit", "lb-1"),
+                ("id", "1"),
+                ("roles", "forwarder,classifier,health-cache")
+            ]
         ),
-        "{text}"
+        Some(1.0)
+    );
+    assert!(
+        metrics
+            .value(
+                "switchyard_health_messages_received",
+                &[("kind", "heartbeat")]
+            )
+            .is_some_and(|n| n > 0.0),
+        "{}",
+        metrics.text
     );
     host.kill();
     unit.shutdown().await;
@@ -115,12 +137,18 @@ async fn a_unit_without_the_health_cache_role_runs_only_the_admin_api() {
         error.contains("does not run the health-cache role"),
         "{error}"
     );
-    let metrics = get(&unit, "/metrics").await.text();
-    assert!(
-        metrics.contains("roles=\"forwarder,classifier\""),
-        "{metrics}"
+    let metrics = scrape(&unit).await;
+    assert_eq!(
+        metrics.value("switchyard_lb_info", &[("roles", "forwarder,classifier")]),
+        Some(1.0),
+        "{}",
+        metrics.text
     );
-    assert!(!metrics.contains("switchyard_health_"), "{metrics}");
+    assert!(
+        !metrics.text.contains("switchyard_health_"),
+        "{}",
+        metrics.text
+    );
     unit.shutdown().await;
 }
 

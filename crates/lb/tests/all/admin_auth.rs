@@ -16,7 +16,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One raw HTTP/1.1 exchange with `headers` (each `Name: value`); returns the status, the
 /// header block and the body.
-async fn raw(
+pub(crate) async fn raw(
     unit: &RunningUnit,
     method: &str,
     path: &str,
@@ -123,6 +123,13 @@ async fn a_token_unit_answers_401_without_the_right_bearer_token() {
     )
     .await;
     assert_eq!(status, 403, "{body}");
+    // The dashboard's own requests carry its origin: they pass with the token only.
+    let own = "Origin: http://lb-1.example:9180";
+    let named = "Host: lb-1.example:9180";
+    let (status, _, body) = raw(&unit, "GET", "/v1/hosts", &[named, &bearer, own]).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = raw(&unit, "GET", "/v1/hosts", &[named, own]).await;
+    assert_eq!(status, 401, "{body}");
     // An unknown route with the token is the usual 404.
     let (status, _, _) = raw(&unit, "GET", "/v1/nope", &[&host, &bearer]).await;
     assert_eq!(status, 404);
@@ -213,25 +220,24 @@ async fn only_a_token_unit_may_bind_a_non_loopback_address() {
     }
 }
 
-/// Directive acts are the host's: the unit answers 501 naming the agent's command, after
-/// the usual checks (content type; the token in token mode).
+/// Directive acts pass the usual checks first (content type; the token in token mode);
+/// a host whose agent was never heard from gets 503 (the acts themselves: `acts.rs`).
 #[tokio::test]
-async fn directive_acts_answer_501_with_where_to_do_them() {
+async fn directive_acts_are_checked_before_they_are_relayed() {
     let fixture = Fixture::health();
     let unit = fixture.start().await;
     let host = format!("Host: {}", unit.admin_addr());
     let json = "Content-Type: application/json";
-    for (method, path, command) in [
-        ("POST", "/v1/hosts/web-1/drain", "drain"),
-        ("POST", "/v1/hosts/web-1/undrain", "undrain"),
-        ("POST", "/v1/hosts/web-1/disable", "disable"),
-        ("PUT", "/v1/hosts/web-1/capacity", "capacity"),
+    for (method, path) in [
+        ("POST", "/v1/hosts/web-1/drain"),
+        ("POST", "/v1/hosts/web-1/undrain"),
+        ("POST", "/v1/hosts/web-1/disable"),
     ] {
         let (status, _, body) = raw(&unit, method, path, &[&host, json]).await;
-        assert_eq!(status, 501, "{method} {path}: {body}");
+        assert_eq!(status, 503, "{method} {path}: {body}");
         let message = error_message(&body);
         assert!(
-            message.contains(&format!("switchyard ctl {command} web-1")),
+            message.contains("has not been heard from"),
             "{method} {path}: {message}"
         );
         let (status, _, _) = raw(&unit, method, path, &[&host]).await;

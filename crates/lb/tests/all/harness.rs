@@ -6,6 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use openmetrics_parser::{MetricFamily, MetricsExposition, OpenMetricsType, OpenMetricsValue};
 use serde::de::DeserializeOwned;
 use switchyard_health::{HostProtocol, HostSettings};
 use switchyard_lb::admin::api::HostsResponse;
@@ -40,6 +41,11 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new(roles: &str, host_dead_after: &str) -> Self {
+        Self::with_extra(roles, host_dead_after, "")
+    }
+
+    /// [`Self::new`] with `extra` appended to the configuration (more tables).
+    pub fn with_extra(roles: &str, host_dead_after: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("cluster.key"), SECRET).expect("secret");
         let path = dir.path().join("cluster.toml");
@@ -104,7 +110,7 @@ app = "shop"
 name = "pair"
 hosts = ["web-1", "web-2"]
 gossip_port = 7946
-"#
+{extra}"#
         );
         std::fs::write(&path, text).expect("config");
         let config = switchyard_config::load_file(&path)
@@ -134,6 +140,22 @@ pub fn options() -> UnitOptions {
 
 pub fn loopback0() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A free loopback TCP port (bound and released; the unit binds it right after).
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind(loopback0())
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free TCP port")
+}
+
+/// A free loopback UDP port (bound and released; the unit binds it right after).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind(loopback0())
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port")
 }
 
 pub fn codec() -> Codec {
@@ -241,6 +263,82 @@ impl TestHost {
     pub fn kill(self) {
         self.task.abort();
     }
+}
+
+/// One `/metrics` scrape, parsed and validated by an OpenMetrics parser (families, types,
+/// suffixes, label syntax, `# EOF`).
+pub struct Scrape {
+    pub text: String,
+    pub families: MetricsExposition<OpenMetricsType, OpenMetricsValue>,
+}
+
+impl Scrape {
+    pub fn parse(text: String) -> Self {
+        let families = openmetrics_parser::openmetrics::parse_openmetrics(&text)
+            .unwrap_or_else(|e| panic!("not valid OpenMetrics text ({e:?}):\n{text}"));
+        Self { text, families }
+    }
+
+    /// Family `name` (a counter's without `_total`), of type `kind` with exactly the label
+    /// names `labels` and `unit` (every family of a unit carries its name).
+    pub fn family(
+        &self,
+        name: &str,
+        kind: OpenMetricsType,
+        labels: &[&str],
+    ) -> &MetricFamily<OpenMetricsType, OpenMetricsValue> {
+        let family = self
+            .families
+            .families
+            .get(name)
+            .unwrap_or_else(|| panic!("no family {name}:\n{}", self.text));
+        assert_eq!(family.family_type, kind, "{name}'s type");
+        let mut have: Vec<&str> = family
+            .get_label_names()
+            .iter()
+            .map(String::as_str)
+            .collect();
+        let mut want = labels.to_vec();
+        want.push("unit");
+        have.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(have, want, "{name}'s labels");
+        family
+    }
+
+    /// The sum of family `name`'s samples whose labels include `labels` (a histogram's
+    /// count), `None` when no sample matches.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let family = self.families.families.get(name)?;
+        let mut total = None;
+        for sample in family.iter_samples() {
+            let set = sample.get_labelset().expect("bound sample");
+            if labels
+                .iter()
+                .all(|(k, v)| set.get_label_value(k) == Some(*v))
+            {
+                let v = match &sample.value {
+                    OpenMetricsValue::Counter(c) => c.value.as_f64(),
+                    OpenMetricsValue::Gauge(n) | OpenMetricsValue::Unknown(n) => n.as_f64(),
+                    OpenMetricsValue::Histogram(h) => h.count.unwrap_or(0) as f64,
+                    other => panic!("{name}: unexpected value {other:?}"),
+                };
+                *total.get_or_insert(0.0) += v;
+            }
+        }
+        total
+    }
+}
+
+/// `GET /metrics`: 200 with the OpenMetrics media type, parsed.
+pub async fn scrape(unit: &RunningUnit) -> Scrape {
+    let response = get(unit, "/metrics").await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(
+        response.content_type.as_deref(),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    Scrape::parse(response.text())
 }
 
 /// GET from the unit's admin API.

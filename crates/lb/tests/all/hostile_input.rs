@@ -137,16 +137,18 @@ async fn hostile_datagrams_are_counted_by_reason_and_ignored() {
     assert_eq!(after.hosts[0].rows[0].health, "healthy");
 
     // The metrics say the same.
-    let metrics = get(&unit, "/metrics").await.text();
-    for line in [
-        "switchyard_health_transport_rejected_total{reason=\"bad-tag\"} 3",
-        "switchyard_health_transport_rejected_total{reason=\"framing\"} 3",
-        "switchyard_health_transport_rejected_total{reason=\"replayed\"} 1",
-        "switchyard_health_messages_ignored_total{reason=\"sender-mismatch\"} 1",
+    let metrics = scrape(&unit).await;
+    for (family, reason, n) in [
+        ("switchyard_health_transport_rejected", "bad-tag", 3.0),
+        ("switchyard_health_transport_rejected", "framing", 3.0),
+        ("switchyard_health_transport_rejected", "replayed", 1.0),
+        ("switchyard_health_messages_ignored", "sender-mismatch", 1.0),
     ] {
-        assert!(
-            metrics.lines().any(|l| l == line),
-            "{line} missing:\n{metrics}"
+        assert_eq!(
+            metrics.value(family, &[("unit", "lb-1"), ("reason", reason)]),
+            Some(n),
+            "{family}{{reason={reason}}}:\n{}",
+            metrics.text
         );
     }
     host.kill();

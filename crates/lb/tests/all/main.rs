@@ -5,9 +5,13 @@
 
 mod harness;
 
+mod acts;
 mod admin_api;
 mod admin_auth;
 mod allotments;
 mod hostile_input;
 mod hosts;
+mod json_schema;
+mod metrics;
+mod openapi;
 mod trust;

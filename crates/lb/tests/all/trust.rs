@@ -102,12 +102,14 @@ async fn unconfigured_hosts_and_foreign_group_members_never_enter_the_cache() {
         answer.is_err(),
         "an unconfigured unit was answered: {answer:?}"
     );
-    let metrics = get(&unit, "/metrics").await.text();
+    let metrics = scrape(&unit).await;
     for reason in ["unknown-host", "not-a-member", "unknown-unit"] {
-        let prefix = format!("switchyard_health_messages_ignored_total{{reason=\"{reason}\"}} ");
         assert!(
-            metrics.lines().any(|l| l.starts_with(&prefix)),
-            "{prefix} missing:\n{metrics}"
+            metrics
+                .value("switchyard_health_messages_ignored", &[("reason", reason)])
+                .is_some(),
+            "{reason} missing:\n{}",
+            metrics.text
         );
     }
     stranger.kill();

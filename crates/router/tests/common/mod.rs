@@ -213,9 +213,20 @@ impl Drop for RunningRouter {
 
 impl RunningRouter {
     pub async fn start(config: &switchyard_config::Config) -> Self {
+        Self::start_with(RouterConfig::from_config(config).unwrap(), config).await
+    }
+
+    /// With `workers` worker threads.
+    pub async fn start_with_workers(config: &switchyard_config::Config, workers: usize) -> Self {
+        let router_config = RouterConfig::from_config(config)
+            .unwrap()
+            .with_worker_threads(workers);
+        Self::start_with(router_config, config).await
+    }
+
+    async fn start_with(router_config: RouterConfig, config: &switchyard_config::Config) -> Self {
         let backends = Arc::new(ArcSwap::from_pointee(Backends::from_config(config)));
         let mut registry = prometheus_client::registry::Registry::default();
-        let router_config = RouterConfig::from_config(config).unwrap();
         let router = Router::new(router_config.clone(), backends.clone(), &mut registry);
         let mut addrs = HashMap::new();
         let mut tasks = Vec::new();

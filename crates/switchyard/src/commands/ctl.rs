@@ -24,6 +24,8 @@ use switchyard_lb::admin::client::{self, ClientError};
     switchyard ctl sessions --client-ip 198.51.100.7\n  \
     switchyard ctl watch\n  \
     switchyard ctl drain web-2          # on web-2's machine, through its agent\n  \
+    switchyard ctl --unit 192.0.2.1:9180 drain web-2 --via-unit   # from anywhere, through a unit\n  \
+    switchyard ctl capacity web-2 20 --app web --via-unit\n  \
     switchyard ctl --unit 192.0.2.1:9180 --token-file /etc/switchyard/admin.token watch")]
 pub struct CtlArgs {
     /// Admin API address of the unit to ask.
@@ -64,15 +66,16 @@ pub enum CtlCommand {
     /// load/capacity, directive (a pending drain as `draining (now active)`),
     /// connections and new connections per second, and the unit's counters.
     Watch(watch::WatchArgs),
-    /// Drain a host (or one row with --app) through its agent on this machine: target
-    /// `draining`, no new connections once every unit agrees.
+    /// Drain a host (or one row with --app) through its agent on this machine, or through
+    /// the unit with --via-unit: target `draining`, no new connections once every unit
+    /// agrees.
     Drain(act::ActArgs),
-    /// Undrain a host (or one row) through its agent on this machine: target `active`.
+    /// Undrain a host (or one row): target `active` (its agent, or --via-unit).
     Undrain(act::ActArgs),
-    /// Disable a host (or one row) through its agent on this machine: target `inactive`.
+    /// Disable a host (or one row): target `inactive` (its agent, or --via-unit).
     Disable(act::ActArgs),
-    /// Set the capacity (0–99) of every row of a host, or one row with --app, through
-    /// its agent on this machine.
+    /// Set the capacity (0–99) of every row of a host, or one row with --app (its agent,
+    /// or --via-unit).
     Capacity(act::CapacityArgs),
 }
 
@@ -102,18 +105,21 @@ pub fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
             .map(switchyard_lb::admin::auth::AdminToken::from_file)
             .transpose()?;
         let token = token.as_ref().map(|t| t.as_str());
+        let unit = act::Unit { addr, token };
         match args.command {
             CtlCommand::Hosts { json } => hosts(addr, args.timeout, token, json).await,
             CtlCommand::Sessions(s) => sessions::run(addr, args.timeout, s).await,
             CtlCommand::Watch(w) => watch::run(addr, args.timeout, token, w).await,
-            CtlCommand::Drain(a) => act::directive(a, args.timeout, act::Directive::Drain).await,
+            CtlCommand::Drain(a) => {
+                act::directive(a, unit, args.timeout, act::Directive::Drain).await
+            }
             CtlCommand::Undrain(a) => {
-                act::directive(a, args.timeout, act::Directive::Undrain).await
+                act::directive(a, unit, args.timeout, act::Directive::Undrain).await
             }
             CtlCommand::Disable(a) => {
-                act::directive(a, args.timeout, act::Directive::Disable).await
+                act::directive(a, unit, args.timeout, act::Directive::Disable).await
             }
-            CtlCommand::Capacity(c) => act::capacity(c, args.timeout).await,
+            CtlCommand::Capacity(c) => act::capacity(c, unit, args.timeout).await,
         }
     })
 }
@@ -129,7 +135,7 @@ async fn resolve(unit: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("--unit {unit:?} is not an IP:PORT address (e.g. 127.0.0.1:9180)"))
 }
 
-fn explain(error: ClientError) -> anyhow::Error {
+pub(super) fn explain(error: ClientError) -> anyhow::Error {
     match error {
         ClientError::Refused { addr } => anyhow::anyhow!(
             "no switchyard unit answers at {addr}; is `switchyard lb` running? use --unit IP:PORT to ask another unit's admin API"

@@ -825,16 +825,23 @@ impl Cluster {
     /// `switchyard ctl --unit 127.0.0.1:9180 hosts [--json]` run inside unit `j`'s
     /// namespace: its standard output.
     pub fn ctl_hosts(&self, j: usize, json: bool) -> Result<String, String> {
+        if json {
+            self.ctl(j, &["hosts", "--json"])
+        } else {
+            self.ctl(j, &["hosts"])
+        }
+    }
+
+    /// `switchyard ctl --unit <unit j's admin API> ARGS` run in unit `j`'s namespace: its
+    /// output, or its status and error output.
+    pub fn ctl(&self, j: usize, ctl_args: &[&str]) -> Result<String, String> {
         let mut args = vec![
             env!("CARGO_BIN_EXE_switchyard").to_owned(),
             "ctl".to_owned(),
             "--unit".to_owned(),
             ADMIN.to_string(),
-            "hosts".to_owned(),
         ];
-        if json {
-            args.push("--json".to_owned());
-        }
+        args.extend(ctl_args.iter().map(|a| (*a).to_owned()));
         let out = self
             .topo
             .lb_unit(j)

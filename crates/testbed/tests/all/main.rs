@@ -6,6 +6,7 @@
 
 mod ecmp;
 mod faults;
+mod here;
 mod skip;
 mod teardown;
 mod traffic;

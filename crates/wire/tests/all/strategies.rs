@@ -210,6 +210,33 @@ fn health_message() -> impl Strategy<Value = Message> {
             data
         }
         .into()),
+        (
+            host(),
+            unit(),
+            any::<u32>(),
+            option::of(app()),
+            prop_oneof![
+                directive_state().prop_map(Act::Target),
+                (0..=MAX_CAPACITY).prop_map(Act::Capacity),
+            ]
+        )
+            .prop_map(|(host, unit, request, app, act)| DirectiveRequest {
+                host,
+                unit,
+                request,
+                app,
+                act
+            }
+            .into()),
+        (host(), any::<u32>(), select(ActOutcome::ALL), any::<u16>()).prop_map(
+            |(host, request, outcome, rows)| DirectiveReply {
+                host,
+                request,
+                outcome,
+                rows
+            }
+            .into()
+        ),
     ]
 }
 

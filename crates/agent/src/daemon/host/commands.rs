@@ -46,6 +46,10 @@ pub(crate) struct DriverCounters {
     pub ignored: u64,
     /// Messages that could not be sent.
     pub send_errors: u64,
+    /// Units' acts carried out.
+    pub unit_acts: u64,
+    /// Units' acts refused (`unit_acts = false`) or naming no row of the host.
+    pub unit_acts_refused: u64,
 }
 
 /// Everything countable about one host, for `/v1/counters` and `/metrics`.
@@ -214,20 +218,25 @@ impl HostDriver {
             Some(name) => vec![self.find(name)?],
             None => (0..self.rows.len()).collect(),
         };
+        self.set_target(&indexes, target, "local API");
+        Ok(indexes)
+    }
+
+    /// Sets the target of the rows at `indexes`; `by` says who asked, for the log.
+    pub(super) fn set_target(&mut self, indexes: &[usize], target: DirectiveState, by: &str) {
         let now = Instant::now();
-        for &index in &indexes {
+        for &index in indexes {
             let present = self.present(index);
             let Some(e) = self.rows.get_mut(index) else {
                 continue;
             };
             if e.target != target {
-                tracing::info!(host = %self.name, row = %e.name, units = self.units.len(), "target {} -> {} (local API); current follows when every unit holds it", e.target.as_str(), target.as_str());
+                tracing::info!(host = %self.name, row = %e.name, units = self.units.len(), "target {} -> {} ({by}); current follows when every unit holds it", e.target.as_str(), target.as_str());
             }
             e.target = target;
             if present && let Err(error) = self.protocol.set_target(now, &e.app, target) {
                 tracing::error!(host = %self.name, row = %e.name, %error, "target not set");
             }
         }
-        Ok(indexes)
     }
 }

@@ -1,5 +1,6 @@
 // The unit's live dashboard. Polls this unit's admin API once a second and redraws one
-// card per host. Same-origin GETs only; nothing is loaded from anywhere else.
+// card per host; each card's buttons drain, undrain or disable the host (a same-origin
+// POST, which the unit relays to the host's agent). Nothing is loaded from anywhere else.
 "use strict";
 
 const POLL_MS = 1000;
@@ -38,6 +39,44 @@ async function getJson(path) {
     throw new Error(`${path}: ${response.status} ${reason}`);
   }
   return response.json();
+}
+
+// An act on a host (drain, undrain, disable): the unit relays it to the host's agent.
+async function act(hostId, verb) {
+  const headers = { Accept: "application/json", "Content-Type": "application/json" };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const note = document.getElementById("act");
+  note.dataset.state = "sending";
+  note.textContent = `${verb} host ${hostId}…`;
+  try {
+    const response = await fetch(`/v1/hosts/${encodeURIComponent(hostId)}/${verb}`,
+      { method: "POST", cache: "no-store", headers, body: "{}" });
+    if (response.status === 401) throw new Unauthorized("the unit needs its admin token");
+    let answer = {};
+    try { answer = await response.json(); } catch (_) { /* not JSON */ }
+    if (!response.ok) throw new Error(answer.error || `${response.status} ${response.statusText}`);
+    note.dataset.state = "done";
+    note.textContent = `${answer.host}: ${verb} taken by the host (${answer.rows} row(s), ` +
+      `target ${answer.target}); the current directive follows when every unit holds it`;
+  } catch (error) {
+    note.dataset.state = "error";
+    note.textContent = `${verb} host ${hostId} failed: ${error.message}`;
+    if (error instanceof Unauthorized) askForToken();
+  }
+}
+
+// The act buttons of a host's card: the acts that change something.
+function actButtons(host) {
+  const targets = new Set(host.rows.map((r) => r.target));
+  const acts = [["drain", "draining"], ["undrain", "active"], ["disable", "inactive"]]
+    .filter(([, target]) => targets.size !== 1 || !targets.has(target));
+  if (!host.rows.length) return null;
+  return el("div", { class: "acts" }, ...acts.map(([verb]) => {
+    const button = el("button", { type: "button", "data-act": verb, class: `act ${verb}` }, verb);
+    button.addEventListener("click", () => act(host.id, verb));
+    return button;
+  }));
 }
 
 // Worst health of a host's rows: failing > unknown > healthy.
@@ -118,6 +157,7 @@ function renderHost(host, flowsByEndpoint, ratesByRow) {
     el("div", { class: "meta" },
       `${host.address || "no address"} · heartbeat ${heartbeat}`,
       host.in_sync ? "" : " · resyncing"),
+    actButtons(host),
     ...(host.rows.length ? host.rows.map((r) => renderRow(r, flowsByEndpoint, ratesByRow))
       : [el("div", { class: "meta" }, "no rows")]));
 }

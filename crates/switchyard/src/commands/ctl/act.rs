@@ -1,11 +1,12 @@
-//! `switchyard ctl drain|undrain|disable|capacity`: steer a host through its agent.
+//! `switchyard ctl drain|undrain|disable|capacity`: steer a host.
 //!
 //! A directive belongs to the host: its agent sets the target and runs the postulate
-//! handshake with every unit, and no unit may change it (the health protocol has no
-//! message from a unit to a host that sets one). So these commands talk to the agent's
-//! local API on the host's own machine — its Unix socket (default
-//! `/run/switchyard/agent.sock`) or its loopback TCP address — not to a unit. Run them
-//! on the host, then watch the drain at any unit (`switchyard ctl watch`, the dashboard).
+//! handshake with every unit. By default these commands talk to the agent's local API on
+//! the host's own machine — its Unix socket (default `/run/switchyard/agent.sock`) or its
+//! loopback TCP address. With `--via-unit` they ask the unit (`--unit`, `--token-file`)
+//! instead, which relays the act to the host's agent over the authenticated health
+//! protocol (unless the host's configuration says `[agent] unit_acts = false`). Either
+//! way, watch the drain at any unit (`switchyard ctl watch`, the dashboard).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +32,19 @@ pub struct ActArgs {
     /// The agent's local API on its loopback TCP address instead (e.g. 127.0.0.1:9181).
     #[arg(long, value_name = "IP:PORT")]
     pub agent: Option<SocketAddr>,
+    /// Ask the unit (`--unit`) to relay the act to the host's agent, from any machine
+    /// that reaches the unit's admin API; --app then names a service.
+    #[arg(long, conflicts_with_all = ["agent", "agent_socket"])]
+    pub via_unit: bool,
+}
+
+/// The unit's admin API, for `--via-unit`.
+#[derive(Debug, Clone, Copy)]
+pub struct Unit<'a> {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its bearer token, if it has one.
+    pub token: Option<&'a str>,
 }
 
 /// `ctl capacity`'s arguments.
@@ -152,12 +166,68 @@ fn describe(host: &str, rows: &Value) -> String {
     out
 }
 
-/// `ctl drain|undrain|disable HOST [--app ROW]`.
+/// Sends the act to the unit, which relays it to the host's agent; the line to print.
+async fn via_unit(
+    args: &ActArgs,
+    unit: Unit<'_>,
+    timeout: Duration,
+    method: &str,
+    verb: &str,
+    mut body: serde_json::Map<String, Value>,
+) -> anyhow::Result<String> {
+    if let Some(service) = &args.app {
+        body.insert("service".to_owned(), Value::String(service.clone()));
+    }
+    let path = format!("{}/{verb}", args.host_path());
+    let body = Value::Object(body).to_string();
+    let answer: Value = switchyard_lb::admin::client::send_json_authorized(
+        unit.addr,
+        method,
+        &path,
+        Some(&body),
+        timeout,
+        unit.token,
+    )
+    .await
+    .map_err(super::explain)?;
+    let rows = answer["rows"].as_u64().unwrap_or(0);
+    let what = match (answer["target"].as_str(), answer["capacity"].as_u64()) {
+        (Some(target), _) => {
+            format!("target {target}; the current directive follows when every unit holds it")
+        }
+        (None, Some(capacity)) => format!("capacity {capacity}"),
+        _ => "done".to_owned(),
+    };
+    let scope = args
+        .app
+        .as_deref()
+        .map_or_else(String::new, |s| format!(" (service {s})"));
+    Ok(format!(
+        "{}{scope}: {verb} relayed by the unit at {}, applied to {rows} row(s): {what}\n",
+        args.host, unit.addr
+    ))
+}
+
+/// `ctl drain|undrain|disable HOST [--app ROW] [--via-unit]`.
 pub async fn directive(
     args: ActArgs,
+    unit: Unit<'_>,
     timeout: Duration,
     directive: Directive,
 ) -> anyhow::Result<ExitCode> {
+    if args.via_unit {
+        let line = via_unit(
+            &args,
+            unit,
+            timeout,
+            "POST",
+            directive.verb(),
+            Default::default(),
+        )
+        .await?;
+        print!("{line}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let path = match &args.app {
         Some(row) => format!("{}/{}", args.row_path(row), directive.verb()),
         None => format!("{}/{}", args.host_path(), directive.verb()),
@@ -167,9 +237,20 @@ pub async fn directive(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `ctl capacity HOST N [--app ROW]`: every row of the host, or one.
-pub async fn capacity(args: CapacityArgs, timeout: Duration) -> anyhow::Result<ExitCode> {
+/// `ctl capacity HOST N [--app ROW] [--via-unit]`: every row of the host, or one.
+pub async fn capacity(
+    args: CapacityArgs,
+    unit: Unit<'_>,
+    timeout: Duration,
+) -> anyhow::Result<ExitCode> {
     let act = &args.act;
+    if act.via_unit {
+        let mut body = serde_json::Map::new();
+        body.insert("capacity".to_owned(), Value::from(args.capacity));
+        let line = via_unit(act, unit, timeout, "PUT", "capacity", body).await?;
+        print!("{line}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let rows: Vec<String> = match &act.app {
         Some(row) => vec![row.clone()],
         None => {
@@ -227,6 +308,7 @@ mod tests {
             app: None,
             agent_socket: None,
             agent: None,
+            via_unit: false,
         };
         assert_eq!(args.row_path("a/b"), "/v1/hosts/web%201/apps/a%2Fb");
         assert!(matches!(args.target(), ApiTarget::Unix(p) if p.ends_with("agent.sock")));

@@ -8,7 +8,7 @@ use std::io::BufRead;
 use switchyard_lb::admin::api::{HostRow, HostsResponse};
 use tokio::sync::mpsc;
 
-use super::cluster::{HOSTS, host_name, host6_name};
+use super::shape::{HOSTS, Pools, host_name};
 use super::traffic::Tally;
 
 /// A console command.
@@ -77,8 +77,8 @@ pub fn commands() -> mpsc::Receiver<Command> {
     rx
 }
 
-/// How the unit sees one demo host: health and directive of its rows, IPv4 and IPv6.
-fn host_state(hosts: &HostsResponse, n: usize) -> String {
+/// How the unit sees one demo host: health and directive of its rows, one per pool.
+fn host_state(hosts: &HostsResponse, n: usize, pools: Pools) -> String {
     let row = |name: &str| -> Option<(bool, &HostRow)> {
         let host = hosts
             .hosts
@@ -92,12 +92,15 @@ fn host_state(hosts: &HostsResponse, n: usize) -> String {
         Some((true, r)) if r.target == r.current => format!("{} {}", r.health, r.target),
         Some((true, r)) => format!("{} {} (now {})", r.health, r.target, r.current),
     };
-    let v4 = describe(row(&host_name(n)));
-    let v6 = describe(row(&host6_name(n)));
-    if v4 == v6 {
-        v4
-    } else {
-        format!("{v4}, v6 {v6}")
+    let states: Vec<String> = pools
+        .names(n)
+        .iter()
+        .map(|name| describe(row(name)))
+        .collect();
+    match states.as_slice() {
+        [v4, v6] if v4 != v6 => format!("{v4}, v6 {v6}"),
+        [first, ..] => first.clone(),
+        [] => String::new(),
     }
 }
 
@@ -107,6 +110,7 @@ pub fn status_line(
     elapsed_secs: u64,
     tally: Option<&Tally>,
     hosts: Result<&HostsResponse, &str>,
+    pools: Pools,
 ) -> String {
     let mut line = format!("status {elapsed_secs:>3}s");
     for n in 1..=HOSTS {
@@ -116,7 +120,7 @@ pub fn status_line(
             let _ = write!(line, " {} req", t.count(&name));
         }
         if let Ok(hosts) = hosts {
-            let _ = write!(line, " {}", host_state(hosts, n));
+            let _ = write!(line, " {}", host_state(hosts, n, pools));
         }
     }
     if let Some(t) = tally {
@@ -160,6 +164,53 @@ mod tests {
         assert!(parse("d x").is_err());
         assert!(parse("d 1 2").is_err());
         assert!(parse("reboot").is_err());
+    }
+
+    fn hosts(rows: &[(&str, &str, &str)]) -> HostsResponse {
+        let hosts: Vec<serde_json::Value> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, (name, target, current))| {
+                serde_json::json!({
+                    "id": i, "name": name, "address": null, "last_heartbeat_ms": 10,
+                    "alive": true, "generation": 1, "in_sync": true, "baseline": true,
+                    "rows": [{
+                        "vip": "127.0.0.1:8080", "protocol": "tcp", "endpoint": "127.0.0.1:1",
+                        "info": "demo", "health": "healthy", "load": 0, "capacity": 50,
+                        "target": target, "current": current, "handshake": "complete",
+                        "tokens": 50
+                    }]
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "unit": {"name": "lb-1", "id": 1, "roles": [], "running": []},
+            "hosts": hosts
+        }))
+        .expect("a /v1/hosts answer")
+    }
+
+    #[test]
+    fn status_shows_each_pool_the_shape_has() {
+        let answer = hosts(&[
+            ("demo-1", "draining", "active"),
+            ("demo-1-v6", "draining", "draining"),
+            ("demo-2", "active", "active"),
+        ]);
+        assert_eq!(
+            status_line(4, None, Ok(&answer), Pools::V4AndV6),
+            "status   4s | demo-1 healthy draining (now active), v6 healthy draining \
+             | demo-2 healthy active, v6 not heard from | demo-3 not heard from"
+        );
+        assert_eq!(
+            status_line(4, None, Ok(&answer), Pools::V4),
+            "status   4s | demo-1 healthy draining (now active) | demo-2 healthy active \
+             | demo-3 not heard from"
+        );
+        assert_eq!(
+            status_line(6, None, Err("connection refused"), Pools::V4),
+            "status   6s | demo-1 | demo-2 | demo-3 | admin API: connection refused"
+        );
     }
 
     #[test]

@@ -28,7 +28,8 @@ pub struct DemoHostArgs {
     /// The name it answers with.
     #[arg(long, value_name = "NAME")]
     pub name: String,
-    /// Address to listen on (repeat for several).
+    /// Address to listen on (repeat for several; port 0 picks a free port, and the ready line
+    /// `demo-host ready name=NAME listen=ADDR,…` names the bound addresses).
     #[arg(long, value_name = "IP:PORT", required = true)]
     pub listen: Vec<SocketAddr>,
 }
@@ -44,13 +45,18 @@ pub fn run(args: DemoHostArgs) -> anyhow::Result<ExitCode> {
         let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
         let name: Arc<str> = Arc::from(args.name.as_str());
         let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let mut listen = Vec::new();
         for addr in &args.listen {
             let listener = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
+            // The bound address: port 0 picks one, and the ready line says which.
+            let bound = listener
+                .local_addr()
+                .with_context(|| format!("the address bound for {addr}"))?;
+            listen.push(bound.to_string());
             tokio::spawn(serve(listener, Arc::clone(&name), Arc::clone(&limit)));
         }
-        let listen: Vec<String> = args.listen.iter().map(ToString::to_string).collect();
         eprintln!(
             "demo-host ready name={} listen={}",
             args.name,

@@ -1,8 +1,10 @@
-//! The demo's traffic generator: `GET /` to the VIPs from inside the client namespace, one
-//! new TCP connection per request, at a fixed rate, counting the answers by the host that
-//! gave them (`hello from demo-2`). Bounded: at most [`MAX_RATE`] requests per second,
-//! [`MAX_IN_FLIGHT`] at once, [`MAX_REQUESTS`] in all, each request limited in time; it
-//! stops when told to.
+//! The demo's traffic generator: `GET /` over HTTP/1.1, one new TCP connection per request,
+//! at a fixed rate, counting the answers by the host that gave them (`hello from demo-2`).
+//! The same requests fit both shapes: as root they go from inside the client namespace to
+//! the VIPs (the packet path: forwarder, classifier, NAT to a host), without root to the
+//! request router's listener on loopback (which routes each request). Bounded: at most
+//! [`MAX_RATE`] requests per second, [`MAX_IN_FLIGHT`] at once, [`MAX_REQUESTS`] in all, each
+//! request limited in time; it stops when told to.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -67,19 +69,23 @@ fn lock(tally: &Mutex<Tally>) -> MutexGuard<'_, Tally> {
 }
 
 impl Traffic {
-    /// Starts sending `rate` requests per second (1..=[`MAX_RATE`]) from inside `ns`,
-    /// alternating between `targets`.
-    pub fn start(ns: Netns, targets: Vec<SocketAddr>, rate: u32) -> Self {
+    /// Starts sending `rate` requests per second (1..=[`MAX_RATE`]) from inside `ns` (`None`:
+    /// from the demo's own namespace), alternating between `targets`.
+    pub fn start(ns: Option<Netns>, targets: Vec<SocketAddr>, rate: u32) -> Self {
         let tally = Arc::new(Mutex::new(Tally::default()));
         let (stop, stopped) = watch::channel(false);
         let shared = Arc::clone(&tally);
         let thread = std::thread::spawn(move || {
             let inner = Arc::clone(&shared);
-            let result = ns.enter(move || generate(&targets, rate, &inner, stopped));
+            let run = move || generate(&targets, rate, &inner, stopped);
+            let result = match ns {
+                Some(ns) => ns.enter(run).map_err(|e| e.to_string()),
+                None => Ok(run()),
+            };
             let error = match result {
                 Ok(Ok(())) => return,
                 Ok(Err(e)) => e.to_string(),
-                Err(e) => e.to_string(),
+                Err(e) => e,
             };
             lock(&shared).last_error = Some(format!("the traffic generator stopped: {error}"));
         });
@@ -113,7 +119,7 @@ impl Drop for Traffic {
 }
 
 /// The generator's loop, on a current-thread runtime of this thread (so every socket it
-/// opens belongs to the client namespace).
+/// opens belongs to the namespace the thread is in).
 fn generate(
     targets: &[SocketAddr],
     rate: u32,
