@@ -300,7 +300,9 @@ fn a_router_only_unit_follows_a_health_cache_units_allotments_and_falls_back() {
     assert_eq!(view["remote"]["status"], "fresh", "{view}");
     let metrics = s.metrics();
     for (source, value) in [("remote-allotment", 1), ("static", 0), ("local-cache", 0)] {
-        let line = format!("switchyard_router_backend_source{{source=\"{source}\"}} {value}");
+        let line = format!(
+            "switchyard_router_backend_source{{unit=\"lb-2\",source=\"{source}\"}} {value}"
+        );
         assert!(
             metrics.lines().any(|l| l == line),
             "{line} missing:\n{metrics}"
@@ -442,7 +444,7 @@ fn a_router_only_unit_follows_a_health_cache_units_allotments_and_falls_back() {
     assert_eq!(s.view().expect("view")["remote"]["status"], "lost");
     assert!(
         s.metrics()
-            .contains("switchyard_router_backend_source{source=\"static\"} 1"),
+            .contains("switchyard_router_backend_source{unit=\"lb-2\",source=\"static\"} 1"),
         "the metric follows"
     );
     let static_ones = s.requests(100, false, None);
