@@ -298,6 +298,7 @@ fn a_router_only_unit_follows_a_health_cache_units_allotments_and_falls_back() {
     );
     let view = s.view().expect("view");
     assert_eq!(view["remote"]["status"], "fresh", "{view}");
+    documented(&view);
     let metrics = s.metrics();
     for (source, value) in [("remote-allotment", 1), ("static", 0), ("local-cache", 0)] {
         let line = format!(
@@ -473,4 +474,42 @@ fn a_router_only_unit_follows_a_health_cache_units_allotments_and_falls_back() {
 fn config_control(config: &Path) -> u16 {
     let config = switchyard_config::load_file(config).expect("valid configuration");
     config.unit("lb-1").expect("lb-1").control_port
+}
+
+/// `view`'s `source` and `remote` are as docs/openapi.json describes them: a documented
+/// source, and exactly the documented fields of `remote` and its counters.
+fn documented(view: &serde_json::Value) {
+    let doc: serde_json::Value =
+        serde_json::from_str(include_str!("../../../docs/openapi.json")).expect("openapi.json");
+    let schemas = &doc["components"]["schemas"];
+    let sources = &schemas["RouterView"]["properties"]["source"]["enum"];
+    assert!(
+        sources
+            .as_array()
+            .is_some_and(|e| e.contains(&view["source"])),
+        "source {} not in {sources}",
+        view["source"]
+    );
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        k.sort();
+        k
+    };
+    let remote = &schemas["RouterRemote"];
+    assert_eq!(keys(&view["remote"]), keys(&remote["properties"]), "{view}");
+    assert_eq!(
+        keys(&view["remote"]["counters"]),
+        keys(&remote["properties"]["counters"]["properties"]),
+        "{view}"
+    );
+    let statuses = &remote["properties"]["status"]["enum"];
+    assert!(
+        statuses
+            .as_array()
+            .is_some_and(|e| e.contains(&view["remote"]["status"])),
+        "{statuses}"
+    );
 }
