@@ -10,6 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::session_directory::SessionMetrics;
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RequestLabels {
     pub(crate) route: String,
@@ -43,6 +45,8 @@ pub(crate) struct Metrics {
     pub(crate) cache_evictions: Family<RouteLabels, Counter>,
     pub(crate) cache_invalidations: Family<RouteLabels, Counter>,
     pub(crate) cache_bytes: Family<RouteLabels, Gauge>,
+    /// Session directory lookups and records.
+    pub(crate) sessions: SessionMetrics,
     pub(crate) totals: Arc<Totals>,
 }
 
@@ -138,9 +142,14 @@ impl Metrics {
             cache_evictions: Family::default(),
             cache_invalidations: Family::default(),
             cache_bytes: Family::default(),
+            sessions: SessionMetrics::default(),
             totals: Arc::new(Totals::default()),
         };
         let r = registry.sub_registry_with_prefix("switchyard_router");
+        let m = Self {
+            sessions: SessionMetrics::register(r),
+            ..m
+        };
         r.register(
             "requests",
             "Requests answered, by route, host id (or \"none\") and status",

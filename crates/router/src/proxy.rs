@@ -580,21 +580,33 @@ fn upstream_headers(
     headers
 }
 
-/// Where the request should land, from the service's affinity.
-fn placement<'k>(
+/// Where the request should land, from the service's affinity (and the session directory,
+/// when the router has one: `session_directory` explains).
+async fn placement<'k>(
     ctx: &ConnCtx,
     headers: &'k HeaderMap,
     affinity: &Affinity,
     client_ip: &'k [u8],
+    pool: &str,
 ) -> (Placement<'k>, Option<String>) {
-    let random = ctx.inner.random();
+    use crate::session_directory::{Directory, cookie_session, header_session};
+    let inner = &ctx.inner;
+    let random = inner.random();
+    let directory = inner.sessions.as_deref().map(|directory| Directory {
+        directory,
+        metrics: &inner.metrics.sessions,
+    });
+    let hosts = (&*inner.backends, pool);
+    let excluded = |id| inner.upstreams.is_ejected(id);
+    let cookie = |name: &str| {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .find_map(|v| crate::affinity::find_cookie(v.as_bytes(), name))
+    };
     match affinity {
         Affinity::Cookie { name, .. } => {
-            let held = headers
-                .get_all(header::COOKIE)
-                .iter()
-                .find_map(|v| crate::affinity::find_cookie(v.as_bytes(), name))
-                .and_then(|v| ctx.config.cookie_key.decode(v));
+            let held = cookie(name).and_then(|v| ctx.config.cookie_key.decode(v));
             match held {
                 Some(host) => (
                     Placement::Cookie {
@@ -606,11 +618,32 @@ fn placement<'k>(
                 None => (Placement::Any { random }, Some(name.clone())),
             }
         }
-        Affinity::ClientIp { .. } | Affinity::FourTuple { .. } => {
-            (Placement::Hash(client_ip), None)
+        Affinity::AppCookie { name, .. } => {
+            match (
+                directory,
+                cookie(name).and_then(|v| cookie_session(name, v)),
+            ) {
+                (Some(d), Some(session)) => (d.app_cookie(&session, random).await, None),
+                _ => (Placement::Any { random }, None),
+            }
         }
-        Affinity::Header { name, .. } => match headers.get(name.as_str()) {
-            Some(v) => (Placement::Hash(v.as_bytes()), None),
+        Affinity::ClientIp { timeout } => match directory {
+            Some(d) => {
+                let session = switchyard_wire::SessionId::ClientIp(ctx.peer.ip());
+                let p = d.hashed(&session, client_ip, *timeout, hosts, &excluded);
+                (p.await, None)
+            }
+            None => (Placement::Hash(client_ip), None),
+        },
+        Affinity::FourTuple { .. } => (Placement::Hash(client_ip), None),
+        Affinity::Header { name, timeout } => match headers.get(name.as_str()) {
+            Some(v) => match (directory, header_session(name, v.as_bytes())) {
+                (Some(d), Some(session)) => {
+                    let p = d.hashed(&session, v.as_bytes(), *timeout, hosts, &excluded);
+                    (p.await, None)
+                }
+                _ => (Placement::Hash(v.as_bytes()), None),
+            },
             None => (Placement::Any { random }, None),
         },
         Affinity::None | Affinity::TlsSession { .. } => (Placement::Any { random }, None),
@@ -662,8 +695,14 @@ async fn forward(
         IpAddr::V4(ip) => ip.octets().to_vec(),
         IpAddr::V6(ip) => ip.octets().to_vec(),
     };
-    let (placement, cookie_name) =
-        placement(ctx, &parts.headers, &decision.service.affinity, &ip_bytes);
+    let (placement, cookie_name) = placement(
+        ctx,
+        &parts.headers,
+        &decision.service.affinity,
+        &ip_bytes,
+        decision.pool(),
+    )
+    .await;
     let http2 = inner.upstreams.settings.http2 && !upgrade;
     let attempts = 1 + inner.upstreams.settings.retries;
     let mut tried: Vec<HostId> = Vec::new();
