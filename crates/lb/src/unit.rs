@@ -250,8 +250,14 @@ impl RunningUnit {
             );
         }
         let router = if unit.has_role(Role::Router) {
-            let (handle, router_tasks) =
-                crate::router_role::start(config, unit, health.clone(), stopped.clone()).await?;
+            let (handle, router_tasks) = crate::router_role::start(
+                config,
+                unit,
+                health.clone(),
+                sessions.clone(),
+                stopped.clone(),
+            )
+            .await?;
             tasks.extend(router_tasks);
             running.push(role_name(Role::Router).to_owned());
             Some(handle)
