@@ -128,6 +128,7 @@ pub(crate) struct RejectLabels {
 
 impl Metrics {
     pub(crate) fn register(registry: &mut Registry) -> Self {
+        let r = registry.sub_registry_with_prefix("switchyard_router");
         let m = Self {
             requests: Family::default(),
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
@@ -142,13 +143,8 @@ impl Metrics {
             cache_evictions: Family::default(),
             cache_invalidations: Family::default(),
             cache_bytes: Family::default(),
-            sessions: SessionMetrics::default(),
-            totals: Arc::new(Totals::default()),
-        };
-        let r = registry.sub_registry_with_prefix("switchyard_router");
-        let m = Self {
             sessions: SessionMetrics::register(r),
-            ..m
+            totals: Arc::new(Totals::default()),
         };
         r.register(
             "requests",
