@@ -517,6 +517,16 @@ pub enum Affinity {
         /// Idle time after which the binding is forgotten.
         timeout: Duration,
     },
+    /// By the application's own session cookie (request mode): the host that reported the
+    /// cookie's session through session tracking, looked up in the DAM by the router.
+    AppCookie {
+        /// Cookie name (e.g. `JSESSIONID`).
+        name: String,
+        /// Accepted like the other kinds' timeouts; the router records nothing for
+        /// application cookies, so the binding lasts as long as the host's reported session
+        /// (until its session down and zombie time).
+        timeout: Duration,
+    },
     /// By TLS session id or ticket.
     TlsSession {
         /// Idle time after which the binding is forgotten.
@@ -539,6 +549,7 @@ impl Affinity {
             Self::ClientIp { timeout }
             | Self::FourTuple { timeout }
             | Self::Cookie { timeout, .. }
+            | Self::AppCookie { timeout, .. }
             | Self::TlsSession { timeout }
             | Self::Header { timeout, .. } => Some(*timeout),
         }

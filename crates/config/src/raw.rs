@@ -70,6 +70,7 @@ pub(crate) enum AffinityKind {
     ClientIp,
     FourTuple,
     Cookie,
+    AppCookie,
     TlsSession,
     Header,
 }
@@ -81,6 +82,7 @@ impl Keyword for AffinityKind {
         ("client-ip", AffinityKind::ClientIp),
         ("four-tuple", AffinityKind::FourTuple),
         ("cookie", AffinityKind::Cookie),
+        ("app-cookie", AffinityKind::AppCookie),
         ("tls-session", AffinityKind::TlsSession),
         ("header", AffinityKind::Header),
     ];

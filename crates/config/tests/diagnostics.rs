@@ -891,6 +891,92 @@ cookie = "SID"
         "services[0].affinity.kind",
     ),
     case(
+        "app-cookie affinity without cookie name",
+        r#"[[services]]
+name = "s"
+vip = "198.51.100.1:80"
+protocol = "tcp"
+mode = "request"
+listener = "l"
+pool = "p"
+affinity = { kind = "app-cookie", timeout = "20m" }
+
+[[listeners]]
+name = "l"
+address = "198.51.100.1:80"
+protocol = "http"
+"#,
+        "missing-field",
+        "app-cookie affinity has no `cookie` name",
+        8,
+        "services[0].affinity.cookie",
+    ),
+    case(
+        "app-cookie affinity with a header name",
+        r#"[[services]]
+name = "s"
+vip = "198.51.100.1:80"
+protocol = "tcp"
+mode = "request"
+listener = "l"
+pool = "p"
+
+[services.affinity]
+kind = "app-cookie"
+cookie = "JSESSIONID"
+header = "X-Tenant"
+
+[[listeners]]
+name = "l"
+address = "198.51.100.1:80"
+protocol = "http"
+"#,
+        "conflicting-settings",
+        "`header` does not apply to app-cookie affinity",
+        12,
+        "services[0].affinity.header",
+    ),
+    case(
+        "app-cookie affinity with a bad cookie name",
+        r#"[[services]]
+name = "s"
+vip = "198.51.100.1:80"
+protocol = "tcp"
+mode = "request"
+listener = "l"
+pool = "p"
+affinity = { kind = "app-cookie", cookie = "J SESSION" }
+
+[[listeners]]
+name = "l"
+address = "198.51.100.1:80"
+protocol = "http"
+"#,
+        "bad-value",
+        "\"J SESSION\" is not a valid cookie name",
+        8,
+        "services[0].affinity.cookie",
+    ),
+    case(
+        "app-cookie affinity in migrate mode",
+        r#"[[services]]
+name = "s"
+vip = "198.51.100.1:80"
+protocol = "tcp"
+mode = "migrate"
+delivery = "nat"
+pool = "p"
+
+[services.affinity]
+kind = "app-cookie"
+cookie = "JSESSIONID"
+"#,
+        "conflicting-settings",
+        "app-cookie affinity is applied by the request router, which serves request mode only",
+        10,
+        "services[0].affinity.kind",
+    ),
+    case(
         "http check path without leading slash",
         r#"[[health_checks]]
 name = "c"
@@ -1005,6 +1091,46 @@ app = "a"
         "name \"web servers\" has characters that are not allowed",
         2,
         "pools[0].name",
+    ),
+    whole(
+        "app-cookie affinity without a session-store unit",
+        r#"[cluster]
+id = "t"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "192.0.2.1"
+roles = ["router", "health-cache"]
+
+[[services]]
+name = "s"
+vip = "198.51.100.1:80"
+protocol = "tcp"
+mode = "request"
+listener = "l"
+pool = "p"
+affinity = { kind = "app-cookie", cookie = "JSESSIONID" }
+
+[[listeners]]
+name = "l"
+address = "198.51.100.1:80"
+protocol = "http"
+
+[[pools]]
+name = "p"
+
+[[pools.hosts]]
+id = 501
+name = "h1"
+address = "192.0.2.5:80"
+app = "a"
+"#,
+        "missing-role",
+        "uses app-cookie affinity, which looks sessions up through session tracking, but no unit has the session-store role",
+        18,
+        "services[0].affinity.kind",
     ),
     whole(
         "request service without a router unit",

@@ -121,3 +121,16 @@ fn request_router_example_has_its_routes_and_default_limits() {
         .collect();
     assert_eq!(on_https, ["www"]);
 }
+
+#[test]
+fn request_router_example_follows_the_shop_application_cookie() {
+    use switchyard_config::Affinity;
+    let config = switchyard_config::load_file(&examples_dir().join("request-router.toml"))
+        .unwrap_or_else(|d| panic!("{d}"));
+    let shop = config.service("shop").unwrap_or_else(|| panic!("no shop"));
+    assert!(
+        matches!(&shop.affinity, Affinity::AppCookie { name, .. } if name == "JSESSIONID"),
+        "{:?}",
+        shop.affinity
+    );
+}

@@ -53,6 +53,7 @@ pub mod plumbing;
 pub mod route_atoms;
 pub mod router_remote;
 pub mod router_role;
+pub mod router_sessions;
 mod session_members;
 pub mod session_role;
 pub mod trust;

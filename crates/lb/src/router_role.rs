@@ -31,6 +31,11 @@
 //! health-cache units) and `switchyard_router_backend_source{source}` (1 for the current
 //! one).
 //!
+//! **Sessions.** With the session-store role on the same unit the router gets the unit's
+//! DAM as its session directory ([`crate::router_sessions`]): client-IP and header affinity
+//! are shared with every router of the cluster and keep draining hosts' clients, and
+//! `app-cookie` affinity follows the sessions hosts report.
+//!
 //! **Outliers.** Hosts the router ejected after consecutive errors are logged when they
 //! leave and rejoin rotation and exported as `switchyard_router_host_ejected{host}` (0/1).
 //!
@@ -947,14 +952,16 @@ async fn bind(name: &str, addr: SocketAddr) -> Result<TcpListener, RouterRoleErr
     socket.listen(BACKLOG).map_err(err)
 }
 
-/// Starts the router role of `unit`: binds its listeners, builds the router, and spawns
-/// one task per listener plus the backends feeder, its metrics registered on the unit's
+/// Starts the router role of `unit`: binds its listeners, builds the router (with the
+/// unit's session store as its session directory, if it runs that role), and spawns one
+/// task per listener plus the backends feeder, its metrics registered on the unit's
 /// `registry`. Everything stops when `stopped` turns `true` (open connections get
 /// [`DRAIN_TIMEOUT`] to finish).
 pub async fn start(
     config: &Config,
     unit: &Unit,
     health: Option<HealthCacheHandle>,
+    sessions: Option<crate::SessionStoreHandle>,
     stopped: watch::Receiver<bool>,
     registry: &mut Registry,
 ) -> Result<(RouterHandle, Vec<(&'static str, JoinHandle<()>)>), RouterRoleError> {
@@ -1028,7 +1035,13 @@ pub async fn start(
         None => (BackendSource::Static, plan.fallback.clone()),
     };
     let backends = Arc::new(ArcSwap::from_pointee(initial));
-    let router = Router::new(router_config, backends.clone(), registry);
+    let router = match sessions {
+        Some(store) => {
+            let directory = Arc::new(crate::router_sessions::DamSessions(store));
+            Router::with_session_directory(router_config, backends.clone(), registry, directory)
+        }
+        None => Router::new(router_config, backends.clone(), registry),
+    };
     let ejected_gauge = Family::<EjectedLabels, Gauge>::default();
     let pool_gauge = Family::<PoolStateLabels, Gauge>::default();
     let source_gauge = Family::<SourceLabels, Gauge>::default();

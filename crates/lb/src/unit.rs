@@ -287,6 +287,7 @@ impl RunningUnit {
                 config,
                 unit,
                 health.clone(),
+                sessions.clone(),
                 stopped.clone(),
                 &mut registry,
             )

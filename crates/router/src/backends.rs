@@ -14,7 +14,8 @@ use crate::affinity::rendezvous;
 pub enum HostState {
     /// Takes new requests.
     Active,
-    /// Takes only requests with affinity to it (cookie), no new clients.
+    /// Takes only requests with affinity to it (cookie, or a session the directory ties
+    /// to it), no new clients.
     Draining,
     /// Takes nothing.
     Down,
@@ -122,10 +123,14 @@ pub(crate) enum Placement<'a> {
     Cookie { host: HostId, random: u64 },
     /// Rendezvous hash of this key over active hosts.
     Hash(&'a [u8]),
+    /// The session directory puts the key's session on this host (it may be draining);
+    /// if it cannot take the request, the rendezvous hash of `key`.
+    Session { host: HostId, key: &'a [u8] },
 }
 
 /// Picks a host of `hosts` for a request, skipping `excluded` ones (tried already or
-/// ejected locally). Draining hosts serve only their cookie-affinitized requests.
+/// ejected locally). Draining hosts serve only the requests that a cookie or the session
+/// directory ties to them.
 pub(crate) fn choose<'h>(
     hosts: &'h [Backend],
     placement: Placement<'_>,
@@ -141,6 +146,15 @@ pub(crate) fn choose<'h>(
                 return Some(h);
             }
             random
+        }
+        Placement::Session { host, key } => {
+            if let Some(h) = hosts
+                .iter()
+                .find(|h| h.id == host && h.state != HostState::Down && !excluded(h.id))
+            {
+                return Some(h);
+            }
+            return choose(hosts, Placement::Hash(key), excluded);
         }
         Placement::Hash(key) => {
             let candidates: Vec<&Backend> = hosts.iter().filter(eligible).collect();

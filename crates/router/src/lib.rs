@@ -1,8 +1,10 @@
 //! switchyard's request router (layer 7): owns HTTP/1.1, h2c and HTTPS listeners (the
 //! certificate chosen by SNI, ALPN h2/http/1.1), per-request routing by host, path,
 //! method and headers, forwarding headers and request ids, host choice with cookie and
-//! hash affinity, pooled and capped connections to hosts with retries and passive outlier
-//! detection, request limits, the access log and the router's metrics.
+//! hash affinity (shared through a [`SessionDirectory`] when one is given, which also
+//! serves application-cookie affinity), pooled and capped connections to hosts with
+//! retries and passive outlier detection, request limits, the access log and the router's
+//! metrics.
 //!
 //! It does not own health or load: the caller feeds [`Backends`] snapshots (from the static
 //! configuration today, from the consolidated health & load cache later) through an
@@ -27,6 +29,7 @@ mod cache;
 mod metrics;
 mod proxy;
 mod rules;
+mod session_directory;
 mod tls;
 mod upstream;
 mod workers;
@@ -49,6 +52,7 @@ use tokio::sync::watch;
 pub use affinity::{CookieKey, find_cookie, parse_cookie, rendezvous};
 pub use backends::{Backend, Backends, HostState};
 pub use metrics::RouterCounters;
+pub use session_directory::{LOOKUP_TIMEOUT, LookupFuture, SessionDirectory, SessionEntry};
 
 use metrics::Metrics;
 use rules::ListenerRules;
@@ -267,6 +271,9 @@ struct Inner {
     backends: Arc<ArcSwap<Backends>>,
     upstreams: Upstreams,
     metrics: Metrics,
+    /// Where sessions are shared with other routers (client-IP, header and app-cookie
+    /// affinity); without it affinity is stateless.
+    sessions: Option<Arc<dyn SessionDirectory>>,
     /// Requests in flight per client address.
     clients: proxy::Clients,
     shutdown: watch::Sender<bool>,
@@ -283,6 +290,27 @@ impl Router {
         config: RouterConfig,
         backends: Arc<ArcSwap<Backends>>,
         registry: &mut Registry,
+    ) -> Self {
+        Self::build(config, backends, registry, None)
+    }
+
+    /// Like [`Router::new`], with a session directory shared with other routers: client-IP
+    /// and header affinity look their key up there first and record new choices in it, and
+    /// `app-cookie` affinity finds the host that reported the application's session.
+    pub fn with_session_directory(
+        config: RouterConfig,
+        backends: Arc<ArcSwap<Backends>>,
+        registry: &mut Registry,
+        sessions: Arc<dyn SessionDirectory>,
+    ) -> Self {
+        Self::build(config, backends, registry, Some(sessions))
+    }
+
+    fn build(
+        config: RouterConfig,
+        backends: Arc<ArcSwap<Backends>>,
+        registry: &mut Registry,
+        sessions: Option<Arc<dyn SessionDirectory>>,
     ) -> Self {
         let metrics = Metrics::register(registry);
         metrics.cache_routes(config.caches().into_iter().map(|(route, _)| route));
@@ -301,6 +329,7 @@ impl Router {
                 config: ArcSwap::from_pointee(config),
                 backends,
                 metrics,
+                sessions,
                 clients: proxy::Clients::default(),
                 shutdown: watch::channel(false).0,
                 seed,

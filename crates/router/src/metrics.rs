@@ -10,6 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::session_directory::SessionMetrics;
+
 // Label sets are built for every request: their values are shared (`Arc<str>` labels
 // precomputed with the routing rules) or plain numbers, so a lookup allocates nothing.
 
@@ -59,6 +61,8 @@ pub(crate) struct Metrics {
     pub(crate) cache_evictions: Family<RouteLabels, Counter>,
     pub(crate) cache_invalidations: Family<RouteLabels, Counter>,
     pub(crate) cache_bytes: Family<RouteLabels, Gauge>,
+    /// Session directory lookups and records.
+    pub(crate) sessions: SessionMetrics,
     pub(crate) totals: Arc<Totals>,
     /// The route label of requests no route took: `none`.
     pub(crate) no_route: Arc<str>,
@@ -142,6 +146,7 @@ pub(crate) struct RejectLabels {
 
 impl Metrics {
     pub(crate) fn register(registry: &mut Registry) -> Self {
+        let r = registry.sub_registry_with_prefix("switchyard_router");
         let m = Self {
             requests: Family::default(),
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
@@ -156,10 +161,10 @@ impl Metrics {
             cache_evictions: Family::default(),
             cache_invalidations: Family::default(),
             cache_bytes: Family::default(),
+            sessions: SessionMetrics::register(r),
             totals: Arc::new(Totals::default()),
             no_route: Arc::from("none"),
         };
-        let r = registry.sub_registry_with_prefix("switchyard_router");
         r.register(
             "requests",
             "Requests answered, by route, host id (or \"none\") and status",

@@ -736,10 +736,24 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 
 /// How the request asks to be placed, owning what it hashes.
 enum PlacementKey {
-    Any { random: u64 },
-    Cookie { host: HostId, random: u64 },
+    Any {
+        random: u64,
+    },
+    Cookie {
+        host: HostId,
+        random: u64,
+    },
     ClientIp,
     Header(HeaderValue),
+    /// The session directory puts the client's session on `host`; else the client IP's hash.
+    ClientIpSession {
+        host: HostId,
+    },
+    /// The session directory puts the header value's session on `host`; else its hash.
+    HeaderSession {
+        host: HostId,
+        value: HeaderValue,
+    },
 }
 
 impl PlacementKey {
@@ -752,25 +766,58 @@ impl PlacementKey {
             },
             Self::ClientIp => Placement::Hash(client_ip),
             Self::Header(v) => Placement::Hash(v.as_bytes()),
+            Self::ClientIpSession { host } => Placement::Session {
+                host: *host,
+                key: client_ip,
+            },
+            Self::HeaderSession { host, value } => Placement::Session {
+                host: *host,
+                key: value.as_bytes(),
+            },
+        }
+    }
+
+    /// The owned form of what the session directory placed.
+    fn of(placement: Placement<'_>, hashed: Self) -> Self {
+        match (placement, hashed) {
+            (Placement::Session { host, .. }, Self::ClientIp) => Self::ClientIpSession { host },
+            (Placement::Session { host, .. }, Self::Header(value)) => {
+                Self::HeaderSession { host, value }
+            }
+            (Placement::Cookie { host, random }, _) => Self::Cookie { host, random },
+            (Placement::Any { random }, _) => Self::Any { random },
+            (_, hashed) => hashed,
         }
     }
 }
 
-/// Where the request should land, from the service's affinity, and the affinity cookie's
-/// name.
-fn placement<'a>(
+/// Where the request should land, from the service's affinity (and the session directory,
+/// when the router has one: `session_directory` explains), and the affinity cookie's name.
+async fn placement<'a>(
     ctx: &ConnCtx,
     headers: &HeaderMap,
     affinity: &'a Affinity,
+    client_ip: &[u8],
+    pool: &str,
 ) -> (PlacementKey, Option<&'a str>) {
-    let random = ctx.inner.random();
+    use crate::session_directory::{Directory, cookie_session, header_session};
+    let inner = &ctx.inner;
+    let random = inner.random();
+    let directory = inner.sessions.as_deref().map(|directory| Directory {
+        directory,
+        metrics: &inner.metrics.sessions,
+    });
+    let hosts = (&*inner.backends, pool);
+    let excluded = |id| inner.upstreams.is_ejected(id);
+    let cookie = |name: &str| {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .find_map(|v| crate::affinity::find_cookie(v.as_bytes(), name))
+    };
     match affinity {
         Affinity::Cookie { name, .. } => {
-            let held = headers
-                .get_all(header::COOKIE)
-                .iter()
-                .find_map(|v| crate::affinity::find_cookie(v.as_bytes(), name))
-                .and_then(|v| ctx.config.cookie_key.decode(v));
+            let held = cookie(name).and_then(|v| ctx.config.cookie_key.decode(v));
             match held {
                 Some(host) => (
                     PlacementKey::Cookie {
@@ -782,9 +829,42 @@ fn placement<'a>(
                 None => (PlacementKey::Any { random }, Some(name.as_str())),
             }
         }
-        Affinity::ClientIp { .. } | Affinity::FourTuple { .. } => (PlacementKey::ClientIp, None),
-        Affinity::Header { name, .. } => match headers.get(name.as_str()) {
-            Some(v) => (PlacementKey::Header(v.clone()), None),
+        Affinity::AppCookie { name, .. } => {
+            match (
+                directory,
+                cookie(name).and_then(|v| cookie_session(name, v)),
+            ) {
+                (Some(d), Some(session)) => {
+                    let placed = d.app_cookie(&session, random).await;
+                    (PlacementKey::of(placed, PlacementKey::Any { random }), None)
+                }
+                _ => (PlacementKey::Any { random }, None),
+            }
+        }
+        Affinity::ClientIp { timeout } => match directory {
+            Some(d) => {
+                let session = switchyard_wire::SessionId::ClientIp(ctx.client.peer.ip());
+                let placed = d
+                    .hashed(&session, client_ip, *timeout, hosts, &excluded)
+                    .await;
+                (PlacementKey::of(placed, PlacementKey::ClientIp), None)
+            }
+            None => (PlacementKey::ClientIp, None),
+        },
+        Affinity::FourTuple { .. } => (PlacementKey::ClientIp, None),
+        Affinity::Header { name, timeout } => match headers.get(name.as_str()) {
+            Some(v) => match (directory, header_session(name, v.as_bytes())) {
+                (Some(d), Some(session)) => {
+                    let placed = d
+                        .hashed(&session, v.as_bytes(), *timeout, hosts, &excluded)
+                        .await;
+                    (
+                        PlacementKey::of(placed, PlacementKey::Header(v.clone())),
+                        None,
+                    )
+                }
+                _ => (PlacementKey::Header(v.clone()), None),
+            },
             None => (PlacementKey::Any { random }, None),
         },
         Affinity::None | Affinity::TlsSession { .. } => (PlacementKey::Any { random }, None),
@@ -826,7 +906,25 @@ async fn forward(
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, incoming) = req.into_parts();
-    let (key, cookie_name) = placement(ctx, &parts.headers, &decision.service.affinity);
+    let mut ip_bytes = [0u8; 16];
+    let ip_bytes: &[u8] = match ctx.client.peer.ip() {
+        IpAddr::V4(ip) => {
+            ip_bytes[..4].copy_from_slice(&ip.octets());
+            &ip_bytes[..4]
+        }
+        IpAddr::V6(ip) => {
+            ip_bytes = ip.octets();
+            &ip_bytes
+        }
+    };
+    let (key, cookie_name) = placement(
+        ctx,
+        &parts.headers,
+        &decision.service.affinity,
+        ip_bytes,
+        decision.pool(),
+    )
+    .await;
     upstream_headers(ctx, &mut parts, decision, request_id, upgrade);
     let mut headers = std::mem::take(&mut parts.headers);
     let rewritten = decision.route.and_then(|r| r.rewrite(parts.uri.path()));
@@ -848,17 +946,6 @@ async fn forward(
                 })
                 .boxed(),
         )
-    };
-    let mut ip_bytes = [0u8; 16];
-    let ip_bytes: &[u8] = match ctx.client.peer.ip() {
-        IpAddr::V4(ip) => {
-            ip_bytes[..4].copy_from_slice(&ip.octets());
-            &ip_bytes[..4]
-        }
-        IpAddr::V6(ip) => {
-            ip_bytes = ip.octets();
-            &ip_bytes
-        }
     };
     let placement = key.placement(ip_bytes);
     let http2 = inner.upstreams.settings.http2 && !upgrade;

@@ -9,6 +9,15 @@
 //!   while every request still succeeds (retried on another host before the health cache
 //!   knows); it comes back when the application does.
 //!
+//! With two units that also run the session-store role (affinity through the DAM):
+//!
+//! - `app-cookie`: a host's application reports its session cookie through its agent's
+//!   session API; requests carrying the cookie reach that host through both units' routers,
+//!   also once it drains, while other requests avoid it;
+//! - `client-ip`: the router records each client's host in the DAM; the same client reaches
+//!   the same host through both routers and keeps it while it drains, a new client does not
+//!   get it.
+//!
 //! Needs root (skipped otherwise; fails under `CI=true`).
 
 mod support;
@@ -19,9 +28,7 @@ use std::time::Duration;
 use support::cluster::{Cluster, ClusterSpec, HttpCheck, ROUTER_COOKIE, ROUTER_VIP};
 use support::http::{self, Answer, Client, NamedApp};
 use support::wait::wait_until;
-
-// ---- the client -------------------------------------------------------------------------
-
+use switchyard_session_client::{Session, SessionClient};
 /// `n` requests from client 0 ([`http::requests`] in its namespace).
 fn requests(
     cluster: &Cluster,
@@ -29,9 +36,20 @@ fn requests(
     keep_alive: bool,
     cookie: Option<&str>,
 ) -> Result<BTreeMap<String, usize>, Vec<String>> {
+    requests_from(cluster, 0, n, keep_alive, cookie)
+}
+
+/// [`requests`] from client `client`.
+fn requests_from(
+    cluster: &Cluster,
+    client: usize,
+    n: usize,
+    keep_alive: bool,
+    cookie: Option<&str>,
+) -> Result<BTreeMap<String, usize>, Vec<String>> {
     cluster
         .topo()
-        .client(0)
+        .client(client)
         .ns()
         .enter(|| http::requests(ROUTER_VIP, n, keep_alive, cookie))
         .expect("enter the client namespace")
@@ -51,14 +69,23 @@ fn fresh(cluster: &Cluster) -> Answer {
 // ---- helpers ------------------------------------------------------------------------------
 
 fn start(what: &str) -> Option<(Cluster, Vec<NamedApp>)> {
-    let spec = ClusterSpec {
-        lb_units: 1,
-        hosts: 3,
-        http_check: Some(HttpCheck::default()),
-        agents: true,
-        router: true,
-        ..ClusterSpec::default()
-    };
+    start_with(
+        what,
+        ClusterSpec {
+            lb_units: 1,
+            hosts: 3,
+            http_check: Some(HttpCheck::default()),
+            agents: true,
+            router: true,
+            ..ClusterSpec::default()
+        },
+    )
+}
+
+/// Starts `spec` (3 hosts) with a [`NamedApp`] on every host and waits until every unit's
+/// router has every host active.
+fn start_with(what: &str, spec: ClusterSpec) -> Option<(Cluster, Vec<NamedApp>)> {
+    let units = spec.lb_units;
     let cluster = Cluster::start(what, spec)?;
     let apps = (0..3)
         .map(|k| {
@@ -69,13 +96,20 @@ fn start(what: &str) -> Option<(Cluster, Vec<NamedApp>)> {
             )
         })
         .collect();
-    wait_states(&cluster, "every host active at the router", &["active"; 3]);
+    for j in 0..units {
+        wait_states_at(
+            &cluster,
+            j,
+            "every host active at the router",
+            &["active"; 3],
+        );
+    }
     Some((cluster, apps))
 }
 
-/// The router's view of pool `web`: (name, state) per host.
-fn states(cluster: &Cluster) -> Result<Vec<(String, String)>, String> {
-    let view = cluster.unit_router(0)?;
+/// Unit `j`'s router's view of pool `web`: (name, state) per host.
+fn states_at(cluster: &Cluster, j: usize) -> Result<Vec<(String, String)>, String> {
+    let view = cluster.unit_router(j)?;
     let pools = view["pools"].as_array().ok_or("no pools")?;
     let web = pools
         .iter()
@@ -96,8 +130,13 @@ fn states(cluster: &Cluster) -> Result<Vec<(String, String)>, String> {
 
 #[track_caller]
 fn wait_states(cluster: &Cluster, what: &str, want: &[&str]) {
+    wait_states_at(cluster, 0, what, want);
+}
+
+#[track_caller]
+fn wait_states_at(cluster: &Cluster, j: usize, what: &str, want: &[&str]) {
     wait_until(what, Duration::from_secs(15), || {
-        let now = states(cluster)?;
+        let now = states_at(cluster, j)?;
         let got: Vec<&str> = now.iter().map(|(_, s)| s.as_str()).collect();
         if got == want {
             Ok(())
@@ -211,4 +250,227 @@ fn a_failed_host_stops_getting_requests_and_none_fails() {
     // Back in rotation unless outlier detection still holds it out; either way no failure.
     let back = requests(&cluster, 100, false, None).unwrap_or_else(|f| panic!("{f:?}"));
     assert_eq!(back.values().sum::<usize>(), 100, "{back:?}");
+}
+
+// ---- session affinity through the DAM ------------------------------------------------------
+
+/// Two units with the health-cache, router and session-store roles, three hosts, two
+/// clients; the request-mode service's affinity is `affinity`.
+fn start_shared(what: &str, affinity: &str) -> Option<(Cluster, Vec<NamedApp>)> {
+    start_with(
+        what,
+        ClusterSpec {
+            lb_units: 2,
+            clients: 2,
+            hosts: 3,
+            http_check: Some(HttpCheck::default()),
+            agents: true,
+            router: true,
+            router_affinity: Some(affinity.to_owned()),
+            sessions: true,
+            ..ClusterSpec::default()
+        },
+    )
+}
+
+/// Requests unit `j`'s router answered so far.
+fn unit_requests(cluster: &Cluster, j: usize) -> u64 {
+    cluster
+        .unit_router(j)
+        .map(|v| v["counters"]["requests"].as_u64().unwrap_or(0))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Unit `j`'s `switchyard_router_session_lookups` with `result`, and its session records.
+fn session_metrics(cluster: &Cluster, j: usize, result: &str) -> (u64, u64) {
+    let text = cluster
+        .unit_get(j, "/metrics")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text();
+    // A series line: `name{labels} value`; every series of a unit carries its `unit` label.
+    let value = |name: &str, label: Option<&str>| {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .find(|l| label.is_none_or(|want| l.contains(want)))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    };
+    (
+        value(
+            "switchyard_router_session_lookups_total",
+            Some(&format!("result=\"{result}\"")),
+        ),
+        value("switchyard_router_session_records_total", None),
+    )
+}
+
+/// `n` requests from `client` on new connections (which the network spreads over both
+/// units by their ports), with `cookie`: the answers per host name, and how many each
+/// unit's router answered.
+fn through_both_units(
+    cluster: &Cluster,
+    client: usize,
+    n: usize,
+    cookie: Option<&str>,
+) -> (BTreeMap<String, usize>, [u64; 2]) {
+    let before = [unit_requests(cluster, 0), unit_requests(cluster, 1)];
+    let answers =
+        requests_from(cluster, client, n, false, cookie).unwrap_or_else(|f| panic!("{f:?}"));
+    let after = [unit_requests(cluster, 0), unit_requests(cluster, 1)];
+    let per_unit = [after[0] - before[0], after[1] - before[1]];
+    assert!(
+        per_unit.iter().all(|&u| u > 0),
+        "both routers answer some of the {n} connections: {per_unit:?}"
+    );
+    (answers, per_unit)
+}
+
+/// Waits until every unit's router shows `want` for pool `web`.
+#[track_caller]
+fn wait_states_everywhere(cluster: &Cluster, what: &str, want: &[&str]) {
+    for j in 0..cluster.spec().lb_units {
+        wait_states_at(cluster, j, what, want);
+    }
+}
+
+#[test]
+fn an_application_session_cookie_reaches_its_host_through_every_router_even_draining() {
+    let Some((cluster, apps)) = start_shared(
+        "router app-cookie affinity through the DAM",
+        r#"{ kind = "app-cookie", cookie = "JSESSIONID", timeout = "10m" }"#,
+    ) else {
+        return;
+    };
+    // web-2's application opens a session and reports it through its agent's session API.
+    let k = 1;
+    let value = format!("app-{:x}", std::process::id());
+    let session = Session::HttpCookie {
+        name: "JSESSIONID".into(),
+        value: value.clone(),
+    };
+    SessionClient::unix(cluster.agent(k).socket.clone())
+        .up(&session, None)
+        .unwrap_or_else(|e| panic!("session up through the agent: {e}"));
+    for j in 0..2 {
+        wait_until(
+            "both units find the reported session",
+            Duration::from_secs(15),
+            || {
+                let r =
+                    cluster.unit_get(j, &format!("/v1/sessions?cookie=JSESSIONID%3D{value}"))?;
+                let found: serde_json::Value =
+                    serde_json::from_slice(&r.body).map_err(|e| e.to_string())?;
+                if found["host"] == cluster.host_id(k) {
+                    Ok(())
+                } else {
+                    Err(format!("unit {j}: {found}"))
+                }
+            },
+        );
+    }
+    let cookie = format!("theme=dark; JSESSIONID={value}");
+    let (held, per_unit) = through_both_units(&cluster, 0, 40, Some(&cookie));
+    eprintln!("with the session cookie: {held:?}, per unit {per_unit:?}");
+    assert_eq!(held.get("web-2"), Some(&40), "{held:?}");
+
+    cluster.directive(k, "drain");
+    wait_states_everywhere(
+        &cluster,
+        "web-2 draining at both routers",
+        &["active", "draining", "active"],
+    );
+    let (held, per_unit) = through_both_units(&cluster, 0, 40, Some(&cookie));
+    eprintln!("draining, with the session cookie: {held:?}, per unit {per_unit:?}");
+    assert_eq!(
+        held.get("web-2"),
+        Some(&40),
+        "the session stays on its draining host: {held:?}"
+    );
+    let before = apps[k].served();
+    let unknown = "JSESSIONID=never-reported";
+    let (others, _) = through_both_units(&cluster, 0, 40, Some(unknown));
+    let (fresh_ones, _) = through_both_units(&cluster, 1, 40, None);
+    eprintln!("draining, unknown session: {others:?}; no cookie: {fresh_ones:?}");
+    assert_eq!(others.get("web-2"), None, "{others:?}");
+    assert_eq!(fresh_ones.get("web-2"), None, "{fresh_ones:?}");
+    assert_eq!(apps[k].served(), before, "web-2 served nothing new");
+    for j in 0..2 {
+        let (hits, records) = session_metrics(&cluster, j, "hit");
+        let (misses, _) = session_metrics(&cluster, j, "miss");
+        assert!(
+            hits > 0 && misses > 0,
+            "unit {j}: {hits} hits, {misses} misses"
+        );
+        assert_eq!(records, 0, "unit {j}: the router records no app cookie");
+    }
+}
+
+#[test]
+fn client_ip_affinity_is_shared_through_the_dam_and_keeps_a_draining_host() {
+    let Some((cluster, apps)) = start_shared(
+        "router client-ip affinity through the DAM",
+        r#"{ kind = "client-ip", timeout = "10m" }"#,
+    ) else {
+        return;
+    };
+    let (first, per_unit) = through_both_units(&cluster, 0, 40, None);
+    eprintln!("client 0: {first:?}, per unit {per_unit:?}");
+    assert_eq!(first.len(), 1, "one host for the client: {first:?}");
+    let (name, _) = first.iter().next().expect("one host");
+    let k = (0..3)
+        .find(|&k| cluster.host_name(k) == *name)
+        .expect("a known host");
+    // Recorded in the DAM, so both units know it.
+    let client = cluster.topo().client(0).v4();
+    for j in 0..2 {
+        wait_until(
+            "both units find the client",
+            Duration::from_secs(15),
+            || {
+                let r = cluster.unit_get(j, &format!("/v1/sessions?client_ip={client}"))?;
+                let found: serde_json::Value =
+                    serde_json::from_slice(&r.body).map_err(|e| e.to_string())?;
+                if found["host"] == cluster.host_id(k) {
+                    Ok(())
+                } else {
+                    Err(format!("unit {j}: {found}"))
+                }
+            },
+        );
+    }
+
+    cluster.directive(k, "drain");
+    let mut want = ["active"; 3];
+    want[k] = "draining";
+    wait_states_everywhere(
+        &cluster,
+        "the client's host draining at both routers",
+        &want,
+    );
+    let (kept, per_unit) = through_both_units(&cluster, 0, 40, None);
+    eprintln!("client 0 while {name} drains: {kept:?}, per unit {per_unit:?}");
+    assert_eq!(
+        kept.get(name.as_str()),
+        Some(&40),
+        "the client keeps its draining host: {kept:?}"
+    );
+    let before = apps[k].served();
+    let (new_client, _) = through_both_units(&cluster, 1, 40, None);
+    eprintln!("client 1 while {name} drains: {new_client:?}");
+    assert_eq!(new_client.get(name.as_str()), None, "{new_client:?}");
+    assert_eq!(
+        new_client.len(),
+        1,
+        "the new client sticks too: {new_client:?}"
+    );
+    assert_eq!(apps[k].served(), before, "{name} served no new client");
+    for j in 0..2 {
+        let (hits, records) = session_metrics(&cluster, j, "hit");
+        let (timeouts, _) = session_metrics(&cluster, j, "timeout");
+        assert!(hits > 0, "unit {j}: no lookup hit");
+        eprintln!("unit {j}: {hits} hits, {records} records, {timeouts} timeouts");
+    }
+    let records: u64 = (0..2).map(|j| session_metrics(&cluster, j, "hit").1).sum();
+    assert!(records >= 2, "each client was recorded: {records}");
 }

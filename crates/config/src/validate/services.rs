@@ -218,6 +218,16 @@ impl Validator<'_> {
                 Some("use `mode = \"request\"` or `mode = \"migrate\"`, or client-ip affinity".to_owned()),
             );
         }
+        if kind.get_ref().0 == AffinityKind::AppCookie && mode != ModeKind::Request {
+            ok = false;
+            self.sink.error(
+                codes::CONFLICTING_SETTINGS,
+                &kind.span(),
+                at.field("kind"),
+                format!("{word} affinity is applied by the request router, which serves request mode only"),
+                Some("use `mode = \"request\"`, or client-ip affinity".to_owned()),
+            );
+        }
         if kind.get_ref().0 == AffinityKind::None && timeout.is_written() {
             ok = false;
             self.not_applicable(
@@ -233,9 +243,9 @@ impl Validator<'_> {
         let named = |this: &mut Self,
                      field: &Field<String>,
                      key: &str,
-                     wanted: AffinityKind|
+                     wanted: &[AffinityKind]|
          -> Option<String> {
-            let is_wanted = kind.get_ref().0 == wanted;
+            let is_wanted = wanted.contains(&kind.get_ref().0);
             match field {
                 Field::Absent if is_wanted => {
                     this.missing(
@@ -255,8 +265,12 @@ impl Validator<'_> {
                         at.field(key),
                         format!("`{key}` does not apply to {word} affinity"),
                         Some(format!(
-                            "remove `{key}`, or set `kind = \"{}\"`",
-                            wanted.keyword()
+                            "remove `{key}`, or set `kind = {}`",
+                            wanted
+                                .iter()
+                                .map(|k| format!("\"{}\"", k.keyword()))
+                                .collect::<Vec<_>>()
+                                .join(" or ")
                         )),
                     );
                     None
@@ -278,8 +292,13 @@ impl Validator<'_> {
                 }
             }
         };
-        let cookie = named(self, cookie, "cookie", AffinityKind::Cookie);
-        let header = named(self, header, "header", AffinityKind::Header);
+        let cookie = named(
+            self,
+            cookie,
+            "cookie",
+            &[AffinityKind::Cookie, AffinityKind::AppCookie],
+        );
+        let header = named(self, header, "header", &[AffinityKind::Header]);
         let (Some(cookie), Some(header), true) = (cookie, header, ok) else {
             return None;
         };
@@ -293,6 +312,10 @@ impl Validator<'_> {
             AffinityKind::FourTuple => Affinity::FourTuple { timeout },
             AffinityKind::TlsSession => Affinity::TlsSession { timeout },
             AffinityKind::Cookie => Affinity::Cookie {
+                name: cookie,
+                timeout,
+            },
+            AffinityKind::AppCookie => Affinity::AppCookie {
                 name: cookie,
                 timeout,
             },
@@ -350,6 +373,25 @@ impl Validator<'_> {
                             units.len()
                         ),
                     }),
+                );
+            }
+            if matches!(service.affinity, Affinity::AppCookie { .. })
+                && !has(Role::SessionStore)
+                && let Some(affinity) = &raw.affinity
+            {
+                let span = affinity
+                    .kind
+                    .span()
+                    .unwrap_or_else(|| affinity.at.span.clone());
+                self.sink.error(
+                    codes::MISSING_ROLE,
+                    &span,
+                    affinity.at.field("kind"),
+                    format!(
+                        "service \"{}\" uses app-cookie affinity, which looks sessions up through session tracking, but no unit has the session-store role",
+                        service.name
+                    ),
+                    Some("add \"session-store\" to the roles of the units that run the router".to_owned()),
                 );
             }
         }

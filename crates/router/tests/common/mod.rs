@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use switchyard_router::{Backends, Router, RouterConfig};
+use switchyard_router::{Backends, Router, RouterConfig, SessionDirectory};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -153,7 +153,7 @@ secret_file = "cluster.key"
 name = "lb"
 id = 60000
 address = "127.0.0.1"
-roles = ["router", "health-cache"]
+roles = ["router", "session-store", "health-cache"]
 "#;
 
 /// A configuration in a temporary directory (kept alive as long as this is).
@@ -213,7 +213,7 @@ impl Drop for RunningRouter {
 
 impl RunningRouter {
     pub async fn start(config: &switchyard_config::Config) -> Self {
-        Self::start_with(RouterConfig::from_config(config).unwrap(), config).await
+        Self::start_with(RouterConfig::from_config(config).unwrap(), config, None).await
     }
 
     /// With `workers` worker threads.
@@ -221,13 +221,34 @@ impl RunningRouter {
         let router_config = RouterConfig::from_config(config)
             .unwrap()
             .with_worker_threads(workers);
-        Self::start_with(router_config, config).await
+        Self::start_with(router_config, config, None).await
     }
 
-    async fn start_with(router_config: RouterConfig, config: &switchyard_config::Config) -> Self {
+    /// Like [`RunningRouter::start`], with `sessions` as the router's session directory.
+    pub async fn start_with_sessions(
+        config: &switchyard_config::Config,
+        sessions: Arc<dyn SessionDirectory>,
+    ) -> Self {
+        let router_config = RouterConfig::from_config(config).unwrap();
+        Self::start_with(router_config, config, Some(sessions)).await
+    }
+
+    async fn start_with(
+        router_config: RouterConfig,
+        config: &switchyard_config::Config,
+        sessions: Option<Arc<dyn SessionDirectory>>,
+    ) -> Self {
         let backends = Arc::new(ArcSwap::from_pointee(Backends::from_config(config)));
         let mut registry = prometheus_client::registry::Registry::default();
-        let router = Router::new(router_config.clone(), backends.clone(), &mut registry);
+        let router = match sessions {
+            Some(s) => Router::with_session_directory(
+                router_config.clone(),
+                backends.clone(),
+                &mut registry,
+                s,
+            ),
+            None => Router::new(router_config.clone(), backends.clone(), &mut registry),
+        };
         let mut addrs = HashMap::new();
         let mut tasks = Vec::new();
         for name in router_config.listener_names() {

@@ -174,6 +174,9 @@ pub struct ClusterSpec {
     /// listener) and the request-mode service [`ROUTER_SERVICE`] on pool `web` with cookie
     /// affinity ([`ROUTER_COOKIE`]): a second row, `web-http`, of every `web-N` host.
     pub router: bool,
+    /// With `router`: the `affinity` of [`ROUTER_SERVICE`] as a TOML inline table, instead
+    /// of the default cookie affinity.
+    pub router_affinity: Option<String>,
     /// Add the `session-store` role to every unit (session tracking; `[sessions]` settings
     /// go in `extra_toml`).
     pub sessions: bool,
@@ -243,6 +246,7 @@ impl Default for ClusterSpec {
             affinity: None,
             echo_servers: false,
             router: false,
+            router_affinity: None,
             sessions: false,
         }
     }
@@ -1581,6 +1585,9 @@ fall = {}
         );
     }
     if spec.router {
+        let affinity = spec.router_affinity.clone().unwrap_or_else(|| {
+            format!(r#"{{ kind = "cookie", cookie = "{ROUTER_COOKIE}", timeout = "10m" }}"#)
+        });
         let _ = write!(
             text,
             r#"
@@ -1596,7 +1603,7 @@ protocol = "tcp"
 mode = "request"
 listener = "{ROUTER_LISTENER}"
 pool = "web"
-affinity = {{ kind = "cookie", cookie = "{ROUTER_COOKIE}", timeout = "10m" }}
+affinity = {affinity}
 "#
         );
     }
