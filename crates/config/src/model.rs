@@ -152,25 +152,27 @@ impl Config {
             .find_map(|p| p.hosts.iter().find(|h| h.name == name).map(|h| (p, h)))
     }
 
-    /// Every service that `host` serves, with the host's pool: the services whose pool
-    /// holds the host, in file order.
+    /// Every service that `host` serves, with the host's pool: the services whose pool, or
+    /// one of whose routes' pools, holds the host, in file order.
     pub fn services_of_host<'c>(
         &'c self,
         host: &'c Host,
     ) -> impl Iterator<Item = (&'c Service, &'c Pool, &'c Host)> + 'c {
         self.services.iter().filter_map(move |service| {
-            let pool = self.pool_of(service)?;
-            pool.hosts
-                .iter()
-                .any(|h| h.id == host.id)
-                .then_some((service, pool, host))
+            // The service's own pool first, then the pools its routes send to.
+            let pools = std::iter::once(service.pool.as_str())
+                .chain(self.routes(service).iter().map(|r| r.pool.as_str()));
+            pools
+                .filter_map(|name| self.pool(name))
+                .find(|pool| pool.hosts.iter().any(|h| h.id == host.id))
+                .map(|pool| (service, pool, host))
         })
     }
 
-    /// The rows the host agent of host `host_name` owns: one per service whose pool holds
-    /// the host, in service order, each with the pool's health check and the host's
-    /// capacity and service manager. Empty if there is no such host or no service uses its
-    /// pool.
+    /// The rows the host agent of host `host_name` owns: one per service whose pool, or one
+    /// of whose routes' pools, holds the host, in service order, each with that pool's
+    /// health check and the host's capacity and service manager. Empty if there is no such
+    /// host or no service sends to its pool.
     pub fn agent_apps(&self, host_name: &str) -> Vec<AgentApp> {
         let Some((_, host)) = self.host_by_name(host_name) else {
             return Vec::new();

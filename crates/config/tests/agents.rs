@@ -340,3 +340,75 @@ fn postulate_delay_defaults_to_at_most_the_interval() {
     assert_eq!(health.postulate_delay, Duration::from_millis(80));
     assert!((health.load_smoothing - 1.0).abs() < f64::EPSILON);
 }
+
+/// A host reached only through a request-mode service's route (its pool is no service's
+/// own) still owns a row for that service, with its pool's health check: the router finds
+/// its health, load and directive there.
+#[test]
+fn a_host_reached_only_through_a_route_owns_a_row_for_the_service() {
+    let text = r#"
+[cluster]
+id = "routes"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb"
+id = 1
+address = "192.0.2.1"
+roles = ["router", "health-cache"]
+
+[[listeners]]
+name = "l"
+address = "192.0.2.5:80"
+protocol = "http"
+
+[[services]]
+name = "s"
+vip = "192.0.2.5:80"
+protocol = "tcp"
+mode = "request"
+listener = "l"
+pool = "web"
+
+[[services.routes]]
+path_prefix = "/api/"
+pool = "api"
+
+[[health_checks]]
+name = "api-check"
+kind = "tcp"
+
+[[pools]]
+name = "web"
+
+[[pools.hosts]]
+id = 900
+name = "web-1"
+address = "192.0.2.90:80"
+app = "a"
+
+[[pools]]
+name = "api"
+health_check = "api-check"
+
+[[pools.hosts]]
+id = 901
+name = "api-1"
+address = "192.0.2.91:80"
+app = "b"
+"#;
+    let (_dir, config) = load(text).unwrap_or_else(|d| panic!("{d}"));
+    let apps = config.agent_apps("api-1");
+    assert_eq!(apps.len(), 1, "{apps:?}");
+    assert_eq!(
+        (apps[0].service.as_str(), apps[0].vip, apps[0].endpoint),
+        ("s", addr("192.0.2.5:80"), addr("192.0.2.91:80"))
+    );
+    assert_eq!(
+        apps[0].health_check.as_ref().map(|c| c.name.as_str()),
+        Some("api-check")
+    );
+    let web = config.agent_apps("web-1");
+    assert_eq!(web.len(), 1);
+    assert!(web[0].health_check.is_none());
+}

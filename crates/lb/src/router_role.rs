@@ -141,7 +141,13 @@ impl Plan {
             .pools
             .iter()
             .map(|pool| {
-                let on_pool = || config.services.iter().filter(|s| s.pool == pool.name);
+                // The services that send to this pool: as theirs, or through a route (the
+                // hosts' agents report a row for each, `Config::agent_apps`).
+                let on_pool = || {
+                    config.services.iter().filter(|s| {
+                        s.pool == pool.name || config.routes(s).iter().any(|r| r.pool == pool.name)
+                    })
+                };
                 let vips: Vec<SocketAddr> = on_pool()
                     .filter(|s| matches!(s.mode, ServiceMode::Request { .. }))
                     .map(|s| s.vip)
@@ -1486,8 +1492,9 @@ app = "bulk"
             keys("web"),
             ["198.51.100.10:8000 cart", "198.51.100.10:8000 shop"]
         );
-        // Reached through a route only: no service reports rows for it.
-        assert!(keys("other").is_empty());
+        // Reached through a route only: the route's service (its hosts' agents report a
+        // row for it).
+        assert_eq!(keys("other"), ["198.51.100.10:8000 shop"]);
         // No request service: its packet service.
         assert_eq!(keys("bulk"), ["198.51.100.11:80 bulk"]);
         assert_eq!(plan.keys().len(), 3);
