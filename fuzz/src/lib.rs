@@ -64,10 +64,10 @@ pub fn open_frame(data: &[u8]) {
 ///
 /// The input is a sequence of records:
 /// `[op][time step][sender][len lo][len hi][payload; len]`.
-/// - `op % 16` below the number of health and allotment message types picks
-///   a type; the payload is decoded as that type (records that do not
-///   decode are skipped) and handed to the cache (as from `sender`) and to
-///   the host (as from a unit);
+/// - `op % 32` below the number of health and allotment message types (15
+///   today, room for 32) picks a type; the payload is decoded as that type
+///   (records that do not decode are skipped) and handed to the cache (as
+///   from `sender`) and to the host (as from a unit);
 /// - other `op` values are local changes at the host, chosen by `op >> 4`
 ///   (add or update a row, drain, remove, report a load, goodbye),
 ///   parameterised by `sender` and the payload's first byte;
@@ -94,6 +94,8 @@ pub fn drive_health_machines(data: &[u8]) {
         .chain(Family::Allotment.kinds())
         .copied()
         .collect();
+    // Ops whose selector is past the kinds are local changes: keep room for them.
+    assert!(kinds.len() < 32, "too many message types for `op % 32`");
     let t0 = Instant::now();
     let mut now = t0;
     let (Ok(mut cache), Ok(mut host)) = (
@@ -124,7 +126,7 @@ pub fn drive_health_machines(data: &[u8]) {
         if cache.poll_timeout().is_some_and(|t| t <= now) {
             cache.handle_timeout(now);
         }
-        let selector = usize::from(op % 16);
+        let selector = usize::from(op % 32);
         if let Some(&kind) = kinds.get(selector) {
             if let Ok(message) = Message::decode_payload(kind, payload) {
                 // Senders: the host, another host, a unit or a stranger.
