@@ -1,21 +1,15 @@
 //! `services[].affinity` kinds of the request router, parsed into `Affinity`. Their mistakes
 //! are cases of the table in `diagnostics.rs` (named `app-cookie affinity …`).
 
+mod common;
+
 use std::time::Duration;
 
-use switchyard_config::{Affinity, load_file};
+use common::{PREFIX, SUFFIX, config};
+use switchyard_config::Affinity;
 
-const BASE: &str = r#"[cluster]
-id = "t"
-secret_file = "cluster.key"
-
-[[cluster.units]]
-name = "lb"
-id = 1
-address = "192.0.2.1"
-roles = ["router", "session-store", "health-cache"]
-
-[[listeners]]
+/// A request-mode service `s`; an `affinity` line written after it belongs to it.
+const SERVICE: &str = r#"[[listeners]]
 name = "l"
 address = "192.0.2.5:80"
 protocol = "http"
@@ -29,27 +23,8 @@ listener = "l"
 pool = "p"
 "#;
 
-const POOL: &str = r#"
-[[pools]]
-name = "p"
-
-[[pools.hosts]]
-id = 900
-name = "h900"
-address = "192.0.2.90:80"
-app = "a"
-"#;
-
 fn load(affinity: &str) -> Result<switchyard_config::Config, String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    std::fs::write(
-        dir.path().join("cluster.key"),
-        format!("{}\n", "4b".repeat(32)),
-    )
-    .map_err(|e| e.to_string())?;
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, format!("{BASE}{affinity}\n{POOL}")).map_err(|e| e.to_string())?;
-    load_file(&path).map_err(|d| d.to_string())
+    config(&format!("{PREFIX}{SERVICE}{affinity}{SUFFIX}"))
 }
 
 #[test]

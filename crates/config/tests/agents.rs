@@ -1,24 +1,16 @@
 //! The settings the host agent and the LB units' health and load cache read: their defaults,
 //! their written values, and the rows an agent owns for its host.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use common::load;
 use switchyard_config::{
-    AgentSettings, Config, Diagnostics, HealthSettings, HostId, Probe, Protocol, ServiceManager,
-    health_defaults, load_file,
+    AgentSettings, HealthSettings, HostId, Probe, Protocol, ServiceManager, health_defaults,
 };
-
-const SECRET: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e\n";
-
-fn load(text: &str) -> Result<(tempfile::TempDir, Config), Diagnostics> {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    std::fs::write(dir.path().join("cluster.key"), SECRET).unwrap_or_else(|e| panic!("{e}"));
-    let file = dir.path().join("switchyard.toml");
-    std::fs::write(&file, text).unwrap_or_else(|e| panic!("{e}"));
-    load_file(&file).map(|config| (dir, config))
-}
 
 fn addr(text: &str) -> SocketAddr {
     text.parse()

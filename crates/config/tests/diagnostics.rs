@@ -1,39 +1,16 @@
 //! Every kind of mistake in a configuration gets its own located, explained error.
 //!
 //! The table below holds one bad configuration per case. Most cases are appended to a valid
-//! cluster prefix (`PREFIX`, 10 lines) and followed by a valid pool `p` (`SUFFIX`), so their
+//! cluster prefix (`common::PREFIX`, 10 lines) and followed by a valid pool `p`
+//! (`common::SUFFIX`), so their
 //! expected line numbers count from the first line of the case's own text.
+
+mod common;
 
 use std::path::Path;
 
-use switchyard_config::{Diagnostic, Diagnostics, load_file};
-
-/// A valid cluster: one unit with every role. 10 lines.
-const PREFIX: &str = r#"[cluster]
-id = "t"
-secret_file = "cluster.key"
-
-[[cluster.units]]
-name = "lb"
-id = 60000
-address = "192.0.2.1"
-roles = ["forwarder", "classifier", "router", "session-store", "health-cache"]
-
-"#;
-const PREFIX_LINES: usize = 10;
-
-/// A valid pool `p` with one host (id 900), appended after each case's text.
-const SUFFIX: &str = r#"
-
-[[pools]]
-name = "p"
-
-[[pools.hosts]]
-id = 900
-name = "h900"
-address = "192.0.2.90:80"
-app = "a"
-"#;
+use common::{PREFIX, PREFIX_LINES, SUFFIX};
+use switchyard_config::{Diagnostic, Diagnostics};
 
 struct Case {
     /// What the case shows.
@@ -2272,9 +2249,8 @@ cache = { max_bytes = 4096, size = 1 }
 
 /// A directory with the files the cases refer to.
 fn fixture_dir() -> std::io::Result<tempfile::TempDir> {
-    let dir = tempfile::tempdir()?;
+    let dir = common::secret_dir()?;
     let path = dir.path();
-    std::fs::write(path.join("cluster.key"), format!("{}\n", "5e".repeat(32)))?;
     std::fs::write(path.join("short.key"), "tooshort\n")?;
     std::fs::write(
         path.join("good.cert.pem"),
@@ -2297,9 +2273,7 @@ fn text_of(case: &Case) -> String {
 }
 
 fn check_in(dir: &Path, name: &str, text: &str) -> Result<Diagnostics, String> {
-    let file = dir.join(format!("{}.toml", name.replace(' ', "-")));
-    std::fs::write(&file, text).map_err(|e| e.to_string())?;
-    match load_file(&file) {
+    match common::load_in(dir, name, text) {
         Ok(config) => Err(format!("accepted: {}", config.summary())),
         Err(diagnostics) => Ok(diagnostics),
     }

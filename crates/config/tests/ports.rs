@@ -3,17 +3,9 @@
 //! reported once, at the setting written later. Only addresses on the unit's machine count.
 //! (Each kind of collision's message and location: `tests/diagnostics.rs`.)
 
-use switchyard_config::{Config, Diagnostics, load_file};
+mod common;
 
-const SECRET: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e\n";
-
-fn load(text: &str) -> Result<(tempfile::TempDir, Config), Diagnostics> {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    std::fs::write(dir.path().join("cluster.key"), SECRET).unwrap_or_else(|e| panic!("{e}"));
-    let file = dir.path().join("switchyard.toml");
-    std::fs::write(&file, text).unwrap_or_else(|e| panic!("{e}"));
-    load_file(&file).map(|config| (dir, config))
-}
+use common::load;
 
 /// A request router, session store and health cache on loopback, three hosts and their
 /// agents beside it: `listener`, `host2` and `agent_listen` vary per test.

@@ -1,24 +1,12 @@
 //! How diagnostics are collected and shown: all at once, in file order, rendered like rustc,
 //! with hints that name the fix. Also the defaults a minimal configuration gets.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
 use switchyard_config::{Affinity, Diagnostics, HostId, Probe, codes, load_file, load_str};
-
-const SECRET: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e\n";
-
-fn dir_with_secret() -> std::io::Result<tempfile::TempDir> {
-    let dir = tempfile::tempdir()?;
-    std::fs::write(dir.path().join("cluster.key"), SECRET)?;
-    Ok(dir)
-}
-
-fn load_in(dir: &Path, text: &str) -> Result<switchyard_config::Config, Diagnostics> {
-    let file = dir.join("switchyard.toml");
-    std::fs::write(&file, text).map_err(|e| panic!("write: {e}"))?;
-    load_file(&file)
-}
 
 /// Several distinct mistakes, semantic and structural, in one file.
 const MANY_MISTAKES: &str = r#"[cluster]
@@ -69,8 +57,8 @@ rise = 0
 
 #[test]
 fn one_file_with_several_mistakes_reports_all_of_them() -> std::io::Result<()> {
-    let dir = dir_with_secret()?;
-    let Err(diagnostics) = load_in(dir.path(), MANY_MISTAKES) else {
+    let dir = common::secret_dir()?;
+    let Err(diagnostics) = common::load_in(dir.path(), "switchyard", MANY_MISTAKES) else {
         panic!("a broken configuration was accepted");
     };
     let found: Vec<(&str, usize, &str)> = diagnostics
@@ -101,8 +89,8 @@ fn one_file_with_several_mistakes_reports_all_of_them() -> std::io::Result<()> {
 
 #[test]
 fn diagnostics_render_like_rustc() -> std::io::Result<()> {
-    let dir = dir_with_secret()?;
-    let Err(diagnostics) = load_in(dir.path(), MANY_MISTAKES) else {
+    let dir = common::secret_dir()?;
+    let Err(diagnostics) = common::load_in(dir.path(), "switchyard", MANY_MISTAKES) else {
         panic!("a broken configuration was accepted");
     };
     let file = dir.path().join("switchyard.toml");
@@ -133,8 +121,8 @@ fn hint_of(diagnostics: &Diagnostics, code: &str) -> String {
 
 #[test]
 fn hints_suggest_the_likely_fix() -> std::io::Result<()> {
-    let dir = dir_with_secret()?;
-    let Err(diagnostics) = load_in(dir.path(), MANY_MISTAKES) else {
+    let dir = common::secret_dir()?;
+    let Err(diagnostics) = common::load_in(dir.path(), "switchyard", MANY_MISTAKES) else {
         panic!("a broken configuration was accepted");
     };
     let unknown = hint_of(&diagnostics, codes::UNKNOWN_FIELD);
@@ -148,14 +136,14 @@ fn hints_suggest_the_likely_fix() -> std::io::Result<()> {
     assert!(mode.contains("`packet`, `request`, `migrate`"), "{mode}");
 
     let text = MANY_MISTAKES.replace("\"198.51.100.10:80\"", "\"2001:db8::10:80\"");
-    let Err(diagnostics) = load_in(dir.path(), &text) else {
+    let Err(diagnostics) = common::load_in(dir.path(), "switchyard", &text) else {
         panic!("a broken configuration was accepted");
     };
     let address = hint_of(&diagnostics, codes::BAD_ADDRESS);
     assert!(address.contains("\"[2001:db8::10]:80\""), "{address}");
 
     let text = MANY_MISTAKES.replace("mode = \"magic\"", "mode = \"pakcet\"");
-    let Err(diagnostics) = load_in(dir.path(), &text) else {
+    let Err(diagnostics) = common::load_in(dir.path(), "switchyard", &text) else {
         panic!("a broken configuration was accepted");
     };
     let mode = hint_of(&diagnostics, codes::BAD_VALUE);
@@ -165,10 +153,10 @@ fn hints_suggest_the_likely_fix() -> std::io::Result<()> {
 
 #[test]
 fn syntax_errors_are_reported_alone() -> std::io::Result<()> {
-    let dir = dir_with_secret()?;
+    let dir = common::secret_dir()?;
     // A syntax error plus semantic ones: only the syntax error is reported.
     let text = MANY_MISTAKES.replace("rise = 0", "rise = = 0");
-    let Err(diagnostics) = load_in(dir.path(), &text) else {
+    let Err(diagnostics) = common::load_in(dir.path(), "switchyard", &text) else {
         panic!("a broken configuration was accepted");
     };
     assert!(
@@ -262,7 +250,7 @@ path = "/"
 
 #[test]
 fn load_str_resolves_files_against_the_origin_and_applies_defaults() -> std::io::Result<()> {
-    let dir = dir_with_secret()?;
+    let dir = common::secret_dir()?;
     let origin = dir.path().join("not-written.toml");
     let config = load_str(MINIMAL, &origin).unwrap_or_else(|d| panic!("{d}"));
     assert_eq!(config.source, origin);
@@ -318,7 +306,7 @@ fn load_str_resolves_files_against_the_origin_and_applies_defaults() -> std::io:
 
 #[test]
 fn debug_output_never_shows_the_secret() -> std::io::Result<()> {
-    let dir = dir_with_secret()?;
+    let dir = common::secret_dir()?;
     let config = load_str(MINIMAL, &dir.path().join("x.toml")).unwrap_or_else(|d| panic!("{d}"));
     let shown = format!("{config:?}");
     assert!(

@@ -1,19 +1,14 @@
 //! A route's `cache` table: parsed into `Route::cache`. Its mistakes are cases of the table
 //! in `diagnostics.rs` (named `route cache: …`).
 
-use switchyard_config::{RouteCache, load_file};
+mod common;
 
-const BASE: &str = r#"[cluster]
-id = "t"
-secret_file = "cluster.key"
+use common::{PREFIX, SUFFIX, config};
+use switchyard_config::RouteCache;
 
-[[cluster.units]]
-name = "lb"
-id = 1
-address = "192.0.2.1"
-roles = ["router", "health-cache"]
-
-[[listeners]]
+/// A request-mode service `s` with one route to pool `p`; a `cache` line written after it
+/// belongs to the route.
+const SERVICE: &str = r#"[[listeners]]
 name = "l"
 address = "192.0.2.5:80"
 protocol = "http"
@@ -26,30 +21,13 @@ mode = "request"
 listener = "l"
 pool = "p"
 
-[[pools]]
-name = "p"
-
-[[pools.hosts]]
-id = 900
-name = "h900"
-address = "192.0.2.90:80"
-app = "a"
-
 [[services.routes]]
 path_prefix = "/"
 pool = "p"
 "#;
 
 fn load(cache: &str) -> Result<switchyard_config::Config, String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    std::fs::write(
-        dir.path().join("cluster.key"),
-        format!("{}\n", "4b".repeat(32)),
-    )
-    .map_err(|e| e.to_string())?;
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, format!("{BASE}{cache}\n")).map_err(|e| e.to_string())?;
-    load_file(&path).map_err(|d| d.to_string())
+    config(&format!("{PREFIX}{SERVICE}{cache}{SUFFIX}"))
 }
 
 #[test]
