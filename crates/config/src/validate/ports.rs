@@ -116,7 +116,16 @@ impl Validator<'_> {
 fn machine(raw: &RawConfig, parts: &Parts<'_>, unit: &Unit, raw_unit: &RawUnit) -> Vec<Socket> {
     let name = &unit.name;
     let at = &raw_unit.at;
-    let on_unit = |port: u16| SocketAddr::new(unit.address, port);
+    // A UDP port the unit binds on its address, written as `key` and named `what`.
+    let udp = |port: u16, key: &str, what: &str, at, hint| Socket {
+        transport: Transport::Udp,
+        addr: SocketAddr::new(unit.address, port),
+        owner: Owner::Unit,
+        written: format!("{key} {port}"),
+        named: format!("unit {name}'s {what}"),
+        at,
+        hint,
+    };
     let mut sockets = vec![
         Socket {
             transport: Transport::Tcp,
@@ -127,45 +136,36 @@ fn machine(raw: &RawConfig, parts: &Parts<'_>, unit: &Unit, raw_unit: &RawUnit) 
             at: written(&raw_unit.admin, at, "admin"),
             hint: "give the admin API an address no other socket on the machine uses (default 127.0.0.1:9180)",
         },
-        Socket {
-            transport: Transport::Udp,
-            addr: unit.control_addr(),
-            owner: Owner::Unit,
-            written: format!("control_port {}", unit.control_port),
-            named: format!("unit {name}'s control_port"),
-            at: written(&raw_unit.control_port, at, "control_port"),
-            hint: "the health protocol needs a UDP port of its own (default 9170)",
-        },
+        udp(
+            unit.control_port,
+            "control_port",
+            "control_port",
+            written(&raw_unit.control_port, at, "control_port"),
+            "the health protocol needs a UDP port of its own (default 9170)",
+        ),
     ];
     if unit.has_role(Role::Forwarder) || unit.has_role(Role::Classifier) {
-        let port = unit.forwarder.plumbing_port;
-        sockets.push(Socket {
-            transport: Transport::Udp,
-            addr: on_unit(port),
-            owner: Owner::Unit,
-            written: format!("plumbing_port {port}"),
-            named: format!("unit {name}'s plumbing_port"),
-            at: raw_unit
+        sockets.push(udp(
+            unit.forwarder.plumbing_port,
+            "plumbing_port",
+            "plumbing_port",
+            raw_unit
                 .forwarder
                 .as_ref()
                 .and_then(|f| written(&f.plumbing_port, &f.at, "plumbing_port")),
-            hint: "route plumbing needs a UDP port of its own (default 9173)",
-        });
+            "route plumbing needs a UDP port of its own (default 9173)",
+        ));
     }
     if unit.has_role(Role::SessionStore) {
-        let port = parts.sessions.port;
-        sockets.push(Socket {
-            transport: Transport::Udp,
-            addr: on_unit(port),
-            owner: Owner::Unit,
-            written: format!("sessions.port {port}"),
-            named: format!("unit {name}'s session port (sessions.port)"),
-            at: raw
-                .sessions
+        sockets.push(udp(
+            parts.sessions.port,
+            "sessions.port",
+            "session port (sessions.port)",
+            raw.sessions
                 .as_ref()
                 .and_then(|s| written(&s.port, &s.at, "port")),
-            hint: "give session tracking a port of its own (default 9174)",
-        });
+            "give session tracking a port of its own (default 9174)",
+        ));
     }
     if unit.has_role(Role::Router) {
         for (listener, raw_listener) in parts.listeners.iter().zip(&raw.listeners) {
@@ -203,17 +203,19 @@ fn machine(raw: &RawConfig, parts: &Parts<'_>, unit: &Unit, raw_unit: &RawUnit) 
     }
     if hosts_beside {
         let raw_agent = raw.agent.as_ref();
-        for (transport, addr, key, hint) in [
+        for (transport, addr, key, at, hint) in [
             (
                 Transport::Udp,
                 parts.agent.listen,
                 "listen",
+                raw_agent.and_then(|a| written(&a.listen, &a.at, "listen")),
                 "an agent beside a unit needs its own UDP port: set [agent] listen, or run it with --listen",
             ),
             (
                 Transport::Tcp,
                 parts.agent.api,
                 "api",
+                raw_agent.and_then(|a| written(&a.api, &a.at, "api")),
                 "an agent beside a unit needs its own API port: set [agent] api, or run it with --api",
             ),
         ] {
@@ -223,10 +225,7 @@ fn machine(raw: &RawConfig, parts: &Parts<'_>, unit: &Unit, raw_unit: &RawUnit) 
                 owner: Owner::Host,
                 written: format!("[agent] {key} {addr}"),
                 named: format!("the {key} address of the agents beside it ([agent] {key})"),
-                at: raw_agent.and_then(|a| {
-                    let field = if key == "listen" { &a.listen } else { &a.api };
-                    written(field, &a.at, key)
-                }),
+                at,
                 hint,
             });
         }
