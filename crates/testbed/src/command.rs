@@ -3,14 +3,12 @@
 //! processes.
 
 use std::ffi::OsStr;
-use std::fs::File;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
-use crate::exec::{Output, Prepared, Spec, execute};
+use crate::error::Result;
+use crate::exec::{Output, Spec, execute};
 use crate::netns::Netns;
 use crate::process::{ProcShared, Process};
 
@@ -104,23 +102,7 @@ impl NsCommand {
             .take(32)
             .collect();
         let base = format!("{:03}-{}-{program}", shared.next_seq(), self.ns.role());
-        let stdout_path = shared.log_path().join(format!("{base}.stdout"));
-        let stderr_path = shared.log_path().join(format!("{base}.stderr"));
-        let create =
-            |p: &Path| File::create(p).map_err(|e| Error::io(format!("create {}", p.display()), e));
-        let (out, err) = (create(&stdout_path)?, create(&stderr_path)?);
-
-        let mut prepared = Prepared::new(&self.spec)?;
-        prepared.cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-        tracing::debug!(place = %self.spec.place(), command = %self.spec.command_line(), "spawn");
-        let child = prepared.spawn(&self.spec)?;
-        let proc = ProcShared::new(
-            child,
-            self.spec.command_line(),
-            self.spec.place(),
-            stdout_path,
-            stderr_path,
-        );
+        let proc = ProcShared::spawn(&self.spec, shared.log_path(), &base, self.spec.place())?;
         shared.register_process(Arc::clone(&proc))?;
         Ok(Process::new(proc))
     }

@@ -69,6 +69,32 @@ impl ProcShared {
         })
     }
 
+    /// Starts `spec` as a long-running process with stdin closed and stdout and stderr into
+    /// `<log_dir>/<base>.stdout` and `.stderr`; `place` says where it runs, for messages.
+    pub(crate) fn spawn(
+        spec: &Spec,
+        log_dir: &Path,
+        base: &str,
+        place: String,
+    ) -> Result<Arc<Self>> {
+        let stdout_path = log_dir.join(format!("{base}.stdout"));
+        let stderr_path = log_dir.join(format!("{base}.stderr"));
+        let create =
+            |p: &Path| File::create(p).map_err(|e| Error::io(format!("create {}", p.display()), e));
+        let (out, err) = (create(&stdout_path)?, create(&stderr_path)?);
+        let mut prepared = Prepared::new(spec)?;
+        prepared.cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        tracing::debug!(%place, command = %spec.command_line(), "spawn");
+        let child = prepared.spawn(spec)?;
+        Ok(Self::new(
+            child,
+            spec.command_line(),
+            place,
+            stdout_path,
+            stderr_path,
+        ))
+    }
+
     fn lock(&self) -> MutexGuard<'_, ProcState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -175,22 +201,8 @@ impl Process {
         S: AsRef<OsStr>,
     {
         let spec = Spec::new(args, None, marker);
-        let stdout_path = log_dir.join(format!("{label}.stdout"));
-        let stderr_path = log_dir.join(format!("{label}.stderr"));
-        let create =
-            |p: &Path| File::create(p).map_err(|e| Error::io(format!("create {}", p.display()), e));
-        let (out, err) = (create(&stdout_path)?, create(&stderr_path)?);
-        let mut prepared = Prepared::new(&spec)?;
-        prepared.cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-        tracing::debug!(command = %spec.command_line(), "spawn here");
-        let child = prepared.spawn(&spec)?;
-        Ok(Process::new(ProcShared::new(
-            child,
-            spec.command_line(),
-            "this namespace".to_owned(),
-            stdout_path,
-            stderr_path,
-        )))
+        let shared = ProcShared::spawn(&spec, log_dir, label, "this namespace".to_owned())?;
+        Ok(Process::new(shared))
     }
 
     /// The process id (in the root pid namespace; namespaces here only separate networks).
