@@ -789,7 +789,7 @@ static __always_inline void account_forward(const struct sy_decision *d, __u32 l
 {
 	struct sy_counters *cs = d->cs;
 	struct sy_vip_stats *vs = vip_stat(d->vip_id);
-	__u32 slot = d->route ? d->route->host_slot : 0;
+	__u32 slot = d->route->host_slot;
 	struct sy_host_stats *hs = slot ? bpf_map_lookup_elem(&host_stats, &slot) : 0;
 	if (d->is_reply) {
 		count(cs, SY_CNT_REPLY_PACKETS, 1);
