@@ -183,14 +183,18 @@ pub enum PlumbFailure {
 /// an input ("answer") of the machine, keeping this call as the local
 /// cache's fast path.
 pub trait RouteLookup: fmt::Debug {
-    /// The route of `flow`, if known.
-    fn lookup(&mut self, now: Instant, flow: &FlowTuple) -> Option<Route>;
+    /// The route of `flow`, if known: live, or of a flow that ended recently.
+    fn lookup(&mut self, now: Instant, flow: &FlowTuple) -> Option<FoundRoute>;
+}
 
-    /// The route of `flow` if the flow ended recently (deleted, kept as a zombie): its late
+/// A route a [`RouteLookup`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FoundRoute {
+    /// The route.
+    pub route: Route,
+    /// The flow ended (the route was deleted and is kept as a zombie): only its late
     /// packets still go to the old host (spec: the DAM's zombie state).
-    fn lookup_zombie(&mut self, _now: Instant, _flow: &FlowTuple) -> Option<Route> {
-        None
-    }
+    pub ended: bool,
 }
 
 /// A [`RouteLookup`] that knows nothing (no session store yet).
@@ -198,7 +202,7 @@ pub trait RouteLookup: fmt::Debug {
 pub struct NoRouteLookup;
 
 impl RouteLookup for NoRouteLookup {
-    fn lookup(&mut self, _now: Instant, _flow: &FlowTuple) -> Option<Route> {
+    fn lookup(&mut self, _now: Instant, _flow: &FlowTuple) -> Option<FoundRoute> {
         None
     }
 }
@@ -472,15 +476,31 @@ impl Classifier {
             self.counters.malformed.unknown_service += 1;
             return;
         }
-        if kind == Kind::Continue && self.adopt_zombie(now, sid, &flow) {
+        // A route found elsewhere must be the missed flow's. Adopted: whether the flow ended.
+        let adopted = match self
+            .lookup
+            .lookup(now, &flow)
+            .filter(|f| f.route.flow == flow)
+        {
             // A late packet of a connection that ended: to its old host, on a route that
-            // lingers like a closing one.
-            self.counters.mid_connection.to_zombie += 1;
-            self.serve_known(now, miss);
-            return;
-        }
-        if self.adopt(now, sid, &flow) {
-            self.counters.mid_connection.from_lookup += 1;
+            // lingers like a closing one. (A new connection starts afresh.)
+            Some(FoundRoute { route, ended: true }) if kind == Kind::Continue => {
+                self.adopt_zombie(now, sid, route).then_some(true)
+            }
+            Some(FoundRoute {
+                route,
+                ended: false,
+            }) => self
+                .adopt_route(now, sid, route, ConnectionState::Active)
+                .then_some(false),
+            _ => None,
+        };
+        if let Some(ended) = adopted {
+            if ended {
+                self.counters.mid_connection.to_zombie += 1;
+            } else {
+                self.counters.mid_connection.from_lookup += 1;
+            }
             self.serve_known(now, miss);
             return;
         }
@@ -725,24 +745,10 @@ impl Classifier {
         }
     }
 
-    /// Takes over a route of `flow` from the [`RouteLookup`], if it has
-    /// one that can be used here. True if the flow is now in the inventory.
-    fn adopt(&mut self, now: Instant, sid: ServiceId, flow: &FlowTuple) -> bool {
-        let Some(route) = self.lookup.lookup(now, flow) else {
-            return false;
-        };
-        route.flow == *flow && self.adopt_route(now, sid, route, ConnectionState::Active)
-    }
-
-    /// Adopts the zombie route of `flow` (a connection that ended) as a closing connection
-    /// that lingers for the FIN linger; false if there is none.
-    fn adopt_zombie(&mut self, now: Instant, sid: ServiceId, flow: &FlowTuple) -> bool {
-        let Some(route) = self.lookup.lookup_zombie(now, flow) else {
-            return false;
-        };
-        if route.flow != *flow {
-            return false;
-        }
+    /// Adopts the zombie `route` (of a connection that ended) as a closing connection that
+    /// lingers for the FIN linger; false if it cannot be used here.
+    fn adopt_zombie(&mut self, now: Instant, sid: ServiceId, route: Route) -> bool {
+        let flow = route.flow;
         let Some(delete_at) = after(now, self.settings.fin_linger) else {
             return false;
         };
@@ -753,7 +759,7 @@ impl Classifier {
         if !self.adopt_route(now, sid, route, state) {
             return false;
         }
-        self.inventory.schedule(*flow, delete_at);
+        self.inventory.schedule(flow, delete_at);
         true
     }
 

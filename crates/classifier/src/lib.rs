@@ -137,7 +137,7 @@ mod timers;
 pub use affinity::{AffinityKey, AffinityTable, Binding};
 pub use counters::{Counters, Malformed, MidConnection, Rejections, ServiceCounters};
 pub use decision::{
-    Action, Classifier, Deliver, DeliveryPath, MissPacket, NoRouteLookup, PlumbFailure,
+    Action, Classifier, Deliver, DeliveryPath, FoundRoute, MissPacket, NoRouteLookup, PlumbFailure,
     RouteLookup, TcpFlags, Transport, host_sees,
 };
 pub use error::ConfigError;

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use common::*;
 use switchyard_classifier::{
-    Action, AffinitySpec, Classifier, DeliveryPath, DeliverySpec, FinalReason, NatSpec,
+    Action, AffinitySpec, Classifier, DeliveryPath, DeliverySpec, FinalReason, FoundRoute, NatSpec,
     PlumbFailure, PortRange, RouteLookup, ServiceId, Settings, Side, TcpFlags, Transport,
     host_sees,
 };
@@ -269,8 +269,11 @@ fn mid_connection_miss_replumbs_known_flows_and_drops_unknown() {
 struct OneRoute(Route);
 
 impl RouteLookup for OneRoute {
-    fn lookup(&mut self, _now: Instant, flow: &FlowTuple) -> Option<Route> {
-        (*flow == self.0.flow).then_some(self.0)
+    fn lookup(&mut self, _now: Instant, flow: &FlowTuple) -> Option<FoundRoute> {
+        (*flow == self.0.flow).then_some(FoundRoute {
+            route: self.0,
+            ended: false,
+        })
     }
 }
 
@@ -305,12 +308,11 @@ fn route_lookup_seam_adopts_routes_of_other_classifiers() {
 struct ZombieRoute(Route);
 
 impl RouteLookup for ZombieRoute {
-    fn lookup(&mut self, _now: Instant, _flow: &FlowTuple) -> Option<Route> {
-        None
-    }
-
-    fn lookup_zombie(&mut self, _now: Instant, flow: &FlowTuple) -> Option<Route> {
-        (*flow == self.0.flow).then_some(self.0)
+    fn lookup(&mut self, _now: Instant, flow: &FlowTuple) -> Option<FoundRoute> {
+        (*flow == self.0.flow).then_some(FoundRoute {
+            route: self.0,
+            ended: true,
+        })
     }
 }
 

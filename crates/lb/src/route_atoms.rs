@@ -14,7 +14,7 @@
 
 use std::time::Instant;
 
-use switchyard_classifier::RouteLookup;
+use switchyard_classifier::{FoundRoute, RouteLookup};
 use switchyard_wire::plumbing::Route;
 use switchyard_wire::{FlowTuple, Reader, SessionId, Wire, Writer};
 
@@ -45,21 +45,13 @@ pub fn decode(data: &[u8]) -> Option<Route> {
 pub struct DamRouteLookup(pub SessionStoreHandle);
 
 impl RouteLookup for DamRouteLookup {
-    fn lookup(&mut self, _now: Instant, flow: &FlowTuple) -> Option<Route> {
+    fn lookup(&mut self, _now: Instant, flow: &FlowTuple) -> Option<FoundRoute> {
         let atom = self.0.try_lookup(&key(flow))?;
-        // A deleted route (the connection ended) is not adopted again.
-        if atom.meta.zombie {
-            return None;
-        }
-        decode(&atom.data).filter(|r| r.flow == *flow)
-    }
-
-    fn lookup_zombie(&mut self, _now: Instant, flow: &FlowTuple) -> Option<Route> {
-        let atom = self.0.try_lookup(&key(flow))?;
-        if !atom.meta.zombie {
-            return None;
-        }
-        decode(&atom.data).filter(|r| r.flow == *flow)
+        Some(FoundRoute {
+            route: decode(&atom.data)?,
+            // A deleted route (the connection ended) serves only late packets.
+            ended: atom.meta.zombie,
+        })
     }
 }
 
