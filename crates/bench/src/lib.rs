@@ -7,6 +7,7 @@
 //! Speed is never asserted: `cargo test` runs each benchmark once with tiny
 //! counts (`tests/smoke.rs`) only to prove it still works.
 
+pub mod bed;
 pub mod dam;
 pub mod health;
 pub mod http;

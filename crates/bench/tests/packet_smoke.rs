@@ -52,28 +52,32 @@ fn packet_benchmark_runs_and_reports() {
     let report = report.expect("packet benchmark");
     assert_eq!(report.results.len(), configs.len());
     for r in &report.results {
-        assert!(r.failures.is_empty(), "{}: {:?}", r.lb, r.failures);
+        assert!(r.failures.is_empty(), "{}: {:?}", r.config, r.failures);
         for metric in Metric::ALL {
             let s = r
                 .median(metric)
-                .unwrap_or_else(|| panic!("{}: no {metric:?} sample", r.lb));
+                .unwrap_or_else(|| panic!("{}: no {metric:?} sample", r.config));
             assert!(
                 s.rate > 0.0 && s.rate.is_finite(),
                 "{}: {metric:?} {s:?}",
-                r.lb
+                r.config
             );
             if metric != Metric::Bulk {
-                assert!(s.requests > 0, "{}: {metric:?} {s:?}", r.lb);
+                assert!(s.requests > 0, "{}: {metric:?} {s:?}", r.config);
                 // Causality only: a percentile is positive and ordered.
-                assert!(s.p50_us > 0.0 && s.p99_us >= s.p50_us, "{}: {s:?}", r.lb);
-                assert!(s.cpu_us >= 0.0, "{}: {s:?}", r.lb);
+                assert!(
+                    s.p50_us > 0.0 && s.p99_us >= s.p50_us,
+                    "{}: {s:?}",
+                    r.config
+                );
+                assert!(s.cpu_us >= 0.0, "{}: {s:?}", r.config);
             }
         }
     }
     let ours = report
         .results
         .iter()
-        .find(|r| r.lb == Lb::Switchyard(Attach::Tc))
+        .find(|r| r.config == Lb::Switchyard(Attach::Tc))
         .expect("switchyard result");
     let memory = ours.memory.as_ref().expect("switchyard memory per flow");
     assert!(memory.flows > 0, "{memory:?}");

@@ -54,30 +54,34 @@ fn router_benchmark_runs_and_reports() {
     let report = report.expect("router benchmark");
     assert_eq!(report.results.len(), configs.len());
     for r in &report.results {
-        assert!(r.failures.is_empty(), "{}: {:?}", r.proxy, r.failures);
+        assert!(r.failures.is_empty(), "{}: {:?}", r.config, r.failures);
         for metric in Metric::ALL {
             let s = r
                 .median(metric)
-                .unwrap_or_else(|| panic!("{}: no {metric:?} sample", r.proxy));
+                .unwrap_or_else(|| panic!("{}: no {metric:?} sample", r.config));
             assert!(
                 s.rate > 0.0 && s.rate.is_finite() && s.requests > 0,
                 "{}: {metric:?} {s:?}",
-                r.proxy
+                r.config
             );
             // Causality only: a percentile is positive and ordered (s_time, for the
             // handshakes, gives only a mean).
-            assert!(s.p50_us > 0.0, "{}: {s:?}", r.proxy);
+            assert!(s.p50_us > 0.0, "{}: {s:?}", r.config);
             if metric != Metric::TlsHandshakes {
-                assert!(s.p99_us >= s.p50_us, "{}: {s:?}", r.proxy);
+                assert!(s.p99_us >= s.p50_us, "{}: {s:?}", r.config);
             }
-            assert!(s.cpu_us >= 0.0, "{}: {s:?}", r.proxy);
+            assert!(s.cpu_us >= 0.0, "{}: {s:?}", r.config);
         }
         let memory = r.median_memory();
-        if r.proxy == Proxy::Direct {
+        if r.config == Proxy::Direct {
             assert!(memory.is_none(), "direct has no proxy to weigh");
         } else {
-            let m = memory.unwrap_or_else(|| panic!("{}: no memory figure", r.proxy));
-            assert!(m.connections == 20 && m.rss_after > 0, "{}: {m:?}", r.proxy);
+            let m = memory.unwrap_or_else(|| panic!("{}: no memory figure", r.config));
+            assert!(
+                m.connections == 20 && m.rss_after > 0,
+                "{}: {m:?}",
+                r.config
+            );
         }
     }
     let text = report.markdown();
