@@ -1,7 +1,8 @@
 //! What the packet and router benchmarks share: the topology with nginx on every host
 //! ([`Web`]), `wrk` (its reporting script, parallel runs, their parsing and warm-up), CPU
 //! accounting over the benchmark's namespaces, samples and their medians, measuring every
-//! configuration in turn ([`Bench`], [`measure_in_turn`]) and the report's tables.
+//! configuration in turn ([`Bench`], [`measure_in_turn`]), the report's tables, and the
+//! command-line options both take ([`RunArgs`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write as _};
@@ -664,6 +665,46 @@ impl<C: Copy + PartialEq + fmt::Display, M: Metric, Mem> Report<C, M, Mem> {
             }
         }
     }
+}
+
+/// Command-line options of the namespace benchmarks (`packet-bench`, `router-bench`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// The switchyard binary to measure (a release build).
+    #[arg(long, default_value = "target/release/switchyard")]
+    pub switchyard: PathBuf,
+    /// 2 s windows and one repeat (about two minutes).
+    #[arg(long)]
+    pub quick: bool,
+    /// Seconds per measurement (default 10; --quick 2).
+    #[arg(long)]
+    pub seconds: Option<u64>,
+    /// Repeats of the whole sequence; the report gives medians (default 3; --quick 1).
+    #[arg(long)]
+    pub repeats: Option<usize>,
+    /// Connections per wrk process (three processes; default 16).
+    #[arg(long)]
+    pub connections: Option<usize>,
+}
+
+impl RunArgs {
+    /// Overrides the window, repeats and connections given (at least 1 each).
+    pub fn apply(&self, window: &mut Duration, repeats: &mut usize, connections: &mut usize) {
+        if let Some(s) = self.seconds {
+            *window = Duration::from_secs(s.max(1));
+        }
+        *repeats = self.repeats.unwrap_or(*repeats).max(1);
+        *connections = self.connections.unwrap_or(*connections).max(1);
+    }
+}
+
+/// Runs `bench` in a fresh testbed called `name` and tears it down, whether it succeeded
+/// or not.
+pub fn in_testbed<T>(name: &str, bench: impl FnOnce(&Testbed) -> Result<T>) -> Result<T> {
+    let tb = Testbed::new(name).context("the benchmark needs network namespaces (run as root)")?;
+    let result = bench(&tb);
+    tb.teardown()?;
+    result
 }
 
 #[cfg(test)]
