@@ -5,31 +5,12 @@
 //! Needs root, nginx, wrk, haproxy (installed by `.ci/run`) and the `openssl` command;
 //! skipped without root unless `CI=true`.
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::Duration;
 
 use switchyard_bench::router::{self, Metric, Options, Proxy};
 use switchyard_testbed::require_testbed;
-
-/// The `switchyard` binary `cargo test --workspace` built next to this test
-/// (target/debug/switchyard), or `SWITCHYARD_BIN`.
-fn switchyard() -> PathBuf {
-    if let Some(path) = std::env::var_os("SWITCHYARD_BIN") {
-        return path.into();
-    }
-    let exe = std::env::current_exe().expect("test executable");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let path = dir.join("switchyard");
-    assert!(
-        path.is_file(),
-        "{} is missing: build it (cargo build -p switchyard) or set SWITCHYARD_BIN",
-        path.display()
-    );
-    path
-}
 
 #[test]
 fn router_benchmark_runs_and_reports() {
@@ -41,7 +22,7 @@ fn router_benchmark_runs_and_reports() {
         Proxy::Nginx,
     ];
     let opts = Options {
-        switchyard: switchyard(),
+        switchyard: common::switchyard(),
         window: Duration::from_secs(1),
         repeats: 1,
         connections: 2,
