@@ -448,20 +448,9 @@ impl Cluster {
     }
 }
 
-/// The resident set size of this process, from `/proc/self/status`.
-pub fn rss_bytes() -> Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").context("/proc/self/status")?;
-    let line = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .context("no VmRSS line")?;
-    let kb: u64 = line
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .context("VmRSS value")?;
-    Ok(kb * 1024)
+/// The resident set size of this process.
+fn rss_bytes() -> Result<u64> {
+    crate::procfs::rss_bytes(std::process::id()).context("no VmRSS in /proc/self/status")
 }
 
 fn nanos(d: Duration) -> i64 {

@@ -7,6 +7,7 @@
 //! Speed is never asserted: `cargo test` runs each benchmark once with tiny
 //! counts (`tests/smoke.rs`) only to prove it still works.
 
+pub mod bed;
 pub mod dam;
 pub mod health;
 pub mod http;
@@ -15,3 +16,16 @@ pub mod packet;
 mod procfs;
 pub mod router;
 pub mod stats;
+
+pub use procfs::loadavg;
+
+/// The machine a benchmark ran on, for the report's first line: `N CPUs; kernel X`.
+pub fn machine() -> String {
+    format!(
+        "{} CPUs; kernel {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+    )
+}

@@ -14,7 +14,7 @@ pub(crate) fn which(tool: &str) -> bool {
 }
 
 /// The 1, 5 and 15 minute load averages, as /proc/loadavg prints them.
-pub(crate) fn loadavg() -> String {
+pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()

@@ -37,11 +37,9 @@
 //!
 //! Nothing here asserts a speed: the report says what was measured.
 
-use crate::procfs::{loadavg, ns_inode, proc_ticks, rss_bytes, which};
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write as _};
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -49,26 +47,24 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use switchyard_testbed::{Netns, Process, Testbed, Topology};
 
-use crate::packet::parse_wrk;
-
+pub use crate::bed::Sample;
 /// The VIP (the topology's default IPv4 VIP), on `lb0`'s loopback.
-pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 10);
+pub use crate::bed::VIP;
+use crate::bed::{
+    self, Bench, HOSTS, Metric as _, SETTLE, Sequence, WEB_PORT, Web, cell, columns, row,
+};
+use crate::procfs::rss_bytes;
+
 /// Plain HTTP on the VIP.
 const HTTP_PORT: u16 = 80;
 /// HTTPS on the VIP.
 const HTTPS_PORT: u16 = 443;
-/// nginx's plain port on every host.
-const WEB_PORT: u16 = 8080;
 /// nginx's TLS port on every host (the direct TLS measurement).
 const WEB_TLS_PORT: u16 = 8443;
-/// Hosts behind the proxy.
-const HOSTS: usize = 3;
 /// The certificate's name (clients send no SNI: they connect to addresses).
 const SERVER_NAME: &str = "bench.switchyard.test";
 /// The cluster key of the throw-away benchmark cluster.
 const SECRET: &str = "switchyard router benchmark cluster: not a production secret";
-/// Longest wait for processes to start.
-const SETTLE: Duration = Duration::from_secs(30);
 /// Longest a single idle-connection exchange may take.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -132,22 +128,23 @@ impl Metric {
         Self::TlsHandshakes,
     ];
 
-    /// Row label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::KeepAlive1k => "keep-alive 1 KiB (req/s)",
-            Self::KeepAlive64k => "keep-alive 64 KiB (req/s)",
-            Self::NewConnections => "new connections (conn/s)",
-            Self::TlsHandshakes => "full TLS handshakes (conn/s)",
-        }
-    }
-
     fn short(self) -> &'static str {
         match self {
             Self::KeepAlive1k => "keep-alive 1 KiB",
             Self::KeepAlive64k => "keep-alive 64 KiB",
             Self::NewConnections => "new connection",
             Self::TlsHandshakes => "TLS handshake",
+        }
+    }
+}
+
+impl bed::Metric for Metric {
+    fn label(self) -> &'static str {
+        match self {
+            Self::KeepAlive1k => "keep-alive 1 KiB (req/s)",
+            Self::KeepAlive64k => "keep-alive 64 KiB (req/s)",
+            Self::NewConnections => "new connections (conn/s)",
+            Self::TlsHandshakes => "full TLS handshakes (conn/s)",
         }
     }
 }
@@ -201,25 +198,6 @@ impl Options {
     }
 }
 
-/// One wrk measurement.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Sample {
-    /// Requests (or connections) per second.
-    pub rate: f64,
-    /// Median latency in µs (mean of the wrk processes' medians).
-    pub p50_us: f64,
-    /// 99th percentile latency in µs (mean over the wrk processes).
-    pub p99_us: f64,
-    /// CPU µs per request: the namespaces' processes and softirq.
-    pub cpu_us: f64,
-    /// CPU µs per request of the proxy's own processes, 0 without one.
-    pub proxy_cpu_us: f64,
-    /// Requests the clients completed.
-    pub requests: u64,
-    /// Socket errors and non-2xx answers reported by the clients.
-    pub errors: u64,
-}
-
 /// Memory per idle client connection: the proxy's VmRSS (all its processes) before and
 /// after opening [`Options::idle_connections`] keep-alive connections, each of which made
 /// one 1 KiB request and then stays open and idle. User space only (kernel socket buffers
@@ -241,45 +219,11 @@ impl IdleMemory {
     }
 }
 
-/// Results of one configuration.
-#[derive(Debug, Clone)]
-pub struct ConfigResult {
-    /// Which.
-    pub proxy: Proxy,
-    /// Every repeat of every metric.
-    pub samples: BTreeMap<Metric, Vec<Sample>>,
-    /// Memory per idle connection (median of the repeats by per-connection bytes).
-    pub memory: Vec<IdleMemory>,
-    /// Measurements that failed, with why.
-    pub failures: Vec<String>,
-}
+/// Results of one configuration (memory per idle connection: every repeat's).
+pub type ConfigResult = bed::ConfigResult<Proxy, Metric, Vec<IdleMemory>>;
 
 impl ConfigResult {
-    /// The median sample (by rate) of `metric`.
-    pub fn median(&self, metric: Metric) -> Option<Sample> {
-        let mut v = self.samples.get(&metric)?.clone();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(|a, b| a.rate.total_cmp(&b.rate));
-        let mid = v.len() / 2;
-        if v.len() % 2 == 1 {
-            return Some(v[mid]);
-        }
-        let (a, b) = (v[mid - 1], v[mid]);
-        let avg = |x: f64, y: f64| (x + y) / 2.0;
-        Some(Sample {
-            rate: avg(a.rate, b.rate),
-            p50_us: avg(a.p50_us, b.p50_us),
-            p99_us: avg(a.p99_us, b.p99_us),
-            cpu_us: avg(a.cpu_us, b.cpu_us),
-            proxy_cpu_us: avg(a.proxy_cpu_us, b.proxy_cpu_us),
-            requests: a.requests.max(b.requests),
-            errors: a.errors.max(b.errors),
-        })
-    }
-
-    /// The median memory figure.
+    /// The median memory figure (by per-connection bytes).
     pub fn median_memory(&self) -> Option<IdleMemory> {
         let mut v = self.memory.clone();
         v.sort_by(|a, b| a.per_connection().total_cmp(&b.per_connection()));
@@ -288,25 +232,10 @@ impl ConfigResult {
 }
 
 /// Results of [`run`].
-#[derive(Debug, Clone)]
-pub struct Report {
-    /// Window of each measurement.
-    pub window: Duration,
-    /// Repeats.
-    pub repeats: usize,
-    /// wrk connections in total (3 processes).
-    pub connections: usize,
-    /// Per configuration, in the order given.
-    pub results: Vec<ConfigResult>,
-    /// Load average before and after.
-    pub loadavg: (String, String),
-    /// Wall time of the run.
-    pub elapsed: Duration,
-}
+pub type Report = bed::Report<Proxy, Metric, Vec<IdleMemory>>;
 
 /// Runs the benchmark on a fresh topology in `tb`.
 pub fn run(tb: &Testbed, opts: &Options) -> Result<Report> {
-    ensure!(!opts.configs.is_empty(), "no configuration to measure");
     if opts.configs.contains(&Proxy::Switchyard) {
         ensure!(
             opts.switchyard.is_file(),
@@ -314,61 +243,25 @@ pub fn run(tb: &Testbed, opts: &Options) -> Result<Report> {
             opts.switchyard.display()
         );
     }
-    for tool in ["nginx", "wrk", "openssl"] {
-        ensure!(which(tool), "{tool} is not installed");
-    }
+    let mut tools = vec!["nginx", "wrk", "openssl"];
     if opts.configs.contains(&Proxy::Haproxy) {
-        ensure!(which("haproxy"), "haproxy is not installed");
+        tools.push("haproxy");
     }
-    let started = Instant::now();
-    let load_before = loadavg();
-    let bed = Bed::start(tb, opts)?;
-    let mut results: Vec<ConfigResult> = opts
-        .configs
-        .iter()
-        .map(|&proxy| ConfigResult {
-            proxy,
-            samples: BTreeMap::new(),
-            memory: Vec::new(),
-            failures: Vec::new(),
-        })
-        .collect();
-    for rep in 0..opts.repeats {
-        for result in &mut results {
-            eprintln!(
-                "router-bench: repeat {}/{}: {}",
-                rep + 1,
-                opts.repeats,
-                result.proxy
-            );
-            let active = bed
-                .activate(result.proxy)
-                .with_context(|| format!("set up {}", result.proxy))?;
-            bed.measure_all(&active, result);
-            bed.deactivate(active)
-                .with_context(|| format!("tear down {}", result.proxy))?;
-        }
-    }
-    drop(bed);
-    Ok(Report {
+    let seq = Sequence {
+        name: "router-bench",
+        tools: &tools,
+        configs: &opts.configs,
         window: opts.window,
         repeats: opts.repeats,
-        connections: 3 * opts.connections,
-        results,
-        loadavg: (load_before, loadavg()),
-        elapsed: started.elapsed(),
-    })
+        connections: opts.connections,
+    };
+    bed::measure_in_turn(&seq, || Bed::start(tb, opts))
 }
 
 /// The topology with its servers (they stay up for every configuration).
 struct Bed {
-    // Field order is drop order: processes stop before the topology.
-    nginx: Vec<Process>,
-    topo: Topology,
+    web: Web,
     opts: Options,
-    dir: tempfile::TempDir,
-    lua: PathBuf,
-    ns_inodes: BTreeSet<u64>,
 }
 
 /// A configuration while it is set up.
@@ -391,181 +284,27 @@ impl Active {
 
 impl Bed {
     fn start(tb: &Testbed, opts: &Options) -> Result<Self> {
-        let topo = Topology::builder()
-            .clients(1)
-            .lb_units(1)
-            .hosts(HOSTS)
-            .build(tb)?;
-        let dir = tempfile::Builder::new()
-            .prefix("switchyard-router-bench-")
-            .tempdir()?;
-        let www = dir.path().join("www");
-        std::fs::create_dir(&www)?;
-        std::fs::write(www.join("1k"), vec![b'a'; 1024])?;
-        std::fs::write(www.join("64k"), vec![b'b'; 65536])?;
-        let lua = dir.path().join("report.lua");
-        std::fs::write(&lua, WRK_LUA)?;
-        std::fs::write(dir.path().join("cluster.key"), SECRET)?;
-        certificate(dir.path())?;
-
-        let mut nginx = Vec::new();
-        for k in 0..HOSTS {
-            let host = topo.host(k);
-            let conf = dir.path().join(format!("nginx-{k}.conf"));
-            std::fs::write(&conf, host_nginx_conf(dir.path(), k, host.v4(), &www))?;
-            let err = dir.path().join(format!("nginx-{k}.error.log"));
-            let p = host
-                .ns()
-                .command(["nginx", "-e"])
-                .arg(&err)
-                .arg("-c")
-                .arg(&conf)
-                .spawn()?;
-            nginx.push(p);
-        }
-        for k in 0..HOSTS {
-            let host = topo.host(k);
-            for port in [WEB_PORT, WEB_TLS_PORT] {
-                host.ns()
-                    .wait_for_tcp(SocketAddr::new(host.v4(), port), SETTLE)
-                    .with_context(|| format!("nginx on host{k} did not start"))?;
-            }
-        }
+        let mut web = Web::new(tb, "router")?;
+        std::fs::write(web.dir.path().join("cluster.key"), SECRET)?;
+        certificate(web.dir.path())?;
+        web.start_nginx("router", Some(WEB_TLS_PORT))?;
         // The VIP lives on lb0's loopback for every proxy (the router routes it to lb0).
-        topo.lb_unit(0)
+        web.topo
+            .lb_unit(0)
             .ns()
             .run(["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
-        let ns_inodes = [topo.client(0).ns(), topo.router().ns(), topo.switch()]
-            .into_iter()
-            .chain(topo.lb_units().iter().map(|n| n.ns()))
-            .chain(topo.hosts().iter().map(|n| n.ns()))
-            .filter_map(|ns| ns_inode(&ns.path()))
-            .collect();
         Ok(Self {
-            nginx,
-            topo,
+            web,
             opts: opts.clone(),
-            dir,
-            lua,
-            ns_inodes,
         })
     }
 
+    fn topo(&self) -> &Topology {
+        &self.web.topo
+    }
+
     fn lb_ns(&self) -> &Netns {
-        self.topo.lb_unit(0).ns()
-    }
-
-    fn activate(&self, proxy: Proxy) -> Result<Active> {
-        let d = self.dir.path();
-        let process = match proxy {
-            Proxy::Direct => None,
-            Proxy::Switchyard => {
-                let config = d.join("cluster.toml");
-                std::fs::write(&config, cluster_toml(&self.topo, d))?;
-                let p = self
-                    .lb_ns()
-                    .command([self.opts.switchyard.as_os_str()])
-                    .arg("lb")
-                    .arg("--config")
-                    .arg(&config)
-                    .arg("--unit")
-                    .arg("lb-1")
-                    // Like the peers, no per-request log line.
-                    .arg("--log-level")
-                    .arg("info,switchyard_router::access=off")
-                    .env("RUST_LOG", "info,switchyard_router::access=off")
-                    .spawn()?;
-                p.wait_for_output("lb ready", SETTLE)?;
-                Some(p)
-            }
-            Proxy::Haproxy => {
-                let cfg = d.join("haproxy.cfg");
-                std::fs::write(&cfg, haproxy_cfg(&self.topo, d))?;
-                Some(
-                    self.lb_ns()
-                        .command(["haproxy", "-db", "-f"])
-                        .arg(&cfg)
-                        .spawn()?,
-                )
-            }
-            Proxy::Nginx => {
-                let cfg = d.join("nginx-proxy.conf");
-                std::fs::write(&cfg, proxy_nginx_conf(&self.topo, d))?;
-                Some(
-                    self.lb_ns()
-                        .command(["nginx", "-e"])
-                        .arg(d.join("nginx-proxy.error.log"))
-                        .arg("-c")
-                        .arg(&cfg)
-                        .spawn()?,
-                )
-            }
-        };
-        let active = Active { proxy, process };
-        if let Some(p) = &active.process {
-            for port in [HTTP_PORT, HTTPS_PORT] {
-                self.lb_ns()
-                    .wait_for_tcp(SocketAddr::new(VIP.into(), port), SETTLE)
-                    .with_context(|| {
-                        format!(
-                            "{proxy} does not listen on {VIP}:{port}; its stderr: {}",
-                            p.stderr().unwrap_or_default()
-                        )
-                    })?;
-            }
-        }
-        self.warm_up(proxy)?;
-        Ok(active)
-    }
-
-    fn deactivate(&self, active: Active) -> Result<()> {
-        if let Some(p) = &active.process {
-            p.terminate()?;
-        }
-        Ok(())
-    }
-
-    /// One second of new connections (plain and TLS) to every distinct target; each must
-    /// have answered without errors.
-    fn warm_up(&self, proxy: Proxy) -> Result<()> {
-        let mut urls: Vec<String> = self
-            .targets(proxy, Metric::NewConnections)
-            .into_iter()
-            .chain(self.targets(proxy, Metric::TlsHandshakes))
-            .collect();
-        urls.dedup();
-        let client = self.topo.client(0).ns();
-        let outs: Vec<_> = thread::scope(|s| {
-            let handles: Vec<_> = urls
-                .iter()
-                .map(|base| {
-                    let url = format!("{base}/1k");
-                    let cmd = client
-                        .command(["wrk", "-t1", "-c2", "-d1s", "-H", "Connection: close", "-s"])
-                        .arg(&self.lua)
-                        .arg(&url)
-                        .timeout(Duration::from_secs(15));
-                    s.spawn(move || (url, cmd.run()))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .map_err(|_| anyhow::anyhow!("a wrk thread panicked"))
-                })
-                .collect()
-        });
-        for out in outs {
-            let (url, out) = out?;
-            let out = out.with_context(|| format!("warm-up through {proxy} to {url}"))?;
-            let r = parse_wrk(&out)?;
-            ensure!(
-                r.requests > 0 && r.errors == 0,
-                "warm-up through {proxy} to {url}: {out}"
-            );
-        }
-        Ok(())
+        self.topo().lb_unit(0).ns()
     }
 
     /// The three wrk targets (scheme, address; no path).
@@ -578,7 +317,7 @@ impl Bed {
                     let port = if tls { WEB_TLS_PORT } else { WEB_PORT };
                     format!(
                         "{scheme}://{}",
-                        SocketAddr::new(self.topo.host(k).v4(), port)
+                        SocketAddr::new(self.topo().host(k).v4(), port)
                     )
                 })
                 .collect(),
@@ -589,98 +328,25 @@ impl Bed {
         }
     }
 
-    fn measure_all(&self, active: &Active, result: &mut ConfigResult) {
-        for &metric in &self.opts.metrics {
-            // A failed measurement is reported, not fatal: the other metrics and
-            // configurations still run.
-            let measured = if metric == Metric::TlsHandshakes {
-                self.handshakes(active)
-            } else {
-                self.wrk(active, metric)
-            };
-            match measured {
-                Ok(sample) => result.samples.entry(metric).or_default().push(sample),
-                Err(e) => {
-                    let note = format!("{}: {e:#}", metric.label());
-                    eprintln!("router-bench: {} failed: {note}", active.proxy);
-                    result.failures.push(note);
-                }
-            }
-        }
-        if active.proxy != Proxy::Direct && self.opts.idle_connections > 0 {
-            match self.idle_memory(active) {
-                Ok(m) => result.memory.push(m),
-                Err(e) => {
-                    let note = format!("memory per idle connection: {e:#}");
-                    eprintln!("router-bench: {} failed: {note}", active.proxy);
-                    result.failures.push(note);
-                }
-            }
-        }
-    }
-
     /// One wrk window of `metric`: three processes in parallel.
     fn wrk(&self, active: &Active, metric: Metric) -> Result<Sample> {
         let path = match metric {
             Metric::KeepAlive64k => "/64k",
             _ => "/1k",
         };
-        let secs = self.opts.window.as_secs().max(1);
-        let client = self.topo.client(0).ns();
         let pids = active.pids();
-        let cpu0 = self.cpu_snapshot(&pids);
-        let outs: Vec<_> = thread::scope(|s| {
-            let handles: Vec<_> = self
-                .targets(active.proxy, metric)
-                .into_iter()
-                .map(|t| {
-                    let mut cmd = client
-                        .command(["wrk", "-t1"])
-                        .arg(format!("-c{}", self.opts.connections))
-                        .arg(format!("-d{secs}s"))
-                        .arg("--timeout")
-                        .arg("2s")
-                        .arg("-s")
-                        .arg(&self.lua);
-                    if matches!(metric, Metric::NewConnections | Metric::TlsHandshakes) {
-                        cmd = cmd.arg("-H").arg("Connection: close");
-                    }
-                    let cmd = cmd
-                        .arg(format!("{t}{path}"))
-                        .timeout(Duration::from_secs(secs + 30));
-                    s.spawn(move || cmd.run())
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(panicked())))
-                .collect()
-        });
-        let cpu1 = self.cpu_snapshot(&pids);
-        let mut runs = Vec::new();
-        for out in outs {
-            runs.push(parse_wrk(&out?)?);
-        }
-        let requests: u64 = runs.iter().map(|r| r.requests).sum();
-        ensure!(
-            requests > 0,
-            "{}: no request completed ({metric:?})",
-            active.proxy
-        );
-        let rate: f64 = runs
-            .iter()
-            .map(|r| r.requests as f64 / (r.duration_us.max(1) as f64 / 1e6))
-            .sum();
-        let n = runs.len() as f64;
-        Ok(Sample {
-            rate,
-            p50_us: runs.iter().map(|r| r.p50_us).sum::<f64>() / n,
-            p99_us: runs.iter().map(|r| r.p99_us).sum::<f64>() / n,
-            cpu_us: (cpu1.total - cpu0.total) / requests as f64 * 1e6,
-            proxy_cpu_us: (cpu1.proxy - cpu0.proxy) / requests as f64 * 1e6,
-            requests,
-            errors: runs.iter().map(|r| r.errors).sum(),
-        })
+        let cpu0 = self.web.cpu(&pids);
+        let (runs, ()) = self.web.wrk(
+            &self.targets(active.proxy, metric),
+            path,
+            self.opts.connections,
+            self.opts.window,
+            matches!(metric, Metric::NewConnections | Metric::TlsHandshakes),
+            || (),
+        )?;
+        let cpu1 = self.web.cpu(&pids);
+        Sample::of_wrk(&runs, &cpu0, &cpu1)
+            .with_context(|| format!("{}: no request completed ({metric:?})", active.proxy))
     }
 
     /// Full TLS handshakes: `openssl s_time -new` (a new session every time; wrk would
@@ -690,11 +356,11 @@ impl Bed {
     /// latency distribution: `p50_us` is the mean time per connection, `p99_us` 0.
     fn handshakes(&self, active: &Active) -> Result<Sample> {
         let secs = self.opts.window.as_secs().max(1);
-        let client = self.topo.client(0).ns();
+        let client = self.topo().client(0).ns();
         let pids = active.pids();
         // s_time sends "GET <this> HTTP/1.0\r\n\r\n": a full HTTP/1.1 request head.
         let page = "/1k HTTP/1.1\r\nHost: bench.switchyard.test\r\nConnection: close\r\nX-Pad:";
-        let cpu0 = self.cpu_snapshot(&pids);
+        let cpu0 = self.web.cpu(&pids);
         let outs: Vec<Result<(String, Duration)>> = thread::scope(|s| {
             let handles: Vec<_> = self
                 .targets(active.proxy, Metric::TlsHandshakes)
@@ -725,7 +391,7 @@ impl Bed {
                 })
                 .collect()
         });
-        let cpu1 = self.cpu_snapshot(&pids);
+        let cpu1 = self.web.cpu(&pids);
         let mut connections = 0u64;
         let mut rate = 0.0;
         let mut busy = 0.0;
@@ -746,12 +412,13 @@ impl Bed {
             "{}: no TLS connection completed (s_time failures: {errors})",
             active.proxy
         );
+        let (cpu_us, lb_cpu_us) = cpu1.per_request(&cpu0, connections);
         Ok(Sample {
             rate,
             p50_us: busy / connections as f64 * 1e6,
             p99_us: 0.0,
-            cpu_us: (cpu1.total - cpu0.total) / connections as f64 * 1e6,
-            proxy_cpu_us: (cpu1.proxy - cpu0.proxy) / connections as f64 * 1e6,
+            cpu_us,
+            lb_cpu_us,
             requests: connections,
             errors,
         })
@@ -767,7 +434,11 @@ impl Bed {
         // Let the previous windows' connections close and the allocator settle.
         thread::sleep(Duration::from_secs(1));
         let rss_before = rss();
-        let conns = self.topo.client(0).ns().enter(|| open_idle(target, n))??;
+        let conns = self
+            .topo()
+            .client(0)
+            .ns()
+            .enter(|| open_idle(target, n))??;
         thread::sleep(Duration::from_millis(500));
         let rss_after = rss();
         drop(conns);
@@ -777,57 +448,122 @@ impl Bed {
             rss_after,
         })
     }
+}
 
-    /// CPU seconds so far: every process in the benchmark's namespaces, the machine's
-    /// softirq time, and the proxy's processes.
-    fn cpu_snapshot(&self, proxy: &[u32]) -> CpuSnapshot {
-        let mut procs = 0u64;
-        if let Ok(dir) = std::fs::read_dir("/proc") {
-            for entry in dir.flatten() {
-                let name = entry.file_name();
-                let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                    continue;
-                };
-                let Some(ino) = ns_inode(&PathBuf::from(format!("/proc/{pid}/ns/net"))) else {
-                    continue;
-                };
-                if self.ns_inodes.contains(&ino) {
-                    procs += proc_ticks(pid).unwrap_or(0);
+impl Bench for Bed {
+    type Config = Proxy;
+    type Metric = Metric;
+    type Memory = Vec<IdleMemory>;
+    type Active = Active;
+
+    fn activate(&self, proxy: Proxy) -> Result<Active> {
+        let d = self.web.dir.path();
+        let process = match proxy {
+            Proxy::Direct => None,
+            Proxy::Switchyard => {
+                let config = d.join("cluster.toml");
+                std::fs::write(&config, cluster_toml(self.topo(), d))?;
+                let p = self
+                    .lb_ns()
+                    .command([self.opts.switchyard.as_os_str()])
+                    .arg("lb")
+                    .arg("--config")
+                    .arg(&config)
+                    .arg("--unit")
+                    .arg("lb-1")
+                    // Like the peers, no per-request log line.
+                    .arg("--log-level")
+                    .arg("info,switchyard_router::access=off")
+                    .env("RUST_LOG", "info,switchyard_router::access=off")
+                    .spawn()?;
+                p.wait_for_output("lb ready", SETTLE)?;
+                Some(p)
+            }
+            Proxy::Haproxy => {
+                let cfg = d.join("haproxy.cfg");
+                std::fs::write(&cfg, haproxy_cfg(self.topo(), d))?;
+                Some(
+                    self.lb_ns()
+                        .command(["haproxy", "-db", "-f"])
+                        .arg(&cfg)
+                        .spawn()?,
+                )
+            }
+            Proxy::Nginx => {
+                let cfg = d.join("nginx-proxy.conf");
+                std::fs::write(&cfg, proxy_nginx_conf(self.topo(), d))?;
+                Some(
+                    self.lb_ns()
+                        .command(["nginx", "-e"])
+                        .arg(d.join("nginx-proxy.error.log"))
+                        .arg("-c")
+                        .arg(&cfg)
+                        .spawn()?,
+                )
+            }
+        };
+        let active = Active { proxy, process };
+        if let Some(p) = &active.process {
+            for port in [HTTP_PORT, HTTPS_PORT] {
+                self.lb_ns()
+                    .wait_for_tcp(SocketAddr::new(VIP.into(), port), SETTLE)
+                    .with_context(|| {
+                        format!(
+                            "{proxy} does not listen on {VIP}:{port}; its stderr: {}",
+                            p.stderr().unwrap_or_default()
+                        )
+                    })?;
+            }
+        }
+        // One second of new connections (plain and TLS) to every distinct target; each
+        // must have answered without errors.
+        let urls: Vec<String> = self
+            .targets(proxy, Metric::NewConnections)
+            .into_iter()
+            .chain(self.targets(proxy, Metric::TlsHandshakes))
+            .collect();
+        self.web.warm_up(proxy, &urls, true)?;
+        Ok(active)
+    }
+
+    fn deactivate(&self, active: Active) -> Result<()> {
+        if let Some(p) = &active.process {
+            p.terminate()?;
+        }
+        Ok(())
+    }
+
+    fn measure_all(&self, active: &Active, result: &mut ConfigResult) -> Result<()> {
+        for &metric in &self.opts.metrics {
+            // A failed measurement is reported, not fatal: the other metrics and
+            // configurations still run.
+            let measured = if metric == Metric::TlsHandshakes {
+                self.handshakes(active)
+            } else {
+                self.wrk(active, metric)
+            };
+            match measured {
+                Ok(sample) => result.samples.entry(metric).or_default().push(sample),
+                Err(e) => {
+                    let note = format!("{}: {e:#}", metric.label());
+                    eprintln!("router-bench: {} failed: {note}", active.proxy);
+                    result.failures.push(note);
                 }
             }
         }
-        let softirq = std::fs::read_to_string("/proc/stat")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .next()
-                    .and_then(|l| l.split_whitespace().nth(7))
-                    .and_then(|v| v.parse::<u64>().ok())
-            })
-            .unwrap_or(0);
-        CpuSnapshot {
-            total: (procs + softirq) as f64 / CLOCK_TICK,
-            proxy: proxy.iter().filter_map(|&p| proc_ticks(p)).sum::<u64>() as f64 / CLOCK_TICK,
+        if active.proxy != Proxy::Direct && self.opts.idle_connections > 0 {
+            match self.idle_memory(active) {
+                Ok(m) => result.memory.push(m),
+                Err(e) => {
+                    let note = format!("memory per idle connection: {e:#}");
+                    eprintln!("router-bench: {} failed: {note}", active.proxy);
+                    result.failures.push(note);
+                }
+            }
         }
+        Ok(())
     }
 }
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        for p in &self.nginx {
-            let _ = p.terminate();
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct CpuSnapshot {
-    total: f64,
-    proxy: f64,
-}
-
-/// USER_HZ is 100 on every Linux architecture this runs on.
-const CLOCK_TICK: f64 = 100.0;
 
 /// `n` connections to `target`, each having completed one `GET /1k` (kept alive).
 fn open_idle(target: SocketAddr, n: usize) -> Result<Vec<TcpStream>> {
@@ -883,10 +619,6 @@ pub fn parse_s_time(out: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
-fn panicked() -> switchyard_testbed::Error {
-    switchyard_testbed::Error::Invalid("a wrk thread panicked".to_owned())
-}
-
 /// An ECDSA P-256 self-signed certificate and key (`cert.pem`, `key.pem`) in `dir`.
 fn certificate(dir: &Path) -> Result<()> {
     let out = std::process::Command::new("openssl")
@@ -918,48 +650,6 @@ fn certificate(dir: &Path) -> Result<()> {
     both.extend(std::fs::read(dir.join("key.pem"))?);
     std::fs::write(dir.join("both.pem"), both)?;
     Ok(())
-}
-
-/// wrk's reporting script: one machine-readable line (the packet benchmark's format).
-const WRK_LUA: &str = r#"done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("SYBENCH requests=%d duration_us=%d bytes=%d connect=%d read=%d write=%d status=%d timeout=%d p50=%d p99=%d\n",
-    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(99)))
-end
-"#;
-
-fn host_nginx_conf(dir: &Path, k: usize, addr: IpAddr, www: &Path) -> String {
-    let d = dir.display();
-    format!(
-        r#"# router benchmark: host{k}
-worker_processes 1;
-daemon off;
-user root;
-pid {d}/nginx-{k}.pid;
-error_log {d}/nginx-{k}.error.log warn;
-events {{ worker_connections 16384; }}
-http {{
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  tcp_nodelay on;
-  keepalive_requests 100000000;
-  keepalive_timeout 120s;
-  client_body_temp_path {d}/nginx-{k}-body;
-  ssl_certificate {d}/cert.pem;
-  ssl_certificate_key {d}/key.pem;
-  ssl_protocols TLSv1.2 TLSv1.3;
-  server {{
-    listen {addr}:{WEB_PORT} backlog=4096;
-    listen {addr}:{WEB_TLS_PORT} ssl backlog=4096;
-    root {www};
-    location / {{ }}
-  }}
-}}
-"#,
-        www = www.display()
-    )
 }
 
 fn proxy_nginx_conf(topo: &Topology, dir: &Path) -> String {
@@ -1097,128 +787,49 @@ fn children(pid: u32) -> Vec<u32> {
 // ---- report ------------------------------------------------------------------------------
 
 impl Report {
-    fn get(&self, proxy: Proxy) -> Option<&ConfigResult> {
-        self.results.iter().find(|r| r.proxy == proxy)
-    }
-
-    /// Median rate of `a` over median rate of `b`.
-    pub fn ratio(&self, a: Proxy, b: Proxy, metric: Metric) -> Option<f64> {
-        let x = self.get(a)?.median(metric)?.rate;
-        let y = self.get(b)?.median(metric)?.rate;
-        (y > 0.0).then(|| x / y)
-    }
-
     /// The report as Markdown.
     pub fn markdown(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "Router benchmark: {} s windows, median of {} repeat(s), {} wrk connections (3 processes); load average {} before, {} after; {:.0} s in all.\n",
-            self.window.as_secs(),
-            self.repeats,
-            self.connections,
-            self.loadavg.0,
-            self.loadavg.1,
-            self.elapsed.as_secs_f64()
-        );
-        let names: Vec<String> = self.results.iter().map(|r| r.proxy.to_string()).collect();
-        let _ = writeln!(out, "| metric | {} |", names.join(" | "));
-        let _ = writeln!(out, "|---|{}", "---:|".repeat(names.len()));
+        let mut out = self.begin("Router");
         let metrics: Vec<Metric> = Metric::ALL
             .into_iter()
             .filter(|m| self.results.iter().any(|r| r.samples.contains_key(m)))
             .collect();
         for &metric in &metrics {
-            let cells: Vec<String> = self
-                .results
-                .iter()
-                .map(|r| match r.median(metric) {
-                    Some(s) => match self.ratio(r.proxy, Proxy::Direct, metric) {
-                        Some(x) if r.proxy != Proxy::Direct => format!("{:.0} ({x:.2}×)", s.rate),
-                        _ => format!("{:.0}", s.rate),
-                    },
-                    None => "–".to_owned(),
-                })
-                .collect();
-            let _ = writeln!(out, "| {} | {} |", metric.label(), cells.join(" | "));
+            self.rate_row(&mut out, metric, Proxy::Direct, |v| format!("{v:.0}"));
         }
         for &metric in &metrics {
-            let cells: Vec<String> = self
-                .results
-                .iter()
-                .map(|r| {
-                    r.median(metric).map_or_else(
-                        || "–".to_owned(),
-                        |s| {
-                            if metric == Metric::TlsHandshakes {
-                                format!("mean {:.0}", s.p50_us)
-                            } else {
-                                format!("{:.0} / {:.0}", s.p50_us, s.p99_us)
-                            }
-                        },
-                    )
+            let cells = self.cells(|r| {
+                cell(r.median(metric), |s| {
+                    if metric == Metric::TlsHandshakes {
+                        format!("mean {:.0}", s.p50_us)
+                    } else {
+                        format!("{:.0} / {:.0}", s.p50_us, s.p99_us)
+                    }
                 })
-                .collect();
-            let _ = writeln!(
-                out,
-                "| p50 / p99 {} (µs) | {} |",
-                metric.short(),
-                cells.join(" | ")
+            });
+            row(
+                &mut out,
+                &format!("p50 / p99 {} (µs)", metric.short()),
+                &cells,
             );
         }
         for &metric in &metrics {
-            let cells: Vec<String> = self
-                .results
-                .iter()
-                .map(|r| {
-                    r.median(metric).map_or_else(
-                        || "–".to_owned(),
-                        |s| {
-                            if s.proxy_cpu_us > 0.0 {
-                                format!("{:.1} (proxy {:.1})", s.cpu_us, s.proxy_cpu_us)
-                            } else {
-                                format!("{:.1}", s.cpu_us)
-                            }
-                        },
-                    )
-                })
-                .collect();
-            let _ = writeln!(
-                out,
-                "| CPU µs per {} | {} |",
-                metric.short(),
-                cells.join(" | ")
-            );
+            let what = format!("CPU µs per {}", metric.short());
+            self.cpu_row(&mut out, &what, metric, "proxy");
         }
-        let cells: Vec<String> = self
-            .results
-            .iter()
-            .map(|r| {
-                r.median_memory()
-                    .map_or_else(|| "–".to_owned(), |m| format!("{:.0}", m.per_connection()))
-            })
-            .collect();
-        let _ = writeln!(
-            out,
-            "| memory per idle client connection (B) | {} |",
-            cells.join(" | ")
-        );
-        let errors: Vec<String> = self
-            .results
-            .iter()
-            .map(|r| {
-                r.samples
-                    .values()
-                    .flat_map(|v| v.iter().map(|s| s.errors))
-                    .sum::<u64>()
-                    .to_string()
-            })
-            .collect();
-        let _ = writeln!(
-            out,
-            "| client errors (all wrk runs) | {} |",
-            errors.join(" | ")
-        );
+        let cells = self.cells(|r| {
+            r.median_memory()
+                .map_or_else(|| "–".to_owned(), |m| format!("{:.0}", m.per_connection()))
+        });
+        row(&mut out, "memory per idle client connection (B)", &cells);
+        let errors = self.cells(|r| {
+            r.samples
+                .values()
+                .flat_map(|v| v.iter().map(|s| s.errors))
+                .sum::<u64>()
+                .to_string()
+        });
+        row(&mut out, "client errors (all wrk runs)", &errors);
 
         if self.get(Proxy::Switchyard).is_some() {
             let peers: Vec<Proxy> = [Proxy::Haproxy, Proxy::Nginx]
@@ -1227,14 +838,15 @@ impl Report {
                 .collect();
             let _ = writeln!(
                 out,
-                "\nswitchyard against the peers (median rate / median rate):\n\n| metric | {} |",
-                peers
+                "\nswitchyard against the peers (median rate / median rate):\n"
+            );
+            columns(
+                &mut out,
+                &peers
                     .iter()
                     .map(|p| format!("switchyard / {p}"))
-                    .collect::<Vec<_>>()
-                    .join(" | ")
+                    .collect::<Vec<_>>(),
             );
-            let _ = writeln!(out, "|---|{}", "---:|".repeat(peers.len()));
             for &metric in &metrics {
                 let cells: Vec<String> = peers
                     .iter()
@@ -1243,7 +855,7 @@ impl Report {
                             .map_or_else(|| "–".to_owned(), |x| format!("{x:.2}"))
                     })
                     .collect();
-                let _ = writeln!(out, "| {} | {} |", metric.label(), cells.join(" | "));
+                row(&mut out, metric.label(), &cells);
             }
         }
 
@@ -1254,7 +866,7 @@ impl Report {
                 r.memory.iter().map(move |m| {
                     format!(
                         "- {}: {} idle connections, VmRSS {} → {} KiB",
-                        r.proxy,
+                        r.config,
                         m.connections,
                         m.rss_before / 1024,
                         m.rss_after / 1024
@@ -1268,33 +880,10 @@ impl Report {
                 let _ = writeln!(out, "{line}");
             }
         }
-        let failures: Vec<(Proxy, &String)> = self
-            .results
-            .iter()
-            .flat_map(|r| r.failures.iter().map(move |f| (r.proxy, f)))
-            .collect();
-        if !failures.is_empty() {
-            let _ = writeln!(out, "\nFailed measurements (not in the medians):\n");
-            for (proxy, f) in failures {
-                let _ = writeln!(out, "- {proxy}: {f}");
-            }
-        }
-        let _ = writeln!(out, "\nEvery repeat (rate (p50/p99 µs)):\n");
-        for r in &self.results {
-            for (metric, v) in &r.samples {
-                let runs: Vec<String> = v
-                    .iter()
-                    .map(|s| format!("{:.0} ({:.0}/{:.0})", s.rate, s.p50_us, s.p99_us))
-                    .collect();
-                let _ = writeln!(
-                    out,
-                    "- {} · {}: {}",
-                    r.proxy,
-                    metric.label(),
-                    runs.join(", ")
-                );
-            }
-        }
+        self.failures(&mut out);
+        self.every_repeat(&mut out, "rate (p50/p99 µs)", |_, s| {
+            format!("{:.0} ({:.0}/{:.0})", s.rate, s.p50_us, s.p99_us)
+        });
         out
     }
 }
@@ -1314,12 +903,7 @@ mod tests {
 
     #[test]
     fn median_and_memory() {
-        let mut r = ConfigResult {
-            proxy: Proxy::Nginx,
-            samples: BTreeMap::new(),
-            memory: Vec::new(),
-            failures: Vec::new(),
-        };
+        let mut r = ConfigResult::new(Proxy::Nginx);
         for rate in [3.0, 1.0, 2.0] {
             r.samples
                 .entry(Metric::KeepAlive1k)
@@ -1351,12 +935,5 @@ mod tests {
         let out = "***\n\n1288 connections in 0.72s; 1788.89 connections/user sec, bytes read 300104\n1288 connections in 3 real seconds, 233 bytes read per connection\n";
         assert_eq!(parse_s_time(out), Some(1288));
         assert_eq!(parse_s_time("ERROR\nconnect: Connection refused\n"), None);
-    }
-
-    #[test]
-    fn configurations_name_every_host() {
-        let dir = Path::new("/tmp/x");
-        let conf = host_nginx_conf(dir, 0, IpAddr::V4(Ipv4Addr::new(198, 18, 200, 100)), dir);
-        assert!(conf.contains("198.18.200.100:8443 ssl"), "{conf}");
     }
 }

@@ -5,31 +5,12 @@
 //! `bench/packet.sh`). Needs root, nginx, wrk, iperf3 and haproxy (installed
 //! by `.ci/run`); skipped without root unless `CI=true`.
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::Duration;
 
 use switchyard_bench::packet::{self, Attach, Lb, Metric, Options};
 use switchyard_testbed::require_testbed;
-
-/// The `switchyard` binary `cargo test --workspace` built next to this
-/// test (target/debug/switchyard), or `SWITCHYARD_BIN`.
-fn switchyard() -> PathBuf {
-    if let Some(path) = std::env::var_os("SWITCHYARD_BIN") {
-        return path.into();
-    }
-    let exe = std::env::current_exe().expect("test executable");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let path = dir.join("switchyard");
-    assert!(
-        path.is_file(),
-        "{} is missing: build it (cargo build -p switchyard) or set SWITCHYARD_BIN",
-        path.display()
-    );
-    path
-}
 
 #[test]
 fn packet_benchmark_runs_and_reports() {
@@ -41,7 +22,7 @@ fn packet_benchmark_runs_and_reports() {
         Lb::Haproxy,
     ];
     let opts = Options {
-        switchyard: switchyard(),
+        switchyard: common::switchyard(),
         window: Duration::from_secs(1),
         repeats: 1,
         connections: 2,
@@ -52,28 +33,32 @@ fn packet_benchmark_runs_and_reports() {
     let report = report.expect("packet benchmark");
     assert_eq!(report.results.len(), configs.len());
     for r in &report.results {
-        assert!(r.failures.is_empty(), "{}: {:?}", r.lb, r.failures);
+        assert!(r.failures.is_empty(), "{}: {:?}", r.config, r.failures);
         for metric in Metric::ALL {
             let s = r
                 .median(metric)
-                .unwrap_or_else(|| panic!("{}: no {metric:?} sample", r.lb));
+                .unwrap_or_else(|| panic!("{}: no {metric:?} sample", r.config));
             assert!(
                 s.rate > 0.0 && s.rate.is_finite(),
                 "{}: {metric:?} {s:?}",
-                r.lb
+                r.config
             );
             if metric != Metric::Bulk {
-                assert!(s.requests > 0, "{}: {metric:?} {s:?}", r.lb);
+                assert!(s.requests > 0, "{}: {metric:?} {s:?}", r.config);
                 // Causality only: a percentile is positive and ordered.
-                assert!(s.p50_us > 0.0 && s.p99_us >= s.p50_us, "{}: {s:?}", r.lb);
-                assert!(s.cpu_us >= 0.0, "{}: {s:?}", r.lb);
+                assert!(
+                    s.p50_us > 0.0 && s.p99_us >= s.p50_us,
+                    "{}: {s:?}",
+                    r.config
+                );
+                assert!(s.cpu_us >= 0.0, "{}: {s:?}", r.config);
             }
         }
     }
     let ours = report
         .results
         .iter()
-        .find(|r| r.lb == Lb::Switchyard(Attach::Tc))
+        .find(|r| r.config == Lb::Switchyard(Attach::Tc))
         .expect("switchyard result");
     let memory = ours.memory.as_ref().expect("switchyard memory per flow");
     assert!(memory.flows > 0, "{memory:?}");

@@ -5,31 +5,12 @@
 //! Needs root, nginx, wrk, haproxy (installed by `.ci/run`) and the `openssl` command;
 //! skipped without root unless `CI=true`.
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::Duration;
 
 use switchyard_bench::router::{self, Metric, Options, Proxy};
 use switchyard_testbed::require_testbed;
-
-/// The `switchyard` binary `cargo test --workspace` built next to this test
-/// (target/debug/switchyard), or `SWITCHYARD_BIN`.
-fn switchyard() -> PathBuf {
-    if let Some(path) = std::env::var_os("SWITCHYARD_BIN") {
-        return path.into();
-    }
-    let exe = std::env::current_exe().expect("test executable");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let path = dir.join("switchyard");
-    assert!(
-        path.is_file(),
-        "{} is missing: build it (cargo build -p switchyard) or set SWITCHYARD_BIN",
-        path.display()
-    );
-    path
-}
 
 #[test]
 fn router_benchmark_runs_and_reports() {
@@ -41,7 +22,7 @@ fn router_benchmark_runs_and_reports() {
         Proxy::Nginx,
     ];
     let opts = Options {
-        switchyard: switchyard(),
+        switchyard: common::switchyard(),
         window: Duration::from_secs(1),
         repeats: 1,
         connections: 2,
@@ -54,30 +35,34 @@ fn router_benchmark_runs_and_reports() {
     let report = report.expect("router benchmark");
     assert_eq!(report.results.len(), configs.len());
     for r in &report.results {
-        assert!(r.failures.is_empty(), "{}: {:?}", r.proxy, r.failures);
+        assert!(r.failures.is_empty(), "{}: {:?}", r.config, r.failures);
         for metric in Metric::ALL {
             let s = r
                 .median(metric)
-                .unwrap_or_else(|| panic!("{}: no {metric:?} sample", r.proxy));
+                .unwrap_or_else(|| panic!("{}: no {metric:?} sample", r.config));
             assert!(
                 s.rate > 0.0 && s.rate.is_finite() && s.requests > 0,
                 "{}: {metric:?} {s:?}",
-                r.proxy
+                r.config
             );
             // Causality only: a percentile is positive and ordered (s_time, for the
             // handshakes, gives only a mean).
-            assert!(s.p50_us > 0.0, "{}: {s:?}", r.proxy);
+            assert!(s.p50_us > 0.0, "{}: {s:?}", r.config);
             if metric != Metric::TlsHandshakes {
-                assert!(s.p99_us >= s.p50_us, "{}: {s:?}", r.proxy);
+                assert!(s.p99_us >= s.p50_us, "{}: {s:?}", r.config);
             }
-            assert!(s.cpu_us >= 0.0, "{}: {s:?}", r.proxy);
+            assert!(s.cpu_us >= 0.0, "{}: {s:?}", r.config);
         }
         let memory = r.median_memory();
-        if r.proxy == Proxy::Direct {
+        if r.config == Proxy::Direct {
             assert!(memory.is_none(), "direct has no proxy to weigh");
         } else {
-            let m = memory.unwrap_or_else(|| panic!("{}: no memory figure", r.proxy));
-            assert!(m.connections == 20 && m.rss_after > 0, "{}: {m:?}", r.proxy);
+            let m = memory.unwrap_or_else(|| panic!("{}: no memory figure", r.config));
+            assert!(
+                m.connections == 20 && m.rss_after > 0,
+                "{}: {m:?}",
+                r.config
+            );
         }
     }
     let text = report.markdown();

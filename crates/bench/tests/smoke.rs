@@ -2,37 +2,18 @@
 //! asserts that it ran and produced sane numbers, never how fast anything
 //! was (docs/BENCHMARKS.md has the real runs, from `bench/health.sh`).
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::Duration;
 
 use switchyard_bench::health::{self, CheckTiming, Options};
 use switchyard_testbed::{Testbed, require_testbed};
 
-/// The `switchyard` binary `cargo test --workspace` built next to this
-/// test (target/debug/switchyard), or `SWITCHYARD_BIN`.
-fn switchyard() -> PathBuf {
-    if let Some(path) = std::env::var_os("SWITCHYARD_BIN") {
-        return path.into();
-    }
-    let exe = std::env::current_exe().expect("test executable");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let path = dir.join("switchyard");
-    assert!(
-        path.is_file(),
-        "{} is missing: build it (cargo build -p switchyard) or set SWITCHYARD_BIN",
-        path.display()
-    );
-    path
-}
-
 #[test]
 fn health_benchmark_runs_and_reports() {
     let tb = require_testbed!("namespaces for the health benchmark smoke run");
     let opts = Options {
-        switchyard: switchyard(),
+        switchyard: common::switchyard(),
         hosts: 2,
         flips: 4,
         check_flips: 2,

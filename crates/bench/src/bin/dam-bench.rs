@@ -62,17 +62,9 @@ fn main() -> Result<()> {
     pacing.pace_pushes = args.pace_pushes.unwrap_or(pacing.pace_pushes);
     pacing.pace_scan = args.pace_scan.unwrap_or(pacing.pace_scan);
     println!(
-        "{} CPUs; kernel {}; load average {}\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim(),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        "{}; load average {}\n",
+        switchyard_bench::machine(),
+        switchyard_bench::loadavg()
     );
     let report = dam::run(&opts)?;
     println!("{}", report.markdown());

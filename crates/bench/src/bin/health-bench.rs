@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
+use switchyard_bench::bed::in_testbed;
 use switchyard_bench::health::{self, CheckTiming, Options};
-use switchyard_testbed::Testbed;
 
 /// Propagation latency and control bandwidth of switchyard's health and
 /// load protocol, on real processes in network namespaces.
@@ -68,25 +68,18 @@ fn main() -> Result<()> {
         };
     }
     println!(
-        "switchyard: {}; {} CPUs; kernel {}\n",
+        "switchyard: {}; {}\n",
         opts.switchyard.display(),
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
+        switchyard_bench::machine()
     );
     if !args.only_bandwidth {
-        let tb = Testbed::new("health latency benchmark")
-            .context("the benchmark needs network namespaces (run as root)")?;
-        let latency = health::latency(&tb, &opts)?;
-        tb.teardown()?;
+        let latency = in_testbed("health latency benchmark", |tb| health::latency(tb, &opts))?;
         println!("{}", latency.markdown());
     }
     if !args.only_latency {
-        let tb = Testbed::new("health bandwidth benchmark")
-            .context("the benchmark needs network namespaces (run as root)")?;
-        let bandwidth = health::bandwidth(&tb, &opts)?;
-        tb.teardown()?;
+        let bandwidth = in_testbed("health bandwidth benchmark", |tb| {
+            health::bandwidth(tb, &opts)
+        })?;
         println!("{}", bandwidth.markdown());
     }
     Ok(())

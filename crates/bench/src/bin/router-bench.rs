@@ -3,34 +3,18 @@
 //! Needs root for the namespaces and nginx, wrk, haproxy and openssl. Prints Markdown for
 //! docs/BENCHMARKS.md.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
+use switchyard_bench::bed::{RunArgs, in_testbed};
 use switchyard_bench::router::{self, Metric, Options, Proxy};
-use switchyard_testbed::Testbed;
 
 /// Keep-alive requests/s (1 KiB, 64 KiB), new connections/s, TLS handshakes/s, latency,
 /// CPU per request and memory per idle connection of switchyard's request router against
 /// direct, HAProxy and nginx.
 #[derive(Debug, Parser)]
 struct Args {
-    /// The switchyard binary to measure (a release build).
-    #[arg(long, default_value = "target/release/switchyard")]
-    switchyard: PathBuf,
-    /// 2 s windows and one repeat (about two minutes).
-    #[arg(long)]
-    quick: bool,
-    /// Seconds per measurement (default 10; --quick 2).
-    #[arg(long)]
-    seconds: Option<u64>,
-    /// Repeats of the whole sequence; the report gives medians (default 3; --quick 1).
-    #[arg(long)]
-    repeats: Option<usize>,
-    /// Connections per wrk process (three processes; default 16).
-    #[arg(long)]
-    connections: Option<usize>,
+    #[command(flatten)]
+    run: RunArgs,
     /// Idle keep-alive connections for the memory figure (default 2000; --quick 500; 0: skip).
     #[arg(long)]
     idle_connections: Option<usize>,
@@ -59,16 +43,14 @@ fn metric(s: &str) -> Result<Metric, String> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let mut opts = if args.quick {
-        Options::quick(args.switchyard.clone())
+    let switchyard = args.run.switchyard.clone();
+    let mut opts = if args.run.quick {
+        Options::quick(switchyard)
     } else {
-        Options::full(args.switchyard.clone())
+        Options::full(switchyard)
     };
-    if let Some(s) = args.seconds {
-        opts.window = Duration::from_secs(s.max(1));
-    }
-    opts.repeats = args.repeats.unwrap_or(opts.repeats).max(1);
-    opts.connections = args.connections.unwrap_or(opts.connections).max(1);
+    args.run
+        .apply(&mut opts.window, &mut opts.repeats, &mut opts.connections);
     opts.idle_connections = args.idle_connections.unwrap_or(opts.idle_connections);
     if let Some(c) = args.configs {
         opts.configs = c;
@@ -77,17 +59,11 @@ fn main() -> Result<()> {
         opts.metrics = m;
     }
     println!(
-        "switchyard: {}; {} CPUs; kernel {}\n",
+        "switchyard: {}; {}\n",
         opts.switchyard.display(),
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
+        switchyard_bench::machine()
     );
-    let tb = Testbed::new("router benchmark")
-        .context("the benchmark needs network namespaces (run as root)")?;
-    let report = router::run(&tb, &opts);
-    tb.teardown()?;
-    println!("{}", report?.markdown());
+    let report = in_testbed("router benchmark", |tb| router::run(tb, &opts))?;
+    println!("{}", report.markdown());
     Ok(())
 }
