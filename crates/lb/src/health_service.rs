@@ -128,6 +128,15 @@ struct State {
     observer: Observer,
 }
 
+impl State {
+    /// Where messages for `to` go: its advertised address, else its latest source
+    /// ([`destination`]).
+    fn address_of(&self, to: SenderId) -> Option<SocketAddr> {
+        let advertised = self.cache.host(HostId(to.0)).and_then(|v| v.address);
+        destination(advertised, self.peers.get(&to).copied())
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     unit: UnitId,
@@ -278,11 +287,7 @@ impl HealthCacheHandle {
         if !self.shared.host_names.contains_key(&host) {
             return Err(ActError::UnknownHost(host));
         }
-        let known = {
-            let state = self.shared.lock();
-            let advertised = state.cache.host(host).and_then(|v| v.address);
-            destination(advertised, state.peers.get(&SenderId(host.0)).copied()).is_some()
-        };
+        let known = self.shared.lock().address_of(SenderId(host.0)).is_some();
         if !known {
             return Err(ActError::NoAddress(host));
         }
@@ -586,11 +591,7 @@ impl Service {
 
     /// Sends an act's request to `host` (where the cache's messages to it go).
     async fn send_act(&mut self, host: HostId, message: &Message) {
-        let to = {
-            let state = self.shared.lock();
-            let advertised = state.cache.host(host).and_then(|v| v.address);
-            destination(advertised, state.peers.get(&SenderId(host.0)).copied())
-        };
+        let to = self.shared.lock().address_of(SenderId(host.0));
         let Some(to) = to else {
             self.shared.lock().counters.unroutable += 1;
             return;
@@ -633,8 +634,7 @@ impl Service {
             let state = &mut *guard;
             let mut out = Vec::new();
             while let Some(t) = state.cache.poll_transmit() {
-                let advertised = state.cache.host(HostId(t.to.0)).and_then(|v| v.address);
-                match destination(advertised, state.peers.get(&t.to).copied()) {
+                match state.address_of(t.to) {
                     Some(addr) => out.push((addr, t.message)),
                     None => {
                         state.counters.unroutable += 1;

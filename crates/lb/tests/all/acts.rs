@@ -3,7 +3,7 @@
 //! bad requests change nothing; a host that refuses acts, one never heard from and one
 //! whose agent stopped each get their own answer.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -12,8 +12,9 @@ use switchyard_agent::daemon::{Agent, AgentOptions};
 use switchyard_lb::admin::api::{HostRow, HostsResponse};
 use switchyard_lb::{RunningUnit, UnitOptions};
 
-use crate::admin_auth::raw;
-use crate::harness::{CLUSTER, SECRET, WAIT, eventually, get_json, loopback0};
+use crate::harness::{
+    CLUSTER, SECRET, Scrape, WAIT, eventually, free_udp_port, get_json, loopback0, raw,
+};
 
 /// A configuration: unit `lb-1` (health cache) at `control`; services `web` and `api` on
 /// pool `shop` of hosts web-1 (id 1), web-2 (id 2) and web-3 (id 3, no agent runs for it).
@@ -94,9 +95,7 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("cluster.key"), SECRET).expect("secret");
         // The agent sends to the configured control address: pick a free port for it.
-        let control = UdpSocket::bind(loopback0())
-            .and_then(|s| s.local_addr())
-            .expect("free UDP port");
+        let control = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
         let path = dir.path().join("cluster.toml");
         let socket = dir.path().join("agent.sock");
         let agent_settings = format!("socket = \"{}\"\n{agent_settings}", socket.display());
@@ -383,16 +382,12 @@ async fn drain_disable_undrain_and_capacity_reach_the_host_through_the_unit() {
     let metrics = request(&c.agent_api, "GET", "/metrics", None)
         .await
         .expect("agent metrics");
-    let acts = metrics
-        .body
-        .lines()
-        .find(|l| {
-            l.starts_with("switchyard_agent_unit_acts_total{") && l.contains("host_name=\"web-1\"")
-        })
-        .unwrap_or_else(|| panic!("no unit acts of web-1 in:\n{}", metrics.body));
-    assert!(
-        acts.ends_with(" 2"),
-        "web-1 took a drain and an undrain: {acts}"
+    let metrics = Scrape::parse(metrics.body);
+    assert_eq!(
+        metrics.value("switchyard_agent_unit_acts", &[("host_name", "web-1")]),
+        Some(2.0),
+        "web-1 took a drain and an undrain:\n{}",
+        metrics.text
     );
 
     // The agent stops: the unit says it got no answer (or, once the goodbye cleared the

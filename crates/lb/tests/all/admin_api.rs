@@ -174,34 +174,6 @@ async fn the_admin_api_stays_on_loopback_and_units_are_named() {
     unit.shutdown().await;
 }
 
-/// One raw HTTP/1.1 GET with exactly `headers`: the status and the body.
-async fn raw_get(unit: &switchyard_lb::RunningUnit, path: &str, headers: &[&str]) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut text = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n");
-    for h in headers {
-        text.push_str(h);
-        text.push_str("\r\n");
-    }
-    text.push_str("\r\n");
-    let mut s = tokio::net::TcpStream::connect(unit.admin_addr())
-        .await
-        .expect("connect");
-    s.write_all(text.as_bytes()).await.expect("write");
-    let mut answer = Vec::new();
-    s.read_to_end(&mut answer).await.expect("read");
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {answer:?}"));
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    (status, body)
-}
-
 #[tokio::test]
 async fn requests_from_web_pages_are_refused() {
     let fixture = Fixture::health();
@@ -216,7 +188,7 @@ async fn requests_from_web_pages_are_refused() {
         (vec![evil.as_str()], "evil.example"),
         (vec!["Host: 203.0.113.7"], "loopback"),
     ] {
-        let (status, body) = raw_get(&unit, "/v1/hosts", &headers).await;
+        let (status, _, body) = raw(&unit, "GET", "/v1/hosts", &headers).await;
         assert_eq!(status, 403, "{headers:?}: {body}");
         let doc: serde_json::Value = serde_json::from_str(&body).expect("JSON error");
         let error = doc["error"].as_str().unwrap_or_default();
@@ -228,7 +200,7 @@ async fn requests_from_web_pages_are_refused() {
     // curl's requests, and the client's, work.
     let loopback = format!("Host: 127.0.0.1:{port}");
     for headers in [vec![loopback.as_str()], vec!["Host: localhost"], vec![]] {
-        let (status, body) = raw_get(&unit, "/v1/hosts", &headers).await;
+        let (status, _, body) = raw(&unit, "GET", "/v1/hosts", &headers).await;
         assert_eq!(status, 200, "{headers:?}: {body}");
     }
     let _: serde_json::Value = get_json(&unit, "/v1/counters").await;

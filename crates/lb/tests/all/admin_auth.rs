@@ -6,51 +6,11 @@ use switchyard_lb::admin::api::{ErrorBody, HostsResponse};
 use switchyard_lb::admin::auth::AdminToken;
 use switchyard_lb::admin::client;
 use switchyard_lb::{RunningUnit, UnitError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::harness::*;
 
 const TOKEN: &str = "tests-admin-token-0123456789abcdef";
 const TIMEOUT: Duration = Duration::from_secs(5);
-
-/// One raw HTTP/1.1 exchange with `headers` (each `Name: value`); returns the status, the
-/// header block and the body.
-pub(crate) async fn raw(
-    unit: &RunningUnit,
-    method: &str,
-    path: &str,
-    headers: &[&str],
-) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(unit.admin_addr())
-        .await
-        .expect("connect to the admin API");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-    for header in headers {
-        request.push_str(header);
-        request.push_str("\r\n");
-    }
-    request.push_str("Content-Length: 0\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("send the request");
-    let mut answer = Vec::new();
-    tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut answer))
-        .await
-        .expect("an answer in time")
-        .expect("read the answer");
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let (head, body) = answer
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {head:?}"));
-    (status, head.to_owned(), body.to_owned())
-}
 
 fn error_message(body: &str) -> String {
     serde_json::from_str::<ErrorBody>(body)

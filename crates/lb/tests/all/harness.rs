@@ -341,6 +341,89 @@ pub async fn scrape(unit: &RunningUnit) -> Scrape {
     Scrape::parse(response.text())
 }
 
+/// One raw HTTP/1.1 answer: the status, the header block (status line included) and the
+/// body.
+pub struct Answer {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl Answer {
+    /// The value of header `name` (any case), if the answer has it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// One raw HTTP/1.1 exchange with `addr`: `method target` with exactly `headers` (each
+/// `Name: value`; none is added but `Connection: close` and the body's `Content-Length`)
+/// and `body`, the whole answer read within [`WAIT`]. Chunked answers are not read.
+pub async fn raw_exchange(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[&str],
+    body: &str,
+) -> Answer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = format!(
+        "{method} {target} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for header in headers {
+        request.push_str(header);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    let what = format!("{method} {target}");
+    let answer = tokio::time::timeout(WAIT, async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: no answer within {WAIT:?}"))
+    .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let answer = String::from_utf8(answer).unwrap_or_else(|e| panic!("{what}: not UTF-8: {e}"));
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("{what}: not an HTTP answer: {answer:?}"));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{what}: no status in {head:?}"));
+    let answer = Answer {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    };
+    assert!(
+        answer.header("transfer-encoding").is_none(),
+        "{what}: chunked answers are not read here"
+    );
+    answer
+}
+
+/// [`raw_exchange`] without a body with the unit's admin API: the status, the header block
+/// and the body.
+pub async fn raw(
+    unit: &RunningUnit,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+) -> (u16, String, String) {
+    let answer = raw_exchange(unit.admin_addr(), method, path, headers, "").await;
+    (answer.status, answer.head, answer.body)
+}
+
 /// GET from the unit's admin API.
 pub async fn get(unit: &RunningUnit, path: &str) -> AdminResponse {
     client::get(unit.admin_addr(), path, TIMEOUT)

@@ -4,7 +4,7 @@
 //! and the counters move with the traffic the test sends (heartbeats from a host, HTTP
 //! requests through the router and its response cache, DAM calls).
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use openmetrics_parser::OpenMetricsType::{Counter, Gauge, Histogram};
@@ -21,10 +21,7 @@ fn config(
     listener: SocketAddr,
     app: SocketAddr,
 ) -> switchyard_config::Config {
-    let sessions_port = UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free UDP port")
-        .port();
+    let sessions_port = free_udp_port();
     std::fs::write(dir.join("cluster.key"), SECRET).expect("secret");
     let path = dir.join("cluster.toml");
     let text = format!(

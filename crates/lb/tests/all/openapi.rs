@@ -6,14 +6,11 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchyard_lb::RunningUnit;
 use switchyard_lb::admin::auth::AdminToken;
 use switchyard_wire::{HostId, SessionId};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::harness::*;
 use crate::json_schema::Validator;
@@ -58,9 +55,6 @@ const VALID_QUERIES: [(&str, &str); 3] = [
 
 /// A session the tests record in the unit's DAM portion.
 const CLIENT: &str = "198.51.100.7";
-
-/// Longest one exchange may take (an act to a silent host takes about 2 s).
-const EXCHANGE: Duration = Duration::from_secs(10);
 
 fn document() -> Value {
     serde_json::from_str(DOCUMENT).unwrap_or_else(|e| panic!("docs/openapi.json is not JSON: {e}"))
@@ -328,28 +322,13 @@ fn every_registered_route_is_documented_and_every_documented_one_registered() {
     );
 }
 
-/// One HTTP answer.
-struct Answer {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().skip(1).find_map(|line| {
-            let (n, v) = line.split_once(':')?;
-            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    }
-
-    fn is_no_such_route(&self) -> bool {
-        self.status == 404
-            && serde_json::from_str::<Value>(&self.body)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(|e| e.starts_with(NO_SUCH_ROUTE)))
-                .unwrap_or(false)
-    }
+/// Whether `answer` is the API's 404 for a path no route serves.
+fn is_no_such_route(answer: &Answer) -> bool {
+    answer.status == 404
+        && serde_json::from_str::<Value>(&answer.body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(|e| e.starts_with(NO_SUCH_ROUTE)))
+            .unwrap_or(false)
 }
 
 /// A request to a unit's admin API.
@@ -397,54 +376,22 @@ impl<'a> Call<'a> {
     }
 }
 
-/// One raw HTTP/1.1 exchange (`Connection: close`, the whole answer read).
+/// One raw HTTP/1.1 exchange with the unit's `Host`.
 async fn exchange(addr: SocketAddr, call: Call<'_>) -> Answer {
-    let body = call.body.unwrap_or("");
-    let mut request = format!(
-        "{} {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+    let host = format!("Host: {addr}");
+    let mut headers = vec![host.as_str()];
+    if call.json {
+        headers.push("Content-Type: application/json");
+    }
+    headers.extend_from_slice(call.headers);
+    raw_exchange(
+        addr,
         call.method,
         call.target,
-        body.len()
-    );
-    if call.json {
-        request.push_str("Content-Type: application/json\r\n");
-    }
-    for header in call.headers {
-        request.push_str(header);
-        request.push_str("\r\n");
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    let what = format!("{} {}", call.method, call.target);
-    let answer = tokio::time::timeout(EXCHANGE, async {
-        let mut stream = TcpStream::connect(addr).await?;
-        stream.write_all(request.as_bytes()).await?;
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await?;
-        Ok::<_, std::io::Error>(answer)
-    })
+        &headers,
+        call.body.unwrap_or(""),
+    )
     .await
-    .unwrap_or_else(|_| panic!("{what}: no answer within {EXCHANGE:?}"))
-    .unwrap_or_else(|e| panic!("{what}: {e}"));
-    let answer = String::from_utf8(answer).unwrap_or_else(|e| panic!("{what}: not UTF-8: {e}"));
-    let (head, body) = answer
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("{what}: not an HTTP answer: {answer:?}"));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("{what}: no status in {head:?}"));
-    let answer = Answer {
-        status,
-        head: head.to_owned(),
-        body: body.to_owned(),
-    };
-    assert!(
-        answer.header("transfer-encoding").is_none(),
-        "{what}: chunked answers are not read here"
-    );
-    answer
 }
 
 /// The documented path template `path` (no query) falls under.
@@ -526,7 +473,7 @@ async fn expect(doc: &Value, unit: &RunningUnit, call: Call<'_>, status: u16) ->
         call.method, call.target, answer.body
     );
     assert!(
-        !answer.is_no_such_route(),
+        !is_no_such_route(&answer),
         "{} {} is documented but not served",
         call.method,
         call.target
@@ -778,7 +725,7 @@ async fn a_unit_answers_every_documented_operation_as_documented() {
     // The fallback is the API's JSON error too, and what the served checks tell apart.
     let answer = exchange(unit.admin_addr(), Call::get("/v1/nothing")).await;
     assert!(
-        answer.is_no_such_route(),
+        is_no_such_route(&answer),
         "{}: {}",
         answer.status,
         answer.body

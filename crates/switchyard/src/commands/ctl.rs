@@ -108,7 +108,7 @@ pub fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
         let unit = act::Unit { addr, token };
         match args.command {
             CtlCommand::Hosts { json } => hosts(addr, args.timeout, token, json).await,
-            CtlCommand::Sessions(s) => sessions::run(addr, args.timeout, s).await,
+            CtlCommand::Sessions(s) => sessions::run(addr, args.timeout, token, s).await,
             CtlCommand::Watch(w) => watch::run(addr, args.timeout, token, w).await,
             CtlCommand::Drain(a) => {
                 act::directive(a, unit, args.timeout, act::Directive::Drain).await

@@ -78,17 +78,18 @@ impl SessionsArgs {
     }
 }
 
-/// Runs `ctl sessions` against the unit at `addr`.
+/// Runs `ctl sessions` against the unit at `addr` (with its admin `token`, if it has one).
 pub async fn run(
     addr: SocketAddr,
     timeout: Duration,
+    token: Option<&str>,
     args: SessionsArgs,
 ) -> anyhow::Result<ExitCode> {
     let path = match args.query() {
         Some(query) => format!("/v1/sessions?{query}"),
         None => "/v1/sessions/summary".to_owned(),
     };
-    let response = client::get(addr, &path, timeout)
+    let response = client::get_authorized(addr, &path, timeout, token)
         .await
         .map_err(super::explain)?;
     if !(200..300).contains(&response.status) {
@@ -209,19 +210,79 @@ fn render_summary(doc: &SessionsSummary) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn query_values_are_encoded() {
-        assert_eq!(percent_encode("SID=a b&c"), "SID%3Da%20b%26c");
-        let args = SessionsArgs {
+    fn summary_args() -> SessionsArgs {
+        SessionsArgs {
             client_ip: None,
-            cookie: Some("SID=x".into()),
+            cookie: None,
             user: None,
             tls_session_id: None,
             custom: None,
             four_tuple: None,
             key: None,
             json: false,
+        }
+    }
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(percent_encode("SID=a b&c"), "SID%3Da%20b%26c");
+        let args = SessionsArgs {
+            cookie: Some("SID=x".into()),
+            ..summary_args()
         };
         assert_eq!(args.query().as_deref(), Some("cookie=SID%3Dx"));
+    }
+
+    /// `--token-file` reaches `ctl sessions` too: a unit with an admin token answers it.
+    #[tokio::test]
+    async fn a_token_unit_answers_with_the_token_only() {
+        const TOKEN: &str = "ctl-sessions-test-token-0123456789";
+        let dir = tempfile::tempdir().expect("temporary directory");
+        std::fs::write(
+            dir.path().join("cluster.key"),
+            "ctl tests: not a production secret",
+        )
+        .expect("secret");
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("a free UDP port")
+            .port();
+        let path = dir.path().join("cluster.toml");
+        let text = format!(
+            r#"[cluster]
+id = "ctl-test"
+secret_file = "cluster.key"
+
+[[cluster.units]]
+name = "lb-1"
+id = 1
+address = "127.0.0.1"
+roles = ["session-store"]
+
+[sessions]
+port = {port}
+"#
+        );
+        std::fs::write(&path, text).expect("configuration");
+        let config = switchyard_config::load_file(&path)
+            .unwrap_or_else(|d| panic!("test configuration rejected:\n{d}"));
+        let options = switchyard_lb::UnitOptions {
+            unit: "lb-1".to_owned(),
+            admin: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            control: None,
+        };
+        let token = switchyard_lb::admin::auth::AdminToken::new(TOKEN).expect("token");
+        let unit =
+            switchyard_lb::RunningUnit::start_with_admin_token(&config, options, Some(token))
+                .await
+                .expect("the unit starts");
+        let addr = unit.admin_addr();
+        let timeout = Duration::from_secs(5);
+        let with = run(addr, timeout, Some(TOKEN), summary_args()).await;
+        let without = run(addr, timeout, None, summary_args()).await;
+        unit.shutdown().await;
+        assert_eq!(with.expect("the summary with the token"), ExitCode::SUCCESS);
+        let error = without.expect_err("no token").to_string();
+        assert!(error.contains("401"), "{error}");
     }
 }
