@@ -19,15 +19,15 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use openmetrics_parser::{MetricsExposition, OpenMetricsType, OpenMetricsValue};
+use openmetrics_parser::OpenMetricsType;
 use support::cluster::{Cluster, ClusterSpec, PacketSpec, ROUTER_SERVICE, ROUTER_VIP, VIP};
+use support::scrape::Scrape;
 use support::wait::wait_until;
 
 const DASHBOARD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../deploy/grafana/switchyard.json"
 );
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections through each path.
 const REQUESTS: usize = 20;
@@ -288,114 +288,6 @@ fn the_dashboard_is_grafana_json_over_a_datasource_variable() {
 }
 
 // ---- the live scrapes ---------------------------------------------------------------------
-
-struct Scrape {
-    what: String,
-    text: String,
-    families: MetricsExposition<OpenMetricsType, OpenMetricsValue>,
-}
-
-impl Scrape {
-    fn parse(what: &str, status: u16, content_type: Option<&str>, text: String) -> Self {
-        assert_eq!(status, 200, "{what}: {text}");
-        assert_eq!(content_type, Some(OPENMETRICS), "{what}");
-        let families = openmetrics_parser::openmetrics::parse_openmetrics(&text)
-            .unwrap_or_else(|e| panic!("{what}: not OpenMetrics ({e:?}):\n{text}"));
-        Self {
-            what: what.to_owned(),
-            text,
-            families,
-        }
-    }
-
-    fn unit(c: &Cluster, j: usize) -> Self {
-        let r = c
-            .unit_get(j, "/metrics")
-            .unwrap_or_else(|e| panic!("unit {j} /metrics: {e}"));
-        Self::parse(
-            &format!("unit {j}"),
-            r.status,
-            r.content_type.as_deref(),
-            r.text(),
-        )
-    }
-
-    fn agent(c: &Cluster, a: usize) -> Self {
-        let r = c
-            .agent_request(a, "GET", "/metrics", None)
-            .unwrap_or_else(|e| panic!("agent {a} /metrics: {e}"));
-        Self::parse(
-            &format!("agent {a}"),
-            r.status,
-            r.content_type.as_deref(),
-            r.body,
-        )
-    }
-
-    /// Asserts family `name` has type `kind` and exactly the label names `labels`.
-    #[track_caller]
-    fn family(&self, name: &str, kind: OpenMetricsType, labels: &[&str]) {
-        let family = self
-            .families
-            .families
-            .get(name)
-            .unwrap_or_else(|| panic!("{}: no family {name}:\n{}", self.what, self.text));
-        assert_eq!(family.family_type, kind, "{}: {name}", self.what);
-        let mut have: Vec<&str> = family
-            .get_label_names()
-            .iter()
-            .map(String::as_str)
-            .collect();
-        let mut want = labels.to_vec();
-        have.sort_unstable();
-        want.sort_unstable();
-        assert_eq!(have, want, "{}: {name}'s labels", self.what);
-    }
-
-    /// The sum of the samples of `name` whose labels include `labels` (a histogram's count).
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let Some(family) = self.families.families.get(name) else {
-            return 0.0;
-        };
-        family
-            .iter_samples()
-            .filter(|s| {
-                let set = s.get_labelset().expect("labels");
-                labels
-                    .iter()
-                    .all(|(k, v)| set.get_label_value(k) == Some(*v))
-            })
-            .map(|s| match &s.value {
-                OpenMetricsValue::Counter(c) => c.value.as_f64(),
-                OpenMetricsValue::Gauge(n) | OpenMetricsValue::Unknown(n) => n.as_f64(),
-                OpenMetricsValue::Histogram(h) => h.count.unwrap_or(0) as f64,
-                other => panic!("{name}: {other:?}"),
-            })
-            .sum()
-    }
-
-    /// The names of the samples (what PromQL selects): `…_total` for counters, `…_bucket`,
-    /// `…_sum` and `…_count` for histograms, the family's name otherwise.
-    fn sample_names(&self) -> BTreeSet<String> {
-        let mut out = BTreeSet::new();
-        for (name, family) in &self.families.families {
-            match family.family_type {
-                OpenMetricsType::Counter => {
-                    out.insert(format!("{name}_total"));
-                }
-                OpenMetricsType::Histogram => {
-                    for suffix in ["_bucket", "_sum", "_count"] {
-                        out.insert(format!("{name}{suffix}"));
-                    }
-                }
-                _ => {
-                    out.insert(name.clone());
-                }
-            }
-        }
-        out
-    }
-}
 
 /// `n` HTTP requests, one connection each, from client 0 to `addr`; all must answer 200.
 fn http(c: &Cluster, addr: SocketAddr, path: &str, n: usize) {

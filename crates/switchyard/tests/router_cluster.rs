@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use support::cluster::{Cluster, ClusterSpec, HttpCheck, ROUTER_COOKIE, ROUTER_VIP};
 use support::http::{self, Answer, Client, NamedApp};
+use support::scrape::Scrape;
 use support::wait::wait_until;
 use switchyard_session_client::{Session, SessionClient};
 /// `n` requests from client 0 ([`http::requests`] in its namespace).
@@ -283,25 +284,10 @@ fn unit_requests(cluster: &Cluster, j: usize) -> u64 {
 
 /// Unit `j`'s `switchyard_router_session_lookups` with `result`, and its session records.
 fn session_metrics(cluster: &Cluster, j: usize, result: &str) -> (u64, u64) {
-    let text = cluster
-        .unit_get(j, "/metrics")
-        .unwrap_or_else(|e| panic!("{e}"))
-        .text();
-    // A series line: `name{labels} value`; every series of a unit carries its `unit` label.
-    let value = |name: &str, label: Option<&str>| {
-        text.lines()
-            .filter(|l| l.starts_with(&format!("{name}{{")))
-            .find(|l| label.is_none_or(|want| l.contains(want)))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map_or(0, |v| v as u64)
-    };
+    let scrape = Scrape::unit(cluster, j);
     (
-        value(
-            "switchyard_router_session_lookups_total",
-            Some(&format!("result=\"{result}\"")),
-        ),
-        value("switchyard_router_session_records_total", None),
+        scrape.value("switchyard_router_session_lookups", &[("result", result)]) as u64,
+        scrape.value("switchyard_router_session_records", &[]) as u64,
     )
 }
 

@@ -25,6 +25,7 @@ use std::time::Duration;
 use support::cluster::block_on;
 use support::http::{Client, NamedApp, requests};
 use support::local::{Proc, field, free_tcp_port, free_udp_port};
+use support::scrape::Scrape;
 use support::wait::{hold_for, wait_until};
 use switchyard_agent::api::client::{ApiTarget, request};
 
@@ -206,14 +207,22 @@ impl Setup {
     }
 
     /// lb-2's `/metrics`.
-    fn metrics(&self) -> String {
-        block_on(switchyard_lb::admin::client::get(
+    fn metrics(&self) -> Scrape {
+        let r = block_on(switchyard_lb::admin::client::get(
             self.router_admin,
             "/metrics",
             Duration::from_secs(3),
         ))
-        .expect("GET /metrics")
-        .text()
+        .expect("GET /metrics");
+        Scrape::parse("lb-2", r.status, r.content_type.as_deref(), r.text())
+    }
+
+    /// lb-2's `switchyard_router_backend_source` of `source` (1 for the current one).
+    fn backend_source(&self, source: &str) -> f64 {
+        self.metrics().value(
+            "switchyard_router_backend_source",
+            &[("unit", "lb-2"), ("source", source)],
+        )
     }
 
     /// lb-2's source and pool `web` as (name, state, weight) per host.
@@ -299,15 +308,12 @@ fn a_router_only_unit_follows_a_health_cache_units_allotments_and_falls_back() {
     let view = s.view().expect("view");
     assert_eq!(view["remote"]["status"], "fresh", "{view}");
     documented(&view);
-    let metrics = s.metrics();
-    for (source, value) in [("remote-allotment", 1), ("static", 0), ("local-cache", 0)] {
-        let line = format!(
-            "switchyard_router_backend_source{{unit=\"lb-2\",source=\"{source}\"}} {value}"
-        );
-        assert!(
-            metrics.lines().any(|l| l == line),
-            "{line} missing:\n{metrics}"
-        );
+    for (source, value) in [
+        ("remote-allotment", 1.0),
+        ("static", 0.0),
+        ("local-cache", 0.0),
+    ] {
+        assert_eq!(s.backend_source(source), value, "{source}");
     }
     assert_eq!(
         view["remote"]["units"][0],
@@ -443,11 +449,7 @@ fn a_router_only_unit_follows_a_health_cache_units_allotments_and_falls_back() {
         "capacity as weight: {hosts:?}"
     );
     assert_eq!(s.view().expect("view")["remote"]["status"], "lost");
-    assert!(
-        s.metrics()
-            .contains("switchyard_router_backend_source{unit=\"lb-2\",source=\"static\"} 1"),
-        "the metric follows"
-    );
+    assert!(s.backend_source("static") == 1.0, "the metric follows");
     let static_ones = s.requests(100, false, None);
     assert_eq!(static_ones.values().sum::<usize>(), 100, "{static_ones:?}");
 

@@ -15,6 +15,7 @@
 //! - [`http`]: for the request-router tests, an application naming itself in every answer
 //!   (in a namespace or on loopback) and a keep-alive client with affinity cookies.
 //! - [`local`]: `switchyard` processes on loopback, without namespaces (no root needed).
+//! - [`scrape`]: a `/metrics` scrape parsed as OpenMetrics, with family and value checks.
 //! - [`wait`]: polling with deadlines (`wait_until`, `hold_for`) whose failures name what
 //!   was awaited and the last state observed — never sleeps as assertions.
 //!
@@ -28,4 +29,5 @@ pub mod echo;
 pub mod http;
 pub mod line_conn;
 pub mod local;
+pub mod scrape;
 pub mod wait;
