@@ -53,7 +53,7 @@ use crate::{HealthCacheHandle, SessionStoreHandle};
 /// Every ignore reason the service labels, so each series exists from the
 /// start (a counter that appears only when it first counts confuses
 /// `rate()`).
-const IGNORED_REASONS: [&str; 9] = [
+const IGNORED_REASONS: [&str; 12] = [
     "other-host",
     "sender-mismatch",
     "unit-mismatch",
@@ -63,6 +63,10 @@ const IGNORED_REASONS: [&str; 9] = [
     "invalid-row",
     "unknown-unit",
     "not-for-this-machine",
+    // Counted by the service before the cache sees a message (`trust`, acts).
+    "unknown-sender",
+    "not-a-member",
+    "unexpected-reply",
 ];
 
 /// The unit's registry with a collector for each role it runs (the router registers its
