@@ -483,13 +483,6 @@ async fn recv_on(ep: &mut Option<UdpEndpoint>) -> std::io::Result<switchyard_tra
     }
 }
 
-async fn allotment_answer(client: &mut Option<AllotmentClient>) -> Message {
-    match client {
-        Some(c) => c.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// What the local cache looks like, to notice changes cheaply.
 fn fingerprint(h: &HealthCacheHandle) -> Vec<(u32, u64, bool)> {
     h.read(|cache, _| {
@@ -615,7 +608,7 @@ impl Driver {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 },
-                answer = allotment_answer(&mut allot_client) => {
+                answer = AllotmentClient::answer(&mut allot_client) => {
                     if let (Message::AllotmentResponse(response), Source::Remote(remote)) = (answer, &mut source)
                         && remote.store(response, Instant::now())
                     {
