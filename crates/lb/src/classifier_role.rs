@@ -349,8 +349,6 @@ pub struct RemoteAllotments {
     latest: HashMap<(SocketAddr, Protocol, String), (AllotmentResponse, Instant)>,
     wanted: HashSet<(SocketAddr, Protocol, String)>,
     max_age: Duration,
-    /// A key was asked for that has no response yet.
-    pub missing: bool,
 }
 
 impl RemoteAllotments {
@@ -374,13 +372,10 @@ impl AllotmentSource for RemoteAllotments {
             .filter(|(_, at)| now.saturating_duration_since(*at) <= self.max_age);
         let allotment = match fresh {
             Some((r, _)) => r.allotment.clone(),
-            None => {
-                self.missing = true;
-                Allotment::Tokens {
-                    entries: Vec::new(),
-                    valid_for_ms: 1,
-                }
-            }
+            None => Allotment::Tokens {
+                entries: Vec::new(),
+                valid_for_ms: 1,
+            },
         };
         self.wanted.insert(key);
         AllotmentResponse {
@@ -638,8 +633,7 @@ impl Driver {
                     self.publish();
                 }
                 _ = refresh.tick() => {
-                    if let (Source::Remote(remote), Some(client)) = (&mut source, &mut allot_client) {
-                        remote.missing = false;
+                    if let (Source::Remote(remote), Some(client)) = (&source, &mut allot_client) {
                         let keys = remote.wanted.iter().map(|(vip, protocol, info)| ServiceKey::new(*vip, *protocol, info.clone()));
                         client.ask(keys, AllotmentScheme::Tokens, Message::from).await;
                     }
