@@ -128,6 +128,15 @@ impl AllotmentClient {
         }
     }
 
+    /// [`AllotmentClient::recv`] on `client`; never resolves without one (a role's select
+    /// loop then has no answers to wait for).
+    pub async fn answer(client: &mut Option<Self>) -> Message {
+        match client {
+            Some(c) => c.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// The next allotment answer (`AllotmentResponse` or `AffinityAllotmentResponse`)
     /// from a configured health-cache unit. Cancel-safe: a datagram is either returned or
     /// dropped whole.

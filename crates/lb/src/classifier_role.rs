@@ -349,8 +349,6 @@ pub struct RemoteAllotments {
     latest: HashMap<(SocketAddr, Protocol, String), (AllotmentResponse, Instant)>,
     wanted: HashSet<(SocketAddr, Protocol, String)>,
     max_age: Duration,
-    /// A key was asked for that has no response yet.
-    pub missing: bool,
 }
 
 impl RemoteAllotments {
@@ -374,13 +372,10 @@ impl AllotmentSource for RemoteAllotments {
             .filter(|(_, at)| now.saturating_duration_since(*at) <= self.max_age);
         let allotment = match fresh {
             Some((r, _)) => r.allotment.clone(),
-            None => {
-                self.missing = true;
-                Allotment::Tokens {
-                    entries: Vec::new(),
-                    valid_for_ms: 1,
-                }
-            }
+            None => Allotment::Tokens {
+                entries: Vec::new(),
+                valid_for_ms: 1,
+            },
         };
         self.wanted.insert(key);
         AllotmentResponse {
@@ -479,13 +474,6 @@ struct Driver {
 async fn recv_on(ep: &mut Option<UdpEndpoint>) -> std::io::Result<switchyard_transport::Received> {
     match ep {
         Some(e) => e.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn allotment_answer(client: &mut Option<AllotmentClient>) -> Message {
-    match client {
-        Some(c) => c.recv().await,
         None => std::future::pending().await,
     }
 }
@@ -615,7 +603,7 @@ impl Driver {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 },
-                answer = allotment_answer(&mut allot_client) => {
+                answer = AllotmentClient::answer(&mut allot_client) => {
                     if let (Message::AllotmentResponse(response), Source::Remote(remote)) = (answer, &mut source)
                         && remote.store(response, Instant::now())
                     {
@@ -645,8 +633,7 @@ impl Driver {
                     self.publish();
                 }
                 _ = refresh.tick() => {
-                    if let (Source::Remote(remote), Some(client)) = (&mut source, &mut allot_client) {
-                        remote.missing = false;
+                    if let (Source::Remote(remote), Some(client)) = (&source, &mut allot_client) {
                         let keys = remote.wanted.iter().map(|(vip, protocol, info)| ServiceKey::new(*vip, *protocol, info.clone()));
                         client.ask(keys, AllotmentScheme::Tokens, Message::from).await;
                     }

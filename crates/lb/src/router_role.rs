@@ -1264,13 +1264,6 @@ fn log_status(unit: &str, before: Option<Status>, status: Status) {
     }
 }
 
-async fn allotment_answer(client: &mut Option<AllotmentClient>) -> Message {
-    match client {
-        Some(c) => c.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Keeps the backends fed (from the health cache, or from health-cache units' allotments
 /// asked every `refresh` through `client`) and reports outliers, until stopped; then
 /// stops the router.
@@ -1291,7 +1284,7 @@ async fn feed(
                     break;
                 }
             }
-            answer = allotment_answer(&mut client) => {
+            answer = AllotmentClient::answer(&mut client) => {
                 if let (Message::AffinityAllotmentResponse(response), Some(remote)) = (answer, &s.remote) {
                     lock(remote).answers.store(response, Instant::now());
                 }

@@ -137,24 +137,19 @@ pub(crate) fn choose<'h>(
     excluded: &dyn Fn(HostId) -> bool,
 ) -> Option<&'h Backend> {
     let eligible = |h: &&Backend| h.state == HostState::Active && h.weight > 0 && !excluded(h.id);
+    // The host a cookie or the directory ties the request to, while it is not down.
+    let tied = |host: HostId| {
+        hosts
+            .iter()
+            .find(|h| h.id == host && h.state != HostState::Down && !excluded(h.id))
+    };
     let random = match placement {
-        Placement::Cookie { host, random } => {
-            if let Some(h) = hosts
-                .iter()
-                .find(|h| h.id == host && h.state != HostState::Down && !excluded(h.id))
-            {
-                return Some(h);
-            }
-            random
-        }
+        Placement::Cookie { host, random } => match tied(host) {
+            Some(h) => return Some(h),
+            None => random,
+        },
         Placement::Session { host, key } => {
-            if let Some(h) = hosts
-                .iter()
-                .find(|h| h.id == host && h.state != HostState::Down && !excluded(h.id))
-            {
-                return Some(h);
-            }
-            return choose(hosts, Placement::Hash(key), excluded);
+            return tied(host).or_else(|| choose(hosts, Placement::Hash(key), excluded));
         }
         Placement::Hash(key) => {
             let candidates: Vec<&Backend> = hosts.iter().filter(eligible).collect();

@@ -152,11 +152,7 @@ impl Protocol {
 
 impl std::fmt::Debug for Protocol {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Http => "http",
-            Self::H2c => "h2c",
-            Self::Https(_) => "https",
-        })
+        f.write_str(self.kind())
     }
 }
 
@@ -550,7 +546,7 @@ async fn accept_loop(
                     name.clone(),
                     listener,
                     peer,
-                    at_start.protocol.kind() == "https",
+                    matches!(at_start.protocol, Protocol::Https(_)),
                 );
                 let watcher = graceful.watcher();
                 let Some(workers) = inner.workers.get() else {

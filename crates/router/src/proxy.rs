@@ -577,9 +577,9 @@ async fn route_request(
         cache_removed(inner, &label, c, removed);
     }
     if let (Some(c), Some((key, request_headers))) = (cache, store_for) {
-        let host_headers = without_cookie(resp.headers(), affinity_cookie);
-        if c.wants(resp.status(), &host_headers) {
-            let (parts, body) = resp.into_parts();
+        let (parts, body) = resp.into_parts();
+        let host_headers = without_cookie(&parts.headers, affinity_cookie);
+        resp = if c.wants(parts.status, &host_headers) {
             let bytes = match body.collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(_) => {
@@ -614,8 +614,10 @@ async fn route_request(
                     .get_or_create(&labels)
                     .set(i64::try_from(c.bytes()).unwrap_or(i64::MAX));
             }
-            resp = Response::from_parts(parts, RouterBody::local(bytes));
-        }
+            Response::from_parts(parts, RouterBody::local(bytes))
+        } else {
+            Response::from_parts(parts, body)
+        };
     }
     resp.headers_mut()
         .insert(request_id_header.clone(), request_id);
@@ -629,10 +631,11 @@ fn is_safe(method: &Method) -> bool {
     )
 }
 
-/// The response headers as the host sent them: without the router's own affinity cookie.
-fn without_cookie(headers: &HeaderMap, cookie: Option<&str>) -> HeaderMap {
+/// The response headers as the host sent them: without the router's own affinity cookie
+/// (`headers` themselves when the service has none).
+fn without_cookie<'h>(headers: &'h HeaderMap, cookie: Option<&str>) -> Cow<'h, HeaderMap> {
     let Some(name) = cookie else {
-        return headers.clone();
+        return Cow::Borrowed(headers);
     };
     let prefix = format!("{name}=");
     let mut out = headers.clone();
@@ -642,7 +645,7 @@ fn without_cookie(headers: &HeaderMap, cookie: Option<&str>) -> HeaderMap {
             out.append(header::SET_COOKIE, v.clone());
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// Counts responses removed from a route's cache and updates its size gauge.

@@ -171,8 +171,8 @@ impl Directory<'_> {
 
     /// `client-ip` and `header`: the session's host if the directory knows one in `pool`
     /// that is not down; else the rendezvous choice of `key` among hosts not `excluded`,
-    /// recorded for `ttl` (not after a timed-out lookup, nor over a session on another
-    /// pool's host).
+    /// recorded for `ttl` and placed as that session (not after a timed-out lookup, nor
+    /// over a session on another pool's host: the hash of `key` then).
     pub(crate) async fn hashed<'k>(
         self,
         session: &SessionId,
@@ -199,10 +199,14 @@ impl Directory<'_> {
             },
             Lookup::Miss => {}
         }
-        if let Some(h) = choose(hosts, Placement::Hash(key), excluded) {
-            self.record(session, h.id, ttl);
+        // The request goes where the record says: its first attempt need not hash again.
+        match choose(hosts, Placement::Hash(key), excluded) {
+            Some(h) => {
+                self.record(session, h.id, ttl);
+                Placement::Session { host: h.id, key }
+            }
+            None => Placement::Hash(key),
         }
-        Placement::Hash(key)
     }
 
     fn record(self, session: &SessionId, host: HostId, ttl: Duration) {
