@@ -134,17 +134,29 @@ fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// Weighted rendezvous choice: the index in `hosts` (id, weight > 0) that wins `key`.
-pub fn rendezvous(key: &[u8], hosts: &[(u32, u32)]) -> Option<usize> {
+/// Keys up to this long are hashed from a buffer on the stack (client addresses, most
+/// header values); longer ones from the heap.
+const STACK_KEY: usize = 60;
+
+/// Weighted rendezvous choice: the position in `hosts` (id, weight; weight 0 never wins)
+/// of the one that wins `key`.
+pub fn rendezvous(key: &[u8], hosts: impl IntoIterator<Item = (u32, u32)>) -> Option<usize> {
     let mut best: Option<(usize, f64)> = None;
-    for (i, &(id, weight)) in hosts.iter().enumerate() {
+    let mut stack = [0u8; STACK_KEY + 4];
+    let mut heap = Vec::new();
+    let input: &mut [u8] = if key.len() <= STACK_KEY {
+        &mut stack[..key.len() + 4]
+    } else {
+        heap.resize(key.len() + 4, 0);
+        &mut heap
+    };
+    input[4..].copy_from_slice(key);
+    for (i, (id, weight)) in hosts.into_iter().enumerate() {
         if weight == 0 {
             continue;
         }
-        let mut input = Vec::with_capacity(key.len() + 4);
-        input.extend_from_slice(&id.to_be_bytes());
-        input.extend_from_slice(key);
-        let h = xxhash_rust::xxh3::xxh3_64_with_seed(&input, HRW_SEED);
+        input[..4].copy_from_slice(&id.to_be_bytes());
+        let h = xxhash_rust::xxh3::xxh3_64_with_seed(input, HRW_SEED);
         // Map to (0, 1): 53 significant bits, never 0 or 1.
         let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
         let score = f64::from(weight) / -u.ln();
@@ -186,12 +198,40 @@ mod tests {
         let without_2 = [(1, 10), (3, 10)];
         for k in 0u32..500 {
             let key = k.to_be_bytes();
-            let a = rendezvous(&key, &all).map(|i| all[i].0);
-            let b = rendezvous(&key, &without_2).map(|i| without_2[i].0);
+            let a = rendezvous(&key, all).map(|i| all[i].0);
+            let b = rendezvous(&key, without_2).map(|i| without_2[i].0);
             if a != Some(2) {
                 assert_eq!(a, b, "key {k} moved although its host stayed");
             }
         }
-        assert_eq!(rendezvous(b"k", &[(1, 0)]), None);
+        assert_eq!(rendezvous(b"k", [(1, 0)]), None);
+    }
+
+    #[test]
+    fn keys_on_the_stack_and_on_the_heap_hash_as_id_then_key() {
+        // The definition: xxh3 of the host id (big-endian) followed by the key.
+        let reference = |key: &[u8], hosts: &[(u32, u32)]| {
+            let score = |&(id, weight): &(u32, u32)| {
+                let mut input = id.to_be_bytes().to_vec();
+                input.extend_from_slice(key);
+                let h = xxhash_rust::xxh3::xxh3_64_with_seed(&input, HRW_SEED);
+                let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+                f64::from(weight) / -u.ln()
+            };
+            (0..hosts.len()).max_by(|&a, &b| score(&hosts[a]).total_cmp(&score(&hosts[b])))
+        };
+        let hosts: Vec<(u32, u32)> = (1..=7).map(|id| (id, 10 + id)).collect();
+        for len in [0, 1, STACK_KEY, STACK_KEY + 1, 300] {
+            for seed in 0u8..40 {
+                let key: Vec<u8> = (0..len)
+                    .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+                    .collect();
+                assert_eq!(
+                    rendezvous(&key, hosts.iter().copied()),
+                    reference(&key, &hosts),
+                    "key length {len}, seed {seed}"
+                );
+            }
+        }
     }
 }

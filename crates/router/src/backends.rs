@@ -152,9 +152,11 @@ pub(crate) fn choose<'h>(
             return tied(host).or_else(|| choose(hosts, Placement::Hash(key), excluded));
         }
         Placement::Hash(key) => {
-            let candidates: Vec<&Backend> = hosts.iter().filter(eligible).collect();
-            let ids: Vec<(u32, u32)> = candidates.iter().map(|h| (h.id.0, h.weight)).collect();
-            return rendezvous(key, &ids).and_then(|i| candidates.get(i).copied());
+            let i = rendezvous(
+                key,
+                hosts.iter().filter(eligible).map(|h| (h.id.0, h.weight)),
+            )?;
+            return hosts.iter().filter(eligible).nth(i);
         }
         Placement::Any { random } => random,
     };
